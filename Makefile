@@ -1,0 +1,27 @@
+# The README's two commands: `make test` and `make run`. Both build .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ferkit-installed
+FERKIT_DATA ?= ../shared/datasets/ferplus
+
+.PHONY: test run venv lint
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (or the venv is missing): a second run is a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+run: $(STAMP)
+	$(BIN)/ferkit data summary $(FERKIT_DATA)

@@ -1,0 +1,15 @@
+"""ferkit: facial expression recognition for the 8 FERPlus emotions."""
+
+from ferkit.emotions import EMOTIONS
+
+__version__ = "0.1.0"
+__all__ = ["EMOTIONS", "__version__", "load_model"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import ferkit` stays light (no torch) until a model is needed.
+    if name == "load_model":
+        from ferkit.models import load_model
+
+        return load_model
+    raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

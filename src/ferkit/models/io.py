@@ -1,0 +1,88 @@
+"""Save and load a trained model as two files: model.safetensors + model.json. No pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import ModelFileError
+from ferkit.models.base import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, FerModel
+from ferkit.models.registry import create_model
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+
+
+def model_config(architecture: str, model_args: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The model.json contents: everything needed to rebuild and use the model."""
+    return {
+        "architecture": architecture,
+        "model_args": model_args,
+        "classes": list(EMOTIONS),
+        "input_size": [1, INPUT_SIZE, INPUT_SIZE],
+        "normalization": {"scale": 1 / 255, "mean": PIXEL_MEAN, "std": PIXEL_STD,
+                          "formula": "(pixels / 255 - mean) / std"},
+        **extra,
+    }
+
+
+def save_model(model: FerModel, folder: Path, config: dict[str, Any]) -> None:
+    """Write folder/model.safetensors (fp32 state dict, buffers included) and folder/model.json."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"architecture": config["architecture"]})
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def resolve_model_folder(path: str | Path) -> Path:
+    """A run folder, a folder with model.json, or the model.json / .safetensors file itself."""
+    path = Path(path).expanduser()
+    folder = path.parent if path.is_file() else path
+    if not folder.exists():
+        raise ModelFileError(f"{path}: model not found")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise ModelFileError(f"{folder}: missing {name} (a model folder holds "
+                                 f"{CONFIG_FILE} and {WEIGHTS_FILE})")
+    return folder
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    folder = resolve_model_folder(path)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{folder / CONFIG_FILE}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise ModelFileError(f"{folder / CONFIG_FILE}: no 'architecture' field")
+    return config
+
+
+def load_model(path: str | Path) -> FerModel:
+    """Rebuild a trained model (eval mode) from model.json + model.safetensors alone."""
+    folder = resolve_model_folder(path)
+    config = read_model_config(folder)
+    try:
+        model = create_model(config["architecture"], **config.get("model_args", {}))
+    except ValueError as exc:
+        raise ModelFileError(f"{folder / CONFIG_FILE}: {exc}") from None
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except (SafetensorError, OSError) as exc:
+        raise ModelFileError(f"{folder / WEIGHTS_FILE}: cannot read weights ({exc})") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFileError(f"{folder / WEIGHTS_FILE}: weights do not fit "
+                             f"{config['architecture']} ({first})") from None
+    return model.eval()
+
+

@@ -1,0 +1,63 @@
+"""A ResNet sized for 48x48 faces and CPU throughput (He et al. 2016, basic blocks).
+
+The stem keeps full resolution for one cheap conv, then each stage halves the side:
+48 -> 24 -> 12 -> 6. Global average pooling makes the head independent of the input side.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ferkit.models.base import NUM_CLASSES, FerModel
+from ferkit.models.registry import register_model
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_ch))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(FerModel):
+    def __init__(self, widths: tuple[int, ...] = (64, 128, 256), depths: tuple[int, ...] = (2, 2, 2),
+                 stem_width: int = 32, dropout: float = 0.2):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, stem_width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
+        stages, in_ch = [], stem_width
+        for width, depth in zip(widths, depths, strict=True):
+            blocks = [BasicBlock(in_ch if i == 0 else width, width, 2 if i == 0 else 1)
+                      for i in range(depth)]
+            stages.append(nn.Sequential(*blocks))
+            in_ch = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_ch, NUM_CLASSES)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))  # (N,1,48,48) -> (N,widths[-1],6,6)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.pool(features).flatten(1)))  # (N, 8)
+
+
+@register_model
+def resnet(widths: tuple[int, ...] = (64, 128, 256), depths: tuple[int, ...] = (2, 2, 2),
+           stem_width: int = 32, dropout: float = 0.2) -> ResNet:
+    """ResNet for 48x48: stem 32, stages 64/128/256 x 2 basic blocks, GAP; ~2.8M params."""
+    return ResNet(tuple(widths), tuple(depths), stem_width, dropout)

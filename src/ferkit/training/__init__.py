@@ -1,0 +1,1 @@
+"""Training on PyTorch Lightning (needs the `train` extra)."""

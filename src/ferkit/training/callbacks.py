@@ -1,0 +1,70 @@
+"""Callbacks: per-epoch history (history.json, curves.png, a line in train.log)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from ferkit.training.plots import plot_history
+
+log = logging.getLogger("ferkit.training")
+
+
+class HistoryCallback(L.Callback):
+    """Writes history.json and curves.png after every epoch; its state rides in checkpoints so a
+    resumed run keeps the earlier epochs."""
+
+    def __init__(self, run_dir: Path, title: str = ""):
+        self.run_dir = Path(run_dir)
+        self.title = title
+        self.history: list[dict[str, Any]] = []
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {
+            "epoch": trainer.current_epoch + 1,
+            "train_loss": metrics.get("train_loss"),
+            "train_acc": metrics.get("train_acc"),
+            "val_loss": metrics.get("val_loss"),
+            "val_acc": metrics.get("val_acc"),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - self._epoch_start, 2),
+        }
+        self.history.append(row)
+        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        plot_history(self.history, self.run_dir / "curves.png", self.title)
+        log.info("epoch %d: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                           if k != "epoch" and v is not None), row["epoch"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by StopAfterEpochs."""
+
+
+class StopAfterEpochs(L.Callback):
+    """Crash at the start of epoch N+1, after epoch N's checkpoint is written: a run killed
+    mid-way, for the resume tests."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.epochs:
+            raise SimulatedCrash(f"simulated crash after epoch {self.epochs}")

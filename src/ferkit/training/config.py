@@ -1,0 +1,218 @@
+"""Training configuration: one dataclass tree, read from YAML, overridden from the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ferkit.errors import ConfigError
+
+
+@dataclass
+class AugmentConfig:
+    """Batch augmentation, applied to training batches only (off at evaluation)."""
+
+    enabled: bool = True
+    flip: bool = True  # horizontal flip with p=0.5
+    shift: float = 0.1  # max translation, fraction of the side
+    rotation: float = 10.0  # max degrees
+    scale: float = 0.1  # zoom in [1 - scale, 1 + scale]
+    brightness: float = 0.2  # additive, fraction of the range
+    contrast: float = 0.2  # multiplicative around the mean
+    erasing: float = 0.25  # probability of one random erased rectangle
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of images and targets; 0 = off
+
+
+@dataclass
+class TrainConfig:
+    name: str = ""  # run name; default: <model>-<timestamp>
+    runs_dir: str = "runs"
+    data: str = "../shared/datasets/ferplus"
+    model: str = "resnet"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    protocol: str = "crossentropy"  # majority | crossentropy | probability | multi_target | argmax
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 1e-4  # L2 penalty (Adam: coupled, as Keras' kernel L2)
+    schedule: str = "plateau"  # plateau | onecycle | cosine | constant
+    plateau_factor: float = 0.2
+    plateau_patience: int = 3
+    early_stopping_patience: int = 8  # 0 = off
+    label_smoothing: float = 0.0
+    class_balance: str = "none"  # none | weights (loss weights ~ 1/sqrt(frequency))
+    ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of weights
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # bf16-mixed is ~15x slower than fp32 on CPUs without AVX512-BF16 (bench/train_throughput.py)
+    precision: str = "32-true"
+    channels_last: bool = True
+    threads: int = 0  # torch threads; 0 = all cores
+    seed: int = 0
+    limit_train_batches: int | None = None
+    limit_val_batches: int | None = None
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    progress_bar: bool = True
+
+    def validate(self) -> TrainConfig:
+        from ferkit.data.protocols import PROTOCOLS
+        from ferkit.models import list_models
+
+        checks = [
+            (self.model in list_models(), "model", f"one of {', '.join(list_models())}"),
+            (self.protocol in PROTOCOLS, "protocol", f"one of {', '.join(PROTOCOLS)}"),
+            (self.epochs >= 1, "epochs", "at least 1"),
+            (self.batch_size >= 1, "batch_size", "at least 1"),
+            (self.lr > 0, "lr", "positive"),
+            (self.weight_decay >= 0, "weight_decay", "zero or positive"),
+            (self.optimizer in ("adam", "adamw", "sgd"), "optimizer", "adam, adamw or sgd"),
+            (self.schedule in ("plateau", "onecycle", "cosine", "constant"), "schedule",
+             "plateau, onecycle, cosine or constant"),
+            (0 < self.plateau_factor < 1, "plateau_factor", "between 0 and 1"),
+            (self.plateau_patience >= 0, "plateau_patience", "zero or positive"),
+            (self.early_stopping_patience >= 0, "early_stopping_patience", "zero or positive"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
+            (self.class_balance in ("none", "weights"), "class_balance", "none or weights"),
+            (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (self.precision in ("bf16-mixed", "32-true", "16-mixed"), "precision",
+             "bf16-mixed, 32-true or 16-mixed"),
+            (self.threads >= 0, "threads", "zero or positive"),
+            (self.augment.mixup >= 0, "augment.mixup", "zero or positive"),
+            (0 <= self.augment.erasing <= 1, "augment.erasing", "a probability in [0, 1]"),
+        ]
+        for ok, key, expected in checks:
+            if not ok:
+                raise ConfigError(f"config value {key}={_get(self, key)!r} is invalid: expected {expected}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check/convert one value to its field's type; ConfigError naming the key otherwise."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"config key {key}: bad value {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    elif origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        return value
+    type_name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config key {key}: expected {type_name}, got {value!r}")
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {full!r}; known keys: {', '.join(sorted(known))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {full}: expected a mapping, got {value!r}")
+            _apply(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'augment.mixup=0.2' -> {'augment': {'mixup': 0.2}} (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
+def load_config(path: str | Path | None = None, overrides: list[dict[str, Any]] | None = None
+                ) -> TrainConfig:
+    """Defaults <- YAML file <- overrides (in order), validated."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys")
+        values = loaded
+    for override in overrides or []:
+        _merge(values, override)
+    config = TrainConfig()
+    _apply(config, values)
+    return config.validate()
+
+
+def save_config(config: TrainConfig, path: Path, extra: dict[str, Any] | None = None) -> None:
+    data = config.to_dict() | (extra or {})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

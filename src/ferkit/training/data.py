@@ -1,0 +1,98 @@
+"""The FERPlus DataModule: every split held as one uint8 tensor; a batch is one indexing op."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ferkit.data import LabeledSplit, label_split, load_ferplus
+
+
+class InMemoryBatches(Dataset):
+    """Indexed by a list of indices: returns the whole batch (images uint8, targets float)."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray):
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)  # (N,1,48,48)
+        self.targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.targets[idx]
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of indices; the shuffle depends only on (seed, epoch), so a resumed run sees the
+    same batches as an uninterrupted one. Lightning calls `set_epoch` each epoch."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        for start in range(0, self.n, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if self.drop_last and len(batch) < self.batch_size:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full if self.drop_last or not rest else full + 1
+
+
+@dataclass
+class SplitData:
+    train: LabeledSplit
+    valid: LabeledSplit
+
+
+class FerplusDataModule(L.LightningDataModule):
+    def __init__(self, root: str, protocol: str, batch_size: int, seed: int = 0,
+                 eval_batch_size: int = 512):
+        super().__init__()
+        self.root, self.protocol = root, protocol
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.train_split: LabeledSplit | None = None
+        self.valid_split: LabeledSplit | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_split is not None:
+            return
+        data = load_ferplus(self.root, splits=("train", "valid"))
+        self.train_split = label_split(data["train"], self.protocol)
+        self.valid_split = label_split(data["valid"], self.protocol)
+
+    def class_frequencies(self) -> np.ndarray:
+        assert self.train_split is not None
+        return self.train_split.targets.sum(axis=0) / len(self.train_split)
+
+    def _loader(self, split: LabeledSplit, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = InMemoryBatches(split.images, split.targets)
+        # drop a ragged last training batch of 1, which BatchNorm cannot normalise
+        sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, self.seed,
+                                    drop_last=shuffle and len(dataset) % batch_size == 1)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_split is not None
+        return self._loader(self.train_split, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.valid_split is not None
+        return self._loader(self.valid_split, self.eval_batch_size, shuffle=False)

@@ -1,0 +1,134 @@
+"""The LightningModule: a registered model + loss for the label protocol + optimiser/schedule."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ferkit.models import PIXEL_MEAN, PIXEL_STD, create_model
+from ferkit.training.augment import BatchAugment
+from ferkit.training.config import TrainConfig
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy to a target distribution (one-hot targets give the usual CE)."""
+    per_sample = -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    if weights is not None:
+        per_sample = per_sample * (targets @ weights)
+    return per_sample.mean()
+
+
+def multi_target_loss(logits: torch.Tensor, targets: torch.Tensor,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+    """FERPlus multi-target loss: -log of the probability mass on the accepted emotions."""
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    accepted = targets > 0
+    per_sample = -torch.logsumexp(log_probs.masked_fill(~accepted, float("-inf")), dim=1)
+    if weights is not None:
+        per_sample = per_sample * (targets @ weights)
+    return per_sample.mean()
+
+
+class FerClassifier(L.LightningModule):
+    def __init__(self, config: TrainConfig, class_weights: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        self.model = create_model(config.model, **config.model_args)
+        self.augment = BatchAugment(config.augment)
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None
+
+    # -- data in: uint8 (N,1,48,48) -> normalised float, augmented in training --------------
+    def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        x = images.float() / 255.0
+        if train:
+            x = self.augment(x)
+        x = (x - PIXEL_MEAN) / PIXEL_STD  # the formula of models.normalize, on [0, 1] input
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.config.protocol == "multi_target":
+            return multi_target_loss(logits, targets, self.class_weights)
+        return soft_cross_entropy(logits, targets, self.class_weights)
+
+    def on_train_epoch_start(self) -> None:
+        # Augmentation/dropout randomness depends only on (seed, epoch): resume == uninterrupted.
+        torch.manual_seed(self.config.seed * 100_003 + self.current_epoch)
+
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        x = self._inputs(images, train=True)
+        if self.config.protocol == "probability":  # a one-hot label drawn from the votes
+            targets = F.one_hot(torch.multinomial(targets, 1).squeeze(1), targets.shape[1]).float()
+        if self.config.augment.mixup > 0:
+            lam = float(torch.distributions.Beta(self.config.augment.mixup,
+                                                 self.config.augment.mixup).sample())
+            perm = torch.randperm(x.shape[0], device=x.device)
+            x = lam * x + (1 - lam) * x[perm]
+            targets = lam * targets + (1 - lam) * targets[perm]
+        if self.config.label_smoothing and self.config.protocol != "multi_target":
+            eps = self.config.label_smoothing
+            targets = targets * (1 - eps) + eps / targets.shape[1]
+        logits = self.model(x)
+        loss = self._loss(logits, targets)
+        acc = (logits.argmax(1) == targets.argmax(1)).float().mean()
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema_model is not None:
+            with torch.no_grad():
+                d = self.config.ema_decay
+                for ema_v, v in zip(self.ema_model.state_dict().values(),
+                                    self.model.state_dict().values(), strict=True):
+                    if ema_v.is_floating_point():
+                        ema_v.mul_(d).add_(v.detach(), alpha=1 - d)
+                    else:
+                        ema_v.copy_(v)
+
+    def eval_model(self) -> torch.nn.Module:
+        """The weights to validate and export: the EMA copy when enabled."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    def validation_step(self, batch, batch_idx):
+        images, targets = batch
+        logits = self.eval_model()(self._inputs(images, train=False))
+        loss = self._loss(logits, targets)
+        acc = (logits.argmax(1) == targets.argmax(1)).float().mean()
+        n = images.shape[0]
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("val_acc", acc, on_epoch=True, prog_bar=True, batch_size=n)
+
+    def configure_optimizers(self):
+        c = self.config
+        params = self.model.parameters()
+        if c.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=True,
+                                  weight_decay=c.weight_decay)
+        elif c.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=c.plateau_factor, patience=c.plateau_patience)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss",
+                                                       "interval": "epoch"}}
+        if c.schedule == "constant":
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
+        if c.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total,
+                                                        pct_start=0.15)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

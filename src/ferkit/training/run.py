@@ -1,0 +1,163 @@
+"""`train(config)`: one run from config to a complete run folder; `--resume` continues one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+import ferkit
+from ferkit.errors import ConfigError
+from ferkit.models import model_config, save_model, summarize_model
+from ferkit.training.callbacks import HistoryCallback
+from ferkit.training.config import TrainConfig, load_config, save_config
+from ferkit.training.data import FerplusDataModule
+from ferkit.training.module import FerClassifier
+
+log = logging.getLogger("ferkit.training")
+
+CHECKPOINTS = "checkpoints"
+
+
+def _log_to_file(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("ferkit", "lightning", "lightning.pytorch"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("ferkit").setLevel(logging.INFO)
+    return handler
+
+
+def _class_weights(frequencies: np.ndarray) -> torch.Tensor:
+    """1/sqrt(frequency), scaled so the average sample weight is 1."""
+    w = 1.0 / np.sqrt(np.maximum(frequencies, 1e-4))
+    w = w / (frequencies * w).sum()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    name = config.name or f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(config.runs_dir) / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir}: run folder exists; use --resume {run_dir} or another --name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def resume_config(run_dir: Path, overrides: list[dict] | None = None) -> TrainConfig:
+    """The saved config of a run folder, with optional overrides (e.g. more epochs)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
+    if not (run_dir / CHECKPOINTS / "last.ckpt").is_file():
+        raise ConfigError(f"{run_dir}: nothing to resume (no {CHECKPOINTS}/last.ckpt)")
+    return load_config(run_dir / "config.yaml", overrides)
+
+
+def train(config: TrainConfig, resume: Path | None = None,
+          extra_callbacks: list[L.Callback] | None = None) -> Path:
+    """Train one model; returns the run folder (model.safetensors + model.json and the rest)."""
+    config.validate()
+    run_dir = Path(resume) if resume else new_run_dir(config)
+    handler = _log_to_file(run_dir)
+    try:
+        return _train(config, run_dir, resume is not None, extra_callbacks or [])
+    finally:
+        for name in ("ferkit", "lightning", "lightning.pytorch"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+
+
+def _train(config: TrainConfig, run_dir: Path, resuming: bool,
+           extra_callbacks: list[L.Callback]) -> Path:
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    save_config(config, run_dir / "config.yaml")
+    (run_dir / "config.yaml").write_text(
+        f"# ferkit {ferkit.__version__}, seed {config.seed}\n" + (run_dir / "config.yaml").read_text())
+    log.info("%s run %s (ferkit %s, torch %s, %d threads)", "resuming" if resuming else "starting",
+             run_dir, ferkit.__version__, torch.__version__, torch.get_num_threads())
+
+    datamodule = FerplusDataModule(config.data, config.protocol, config.batch_size, config.seed)
+    datamodule.setup()
+    log.info("data: %d train, %d valid images (protocol %s)", len(datamodule.train_split),
+             len(datamodule.valid_split), config.protocol)
+    weights = _class_weights(datamodule.class_frequencies()) if config.class_balance == "weights" else None
+    module = FerClassifier(config, weights)
+    summary = summarize_model(module.model)
+    (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
+
+    history = HistoryCallback(run_dir, title=config.model)
+    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val_loss",
+                           mode="min", save_top_k=1, save_last=True, save_on_train_epoch_end=True,
+                           enable_version_counter=False)
+    callbacks: list[L.Callback] = [history, *extra_callbacks, best]
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min",
+                                       patience=config.early_stopping_patience))
+    loggers = [CSVLogger(run_dir, name="", version="logs")]
+    try:
+        import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="", version="tensorboard"))
+    except ImportError:
+        pass
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=config.strategy,
+        precision=config.precision,
+        callbacks=callbacks,
+        logger=loggers,
+        limit_train_batches=config.limit_train_batches,
+        limit_val_batches=config.limit_val_batches,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,
+        log_every_n_steps=10,
+    )
+    started = time.perf_counter()
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None)
+    seconds = time.perf_counter() - started
+
+    # EarlyStopping "restore best weights": export the best-validation-loss epoch.
+    if best.best_model_path and Path(best.best_model_path).is_file():
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"], strict=False)
+    rows = history.history
+    best_row = min(rows, key=lambda r: r["val_loss"]) if rows else {}
+    metrics = {
+        "best_epoch": best_row.get("epoch"),
+        "val_loss": best_row.get("val_loss"),
+        "val_acc": best_row.get("val_acc"),
+        "val_protocol": config.protocol,
+        "epochs_trained": len(rows),
+        "train_seconds": round(sum(r["seconds"] for r in rows), 1),
+        "session_seconds": round(seconds, 1),
+    }
+    save_model(module.eval_model().float(), run_dir, model_config(
+        config.model, config.model_args, protocol=config.protocol, metrics=metrics,
+        ferkit_version=ferkit.__version__, params=summary.total))
+    log.info("done: %s", json.dumps(metrics))
+    return run_dir
+
+
+def train_from_cli(config_path: Path | None, overrides: list[dict], resume: Path | None) -> Path:
+    if resume:
+        config = resume_config(resume, overrides)
+        return train(config, resume=resume)
+    return train(load_config(config_path, overrides))

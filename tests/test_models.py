@@ -1,0 +1,78 @@
+"""Model registry, the seed's pinned parameter counts, shapes, summaries and save/load."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ferkit.errors import ModelFileError
+from ferkit.models import (
+    create_model,
+    list_models,
+    load_model,
+    model_config,
+    normalize,
+    save_model,
+    summarize_model,
+)
+
+
+def test_deep_cnn_has_the_seed_parameter_counts():
+    summary = summarize_model(create_model("deep_cnn"))
+    assert summary.total == 5_873_096
+    assert summary.trainable == 5_870_280
+    assert summary.non_trainable == 2_816
+    dense = [r for r in summary.rows if r.kind == "Linear"][0]
+    assert dense.params == 4_719_104 and dense.output_shape == (512,)
+    text = summary.to_text("deep_cnn")
+    assert "Total params: 5,873,096" in text and "Non-trainable params: 2,816" in text
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_maps_faces_to_8_logits_via_features_and_head(name):
+    model = create_model(name).eval()
+    x = normalize(np.zeros((3, 48, 48), np.uint8))
+    assert x.shape == (3, 1, 48, 48)
+    features = model.forward_features(x)
+    assert features.ndim == 4 and features.shape[0] == 3
+    logits = model.forward_head(features)
+    assert logits.shape == (3, 8)
+    torch.testing.assert_close(model(x), logits)
+
+
+def test_registry_lists_the_seed_models_and_rejects_unknown_names():
+    assert {"baseline", "deep_cnn", "resnet"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model 'vgg99'"):
+        create_model("vgg99")
+    with pytest.raises(ValueError, match="bad arguments for model 'resnet'"):
+        create_model("resnet", colour=True)
+
+
+def test_normalize_is_the_documented_formula():
+    x = normalize(np.array([[[0, 128, 255]]], np.uint8))
+    torch.testing.assert_close(x.flatten(), (torch.tensor([0, 128, 255]) / 255 - 0.5) / 0.25)
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path):
+    model = create_model("resnet", widths=(8, 16, 16), stem_width=8).eval()
+    save_model(model, tmp_path, model_config("resnet", {"widths": [8, 16, 16], "stem_width": 8}))
+    config = json.loads((tmp_path / "model.json").read_text())
+    assert config["classes"][0] == "neutral" and config["normalization"]["std"] == 0.25
+    loaded = load_model(tmp_path)
+    x = torch.randn(2, 1, 48, 48)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_load_model_errors_name_the_problem(tmp_path):
+    with pytest.raises(ModelFileError, match="model not found"):
+        load_model(tmp_path / "missing")
+    with pytest.raises(ModelFileError, match="missing model.json"):
+        load_model(tmp_path)
+    save_model(create_model("baseline"), tmp_path, model_config("baseline", {}))
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="cannot read weights"):
+        load_model(tmp_path)
+    save_model(create_model("baseline"), tmp_path, model_config("deep_cnn", {}))
+    with pytest.raises(ModelFileError, match="weights do not fit deep_cnn"):
+        load_model(tmp_path)
