@@ -85,3 +85,37 @@ def write_kaggle_root(root: Path) -> Path:
 @pytest.fixture
 def kaggle_root(tmp_path) -> Path:
     return write_kaggle_root(tmp_path / "kaggle")
+
+
+def learnable_image(label: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise with a bright 14x14 patch in quadrant `label` (0..3): a task a tiny CNN learns fast."""
+    img = rng.integers(0, 90, (48, 48)).astype(np.uint8)
+    y, x = divmod(label, 2)
+    oy, ox = y * 24 + rng.integers(2, 8), x * 24 + rng.integers(2, 8)
+    img[oy:oy + 14, ox:ox + 14] = 230
+    return img
+
+
+def write_learnable_root(root: Path, per_split: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """Microsoft-layout root whose class (neutral/happiness/surprise/sadness) is the bright quadrant."""
+    per_split = per_split or {"train": 256, "valid": 64, "test": 64}
+    rng = np.random.default_rng(seed)
+    for split, folder in MICROSOFT_FOLDERS.items():
+        d = root / folder
+        d.mkdir(parents=True)
+        with (d / "label.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            for i in range(per_split[split]):
+                label = i % 4
+                name = f"{split}{i:05d}.png"
+                Image.fromarray(learnable_image(label, rng), mode="L").save(d / name)
+                votes = [0] * 10
+                votes[label] = 9
+                votes[(label + 1) % 4] = 1
+                w.writerow([name, "(0, 0, 48, 48)", *votes])
+    return root
+
+
+@pytest.fixture(scope="session")
+def learnable_root(tmp_path_factory) -> Path:
+    return write_learnable_root(tmp_path_factory.mktemp("learnable") / "ferplus")

@@ -1,0 +1,130 @@
+"""The training pipeline end to end on a tiny learnable synthetic task (seconds, not hours)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from ferkit.cli import app
+from ferkit.errors import ConfigError
+from ferkit.models import load_model
+from ferkit.training.augment import BatchAugment
+from ferkit.training.callbacks import SimulatedCrash, StopAfterEpochs
+from ferkit.training.config import AugmentConfig, load_config, parse_override
+from ferkit.training.run import train
+
+TINY = {"widths": [8, 16, 16], "depths": [1, 1, 1], "stem_width": 8, "dropout": 0.0}
+
+
+def tiny_config(root, runs, name, **extra):
+    values = {"data": str(root), "runs_dir": str(runs), "name": name, "model": "resnet",
+              "model_args": TINY, "epochs": 3, "batch_size": 32, "lr": 0.01, "threads": 1,
+              "progress_bar": False, "schedule": "plateau", "early_stopping_patience": 0,
+              # flips would swap the quadrants that decide the synthetic class
+              "augment": {"enabled": False}}
+    return load_config(None, [values, extra])
+
+
+def test_training_learns_and_writes_a_complete_run_folder(learnable_root, tmp_path):
+    run = train(tiny_config(learnable_root, tmp_path, "full", epochs=4))
+    for name in ("model.safetensors", "model.json", "model_summary.txt", "history.json",
+                 "curves.png", "config.yaml", "train.log", "logs/metrics.csv",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (run / name).is_file(), name
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert set(history[0]) >= {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert max(h["val_acc"] for h in history) > 0.6  # chance is 0.25
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["architecture"] == "resnet" and meta["protocol"] == "crossentropy"
+    assert meta["metrics"]["best_epoch"] == min(history, key=lambda h: h["val_loss"])["epoch"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["seed"] == 0 and saved["model_args"] == TINY
+    assert "ferkit 0.1.0" in (run / "config.yaml").read_text().splitlines()[0]
+    assert "Total params" in (run / "model_summary.txt").read_text()
+    assert "epoch 4:" in (run / "train.log").read_text()
+    model = load_model(run)
+    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 8)
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(learnable_root, tmp_path):
+    straight = train(tiny_config(learnable_root, tmp_path, "straight"))
+    crashed = tiny_config(learnable_root, tmp_path, "crashed")
+    with pytest.raises(SimulatedCrash):
+        train(crashed, extra_callbacks=[StopAfterEpochs(1)])
+    run = tmp_path / "crashed"
+    assert len(json.loads((run / "history.json").read_text())) == 1
+    assert not (run / "model.safetensors").exists()
+
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    a, b = load_file(straight / "model.safetensors"), load_file(run / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    reference = json.loads((straight / "history.json").read_text())
+    assert [round(h["val_loss"], 5) for h in history] == [round(h["val_loss"], 5) for h in reference]
+
+
+@pytest.mark.parametrize("protocol", ["probability", "multi_target", "majority"])
+def test_every_protocol_trains(learnable_root, tmp_path, protocol):
+    run = train(tiny_config(learnable_root, tmp_path, protocol, protocol=protocol, epochs=1,
+                            limit_train_batches=2, class_balance="weights", ema_decay=0.9,
+                            label_smoothing=0.1, augment={"enabled": True, "flip": False, "mixup": 0.2}))
+    assert json.loads((run / "model.json").read_text())["protocol"] == protocol
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"epochs": 0}, "epochs=0 is invalid"),
+    ({"protocol": "soft"}, "protocol='soft' is invalid"),
+    ({"model": "vgg99"}, "model='vgg99' is invalid"),
+    ({"lr": "fast"}, "config key lr: expected float"),
+    ({"colour": True}, "unknown config key 'colour'"),
+    ({"augment": {"erasing": 2}}, "augment.erasing=2"),
+    ({"augment": 3}, "config key augment: expected a mapping"),
+])
+def test_bad_config_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: deep_cnn\nepochs: 5\naugment:\n  mixup: 0.1\n")
+    config = load_config(path, [parse_override("epochs=7"), parse_override("augment.flip=false")])
+    assert (config.model, config.epochs, config.augment.mixup, config.augment.flip) == (
+        "deep_cnn", 7, 0.1, False)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("epochs")
+
+
+def test_cli_train_errors_are_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 1 and "not a run folder" in result.output
+    result = CliRunner().invoke(app, ["train", "--model", "nope", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "model='nope' is invalid" in result.output
+
+
+def test_existing_run_folder_is_not_overwritten(learnable_root, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "model.json").write_text("{}")
+    with pytest.raises(ConfigError, match="run folder exists"):
+        train(tiny_config(learnable_root, tmp_path, "taken"))
+
+
+def test_batch_augmentation_keeps_shape_range_and_changes_pixels():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 48, 48)
+    out = BatchAugment(AugmentConfig())(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, x)
+    assert torch.equal(BatchAugment(AugmentConfig(enabled=False))(x), x)
