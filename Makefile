@@ -20,8 +20,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 run: $(STAMP)
-	$(BIN)/ferkit data summary $(FERKIT_DATA)
+	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true

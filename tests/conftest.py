@@ -119,3 +119,183 @@ def write_learnable_root(root: Path, per_split: dict[str, int] | None = None, se
 @pytest.fixture(scope="session")
 def learnable_root(tmp_path_factory) -> Path:
     return write_learnable_root(tmp_path_factory.mktemp("learnable") / "ferplus")
+
+
+# ---------------------------------------------------------------- the web app (tests/test_app*.py)
+
+REPO = Path(__file__).resolve().parents[1]
+APP_FILE = REPO / "app.py"
+
+needs_faces = pytest.mark.skipif(
+    not (REAL_FACES / "2008_002506.jpg").is_file(),
+    reason=f"face photos not found at {REAL_FACES} (put ../shared beside the repo)",
+)
+
+
+def face_photo(name: str) -> bytes:
+    """A photo from ../shared/datasets/faces-dlib-examples as uploaded bytes."""
+    return (REAL_FACES / name).read_bytes()
+
+
+def app_test_metrics() -> dict:
+    """A metrics.json as `ferkit evaluate` writes it (made-up numbers, distinct per class)."""
+    from ferkit.emotions import EMOTIONS
+
+    return {"split": "test", "protocol": "majority", "images": 3137, "accuracy": 0.8125,
+            "per_class": {e: {"recall": round(0.5 + i / 20, 3), "support": 100}
+                          for i, e in enumerate(EMOTIONS)}}
+
+
+def write_app_model(folder: Path, metrics: dict | None = None, seed: int = 0) -> Path:
+    """A small untrained `baseline` model folder for the app tests. The last layer's weights are
+    scaled up so different faces get visibly different probabilities (an untrained net says ~1/8
+    for everything). With `metrics`, also metrics.json and a confusion_matrix.png, as a bundled model
+    ships them; the numbers are made up, the tests check the app shows exactly what the file says."""
+    import json
+
+    import torch
+
+    from ferkit.models import create_model
+    from ferkit.models.io import model_config, save_model
+
+    torch.manual_seed(seed)
+    model = create_model("baseline")
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(40.0)
+    save_model(model, folder, model_config("baseline", {}))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))).save(
+            folder / "confusion_matrix.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_model(tmp_path_factory) -> Path:
+    """Model folder with metrics.json + confusion matrix (what the app tests run on)."""
+    return write_app_model(tmp_path_factory.mktemp("app-model") / "tiny", metrics=app_test_metrics())
+
+
+@pytest.fixture(scope="session")
+def app_model_unmeasured(tmp_path_factory) -> Path:
+    """The same kind of model without metrics.json: About must say "not measured yet"."""
+    return write_app_model(tmp_path_factory.mktemp("app-model") / "unmeasured", seed=1)
+
+
+def fit_frame(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """Scale an RGB image to fit width x height (aspect kept) and centre it on grey."""
+    import cv2
+
+    scale = min(width / rgb.shape[1], height / rgb.shape[0])
+    w, h = int(rgb.shape[1] * scale) // 2 * 2, int(rgb.shape[0] * scale) // 2 * 2
+    frame = np.full((height, width, 3), 96, dtype=np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    frame[y:y + h, x:x + w] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """A raw YUV4MPEG2 (4:2:0) video Chromium plays as a fake camera
+    (--use-file-for-fake-video-capture); frames are RGB uint8 of one even size."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    with path.open("wb") as fh:
+        fh.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            fh.write(b"FRAME\n")
+            fh.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())  # Y, then U, then V planes
+    return path
+
+
+def webcam_frames(seconds_per_face: float = 1.0, fps: int = 10) -> list[np.ndarray]:
+    """Two different real faces, one after the other (so the live probabilities must change):
+    Tom Cruise smiling, then the grimacing man in the middle of 2008_002506.jpg."""
+    from ferkit.inference.images import load_image
+
+    first = fit_frame(load_image(REAL_FACES / "Tom_Cruise_avp_2014_4.jpg"))
+    group = load_image(REAL_FACES / "2008_002506.jpg")
+    second = fit_frame(group[40:230, 190:350])  # around the middle face's box (228, 84, 80, 110)
+    n = max(1, int(seconds_per_face * fps))
+    return [first] * n + [second] * n
+
+
+@pytest.fixture(scope="session")
+def webcam_y4m(tmp_path_factory) -> Path:
+    if not (REAL_FACES / "Tom_Cruise_avp_2014_4.jpg").is_file():
+        pytest.skip(f"face photos not found at {REAL_FACES}")
+    return write_y4m(tmp_path_factory.mktemp("webcam") / "faces.y4m", webcam_frames())
+
+
+# ---- inference (Predictor, export) ----------------------------------------------------------
+
+def _has_face_detector() -> bool:
+    try:
+        from ferkit.faces import detect_faces  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_face_detector = pytest.mark.skipif(not _has_face_detector(),
+                                         reason="ferkit.faces (the face detector) is not installed")
+needs_real_faces = pytest.mark.skipif(not (REAL_FACES / "dogs.jpg").is_file(),
+                                      reason=f"real photos not found at {REAL_FACES}")
+
+
+def write_tiny_model(folder: Path, seed: int = 0, metrics: dict | None = None) -> Path:
+    """A random-weight `baseline` saved as a bundled-style folder (model.json, model.safetensors,
+    metrics.json): fast to load, export and run, and deterministic."""
+    import json
+
+    import torch
+
+    from ferkit.models import create_model, model_config, save_model
+
+    torch.manual_seed(seed)
+    model = create_model("baseline").eval()
+    save_model(model, folder, model_config("baseline", {}, protocol="majority"))
+    (folder / "metrics.json").write_text(json.dumps(metrics or {"test_accuracy": 0.5, "seed": seed}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+# ---- evaluation and Grad-CAM (tests/test_evaluation.py, tests/test_explain.py) ------------------
+
+TINY_RESNET = {"widths": [8, 16, 16], "depths": [1, 1, 1], "stem_width": 8, "dropout": 0.0}
+
+
+def train_tiny_run(root: Path, runs: Path, name: str, epochs: int, seed: int = 0) -> Path:
+    """A tiny resnet run folder trained on a learnable root (seconds on one thread)."""
+    from ferkit.training.config import load_config
+    from ferkit.training.run import train
+
+    config = load_config(None, [{
+        "data": str(root), "runs_dir": str(runs), "name": name, "model": "resnet",
+        "model_args": TINY_RESNET, "epochs": epochs, "batch_size": 32, "lr": 0.01, "threads": 1,
+        "progress_bar": False, "schedule": "plateau", "early_stopping_patience": 0, "seed": seed,
+        "augment": {"enabled": False}}])  # flips would swap the quadrants that decide the class
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(learnable_root, tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny resnet model folders for `learnable_root`: (trained 4 epochs, untrained).
+    Session-scoped fixtures run before the per-test private cache, so this sets its own."""
+    import torch
+
+    from ferkit.models import create_model, model_config, save_model
+
+    runs = tmp_path_factory.mktemp("eval-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FERKIT_CACHE_DIR", str(runs / "cache"))
+        trained = train_tiny_run(learnable_root, runs, "tiny-a", epochs=4)
+    torch.manual_seed(1)
+    untrained = runs / "tiny-b"
+    save_model(create_model("resnet", **TINY_RESNET).eval(), untrained, model_config("resnet", TINY_RESNET))
+    return trained, untrained

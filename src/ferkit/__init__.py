@@ -3,7 +3,7 @@
 from ferkit.emotions import EMOTIONS
 
 __version__ = "0.1.0"
-__all__ = ["EMOTIONS", "__version__", "load_model"]
+__all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "load_model"]
 
 
 def __getattr__(name: str):
@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from ferkit.models import load_model
 
         return load_model
+    if name in ("Predictor", "Face"):
+        import ferkit.inference
+
+        return getattr(ferkit.inference, name)
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")

@@ -148,5 +148,332 @@ def train_command(
     console.print(f"[green]run written to {run_dir}")
 
 
+def _data_for_run(run: Path, data: Path | None) -> Path:
+    """--data, else $FERKIT_DATA, else the root the run was trained on (if it exists here),
+    else the default root."""
+    from ferkit.evaluation import run_data_root
+
+    if data is not None:
+        return data
+    if os.environ.get("FERKIT_DATA"):
+        return default_data_root()
+    return run_data_root(run) or default_data_root()
+
+
+DATA_HELP = ("FERPlus root; default $FERKIT_DATA, else the run's training data root, else "
+             f"{DEFAULT_DATA}")
+
+
+def _run_or_bundled(run: Path) -> tuple[Path, bool]:
+    """A run folder as given, or a bundled model's folder when RUN is a bundled name."""
+    from ferkit.inference.bundled import list_bundled, weights_root
+
+    if not run.exists() and str(run) in list_bundled():
+        return weights_root() / str(run), True
+    return run, False
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_command(
+    run: Annotated[Path, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled "
+                                             "model name (e.g. default).")],
+    split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
+    protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none, or flip (average with "
+                                          "the mirrored face).")] = "none",
+    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/eval-<split>/.")] = None,
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
+    batch_size: Annotated[int, typer.Option(help="Faces per forward pass.")] = 256,
+) -> None:
+    """Metrics, plots and a standalone report (report.md / report.html) of a run on a split."""
+    from ferkit.evaluation import evaluate
+
+    run, bundled = _run_or_bundled(run)
+    if bundled and out is None:  # never write reports into the installed package
+        out = Path(f"eval-{run.name}-{split}")
+    result = evaluate(run, split=split, protocol=protocol, data_root=_data_for_run(run, data), tta=tta,
+                      out=out, batch_size=batch_size, progress=True)
+    m = result.metrics
+    console.print(f"[bold]{result.name}[/] on {split} (protocol {protocol}, {m['images']:,} images, "
+                  f"TTA {result.tta or 'none'})", highlight=False)
+    console.print(f"accuracy [bold]{m['accuracy']:.4f}[/] ({m['correct']:,}/{m['images']:,})  "
+                  f"macro F1 [bold]{m['macro']['f1']:.4f}[/]", highlight=False)
+    table = Table(title="per-class recall")
+    for col in ("emotion", "recall", "support"):
+        table.add_column(col, justify="left" if col == "emotion" else "right")
+    for name, c in m["per_class"].items():
+        table.add_row(name, "-" if c["recall"] is None else f"{c['recall']:.4f}", f"{c['support']:,}")
+    console.print(table)
+    console.print(f"[green]report written to {result.out_dir}/report.html", highlight=False)
+
+
+@app.command("compare")
+@user_errors
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="Run folder A (the reference).")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder B (deltas are B - A).")],
+    split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
+    protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+    out: Annotated[Path | None, typer.Option(
+        help="Output folder; default RUN_B/compare-<nameA>-vs-<nameB>/.")] = None,
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
+) -> None:
+    """Two runs side by side on one split: metrics with deltas, confusion matrices and their difference."""
+    from ferkit.evaluation import compare
+
+    result = compare(run_a, run_b, split=split, protocol=protocol, data_root=_data_for_run(run_a, data),
+                     tta=tta, out=out, progress=True)
+    table = Table(title=f"A = {run_a}   B = {run_b}   ({split}, {protocol}, "
+                        f"{result.a.metrics['images']:,} images)")
+    for col in ("metric", "A", "B", "B - A"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for metric, va, vb in result.rows():
+        if va is None or vb is None:
+            table.add_row(metric, "-" if va is None else f"{va:.4f}", "-" if vb is None else f"{vb:.4f}", "-")
+        else:
+            table.add_row(metric, f"{va:.4f}", f"{vb:.4f}", f"{vb - va:+.4f}")
+    console.print(table)
+    console.print(f"[green]comparison written to {result.out_dir}/compare.md", highlight=False)
+
+
+@app.command("explain")
+@user_errors
+def explain_command(
+    model: Annotated[Path, typer.Option(help="Run folder of the model to explain.")],
+    images: Annotated[list[Path] | None, typer.Argument(
+        help="48x48 face images (other sizes are resized whole to 48x48).")] = None,
+    class_: Annotated[str | None, typer.Option(
+        "--class", help="Explain this emotion instead of the predicted one.")] = None,
+    gallery: Annotated[bool, typer.Option(
+        "--gallery", help="One figure: a correct and a wrong test face per emotion.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/explain/.")] = None,
+    data: Annotated[Path | None, typer.Option(help=f"For --gallery: {DATA_HELP}")] = None,
+    layer: Annotated[str | None, typer.Option(
+        help="Layer to explain (module name, e.g. features.2.3); default the last conv stage.")] = None,
+) -> None:
+    """Grad-CAM: where in the face the model looked (face | heatmap | overlay PNGs)."""
+    from ferkit.emotions import emotion_index
+    from ferkit.errors import EvaluationError
+    from ferkit.models import load_model
+
+    if not images and not gallery:
+        raise EvaluationError("nothing to explain: give IMAGE files and/or --gallery")
+    if class_ is not None:
+        emotion_index(class_)  # unknown names fail here, before the model loads
+    net = load_model(model)
+    out_dir = out or model / "explain"
+    if images:
+        from ferkit.explain.figures import explain_files
+
+        for item in explain_files(net, images, out_dir, target=class_, layer=layer):
+            note = " (resized whole to 48x48: not a 48x48 face crop)" if item.resized else ""
+            console.print(f"{item.source}: {item.class_name} p={item.probability:.2f} "
+                          f"(predicted {item.predicted}) -> {item.figure}{note}", highlight=False)
+    if gallery:
+        from ferkit.evaluation import load_eval_split
+        from ferkit.explain.figures import gallery as plot_gallery
+
+        split = load_eval_split(_data_for_run(model, data), "test", "majority")
+        path = plot_gallery(net, split, out_dir / "gallery.png",
+                            f"{model.name}: Grad-CAM on FERPlus test (majority)", layer=layer, progress=True)
+        console.print(f"[green]gallery written to {path}", highlight=False)
+
+
+MODEL_HELP = ("Model: a bundled name (default: the bundled default), a run folder, or an .onnx file "
+              "(run with ONNX Runtime).")
+
+
+def _predictor(model: str | None, detector: str | None, tta: str):
+    from ferkit.inference import Predictor
+
+    return Predictor(model=model, detector=detector, tta=None if tta == "none" else tta)
+
+
+def _quiet_pil_bomb_warning() -> None:
+    """ferkit refuses large images itself (with a clear error), so PIL's warning is noise here."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per file).")] = False,
+    csv_file: Annotated[Path | None, typer.Option(
+        "--csv", help="Write a CSV: one row per face; a file with no face gets one row with empty face "
+                      "fields, a failed file one row with its error.")] = None,
+    annotate: Annotated[Path | None, typer.Option(
+        help="Write copies with boxes, labels and probabilities drawn into this folder.")] = None,
+    detector: Annotated[str | None, typer.Option(
+        help="Face detector (default: ferkit.faces' default).")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+) -> None:
+    """Emotions of every face in images: one row per face (file, face, box, emotion, confidence, 8
+    probabilities). Bad files are listed at the end (exit code 1); the others still run."""
+    from ferkit.inference import find_images
+    from ferkit.inference.report import (
+        PREDICT_COLUMNS,
+        CsvWriter,
+        annotated_path,
+        predict_rows,
+        write_annotated,
+    )
+
+    if as_json and csv_file is not None:
+        raise ValueError("choose one of --json and --csv")
+    _quiet_pil_bomb_warning()
+    files, failures = find_images(paths)
+    if not files:
+        raise FerkitError("no image to predict on: " + "; ".join(failures))
+    predictor = _predictor(model, detector, tta)
+    results = predictor.predict_many(files, progress=True)
+    failures += [r.error for r in results if r.error is not None]
+    if annotate is not None:
+        taken: set[Path] = set()
+        for file, result in zip(files, results, strict=True):
+            if result.ok:
+                try:
+                    write_annotated(file, result, annotated_path(file, paths, annotate, taken))
+                except (FerkitError, OSError, ValueError) as exc:
+                    failures.append(f"{file}: cannot write annotated copy ({exc})")
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif csv_file is not None:
+        with CsvWriter(csv_file, PREDICT_COLUMNS) as writer:
+            for row in predict_rows(results):
+                writer.write(row)
+        console.print(f"wrote {writer.rows:,} rows to {csv_file}", highlight=False)
+    else:
+        # Plain aligned lines, not a rich Table: rows stay one line each (greppable) at any width.
+        width = max(len(r.source) for r in results)
+        print(f"{'file':<{width}}  face  {'box x,y,w,h':<19} {'emotion':<10} conf  "
+              + " ".join(f"{e[:4]:>4}" for e in EMOTIONS))
+        for result in results:
+            if result.ok and not result.faces:
+                print(f"{result.source:<{width}}  no face found")
+            for i, face in enumerate(result.faces):
+                box = ",".join(map(str, face.box))
+                probs = " ".join(f"{p:.2f}" for p in face.probabilities)
+                print(f"{result.source:<{width}}  {i:>4}  {box:<19} {face.emotion:<10} "
+                      f"{face.confidence:.2f}  {probs}")
+    faces = sum(len(r.faces) for r in results)
+    no_face = sum(1 for r in results if r.ok and not r.faces)
+    err_console.print(f"{len(results):,} files, {faces:,} faces, {no_face:,} files with no face found",
+                      highlight=False)
+    if annotate is not None:
+        err_console.print(f"annotated copies in {annotate}", highlight=False)
+    if failures:
+        err_console.print(f"[bold red]{len(failures)} failed:", highlight=False)
+        for line in failures:
+            err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command("video")
+@user_errors
+def video_command(
+    video: Annotated[Path, typer.Argument(help="Video file (anything OpenCV/FFmpeg reads: mp4, avi, ...).")],
+    out: Annotated[Path | None, typer.Option(
+        help="Write an annotated copy (.mp4, .avi, .mov, .m4v).")] = None,
+    csv_file: Annotated[Path | None, typer.Option(
+        "--csv", help="Write one row per face per analysed frame.")] = None,
+    every_n: Annotated[int, typer.Option(help="Analyse every N-th frame.")] = 1,
+    detector: Annotated[str | None, typer.Option(help="Face detector.")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+) -> None:
+    """Emotions through a video, streamed frame by frame: CSV rows and/or an annotated copy."""
+    from collections import Counter
+
+    from ferkit.inference.report import VIDEO_COLUMNS, CsvWriter
+    from ferkit.inference.video import open_video
+
+    open_video(video).release()  # a bad video fails before the model loads
+    predictor = _predictor(model, detector, tta)
+    rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True)
+    writer = CsvWriter(csv_file, VIDEO_COLUMNS) if csv_file is not None else None
+    counts: Counter[str] = Counter()
+    frames: set[int] = set()
+    try:
+        for row in rows:
+            counts[row.emotion] += 1
+            frames.add(row.frame)
+            if writer is not None:
+                writer.write(row.to_dict())
+    finally:
+        if writer is not None:
+            writer.close()
+    total = sum(counts.values())
+    console.print(f"{video}: {total:,} faces in {len(frames):,} frames (every {every_n} frame"
+                  f"{'s' if every_n > 1 else ''} analysed)", highlight=False)
+    if total:
+        shares = ", ".join(f"{e} {n / total:.0%}" for e, n in counts.most_common())
+        console.print(f"top emotion share: {shares}", highlight=False)
+    if writer is not None:
+        console.print(f"wrote {writer.rows:,} rows to {csv_file}", highlight=False)
+    if out is not None:
+        console.print(f"[green]annotated video written to {out}", highlight=False)
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    run: Annotated[str, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled name.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Quantise to int8 (static, calibrated on FERPlus train; reports the accuracy change "
+                       "on FERPlus Valid).")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    data: Annotated[Path | None, typer.Option(
+        help="FERPlus root for calibration and accuracy; default $FERKIT_DATA or "
+             f"{DEFAULT_DATA} if present.")] = None,
+) -> None:
+    """Export to a standalone ONNX file (dynamic batch, model.json in its metadata), checked against
+    PyTorch (max |difference| <= 1e-4)."""
+    from ferkit.inference.export import export_onnx
+
+    root = data if data is not None else default_data_root()
+    if data is None and not root.exists():
+        root = None
+    report = export_onnx(run, onnx, opset=opset, int8=int8, data_root=root)
+    for line in report.lines():
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("bundle")
+@user_errors
+def bundle_command(
+    run: Annotated[Path, typer.Argument(help="Trained run folder (evaluated on Test).")],
+    name: Annotated[str, typer.Option(help="Bundled model name; `default` is what Predictor() loads.")],
+    evaluation: Annotated[Path | None, typer.Option(
+        help="Evaluation folder with metrics.json (default RUN/eval-test).")] = None,
+    provisional: Annotated[bool, typer.Option(help="Mark the model as provisional in metrics.json.")] = False,
+) -> None:
+    """Ship a trained run as package data (src/ferkit/weights/NAME/), for maintainers."""
+    from ferkit.inference.bundled import bundle_run
+
+    target = bundle_run(run, name, evaluation, provisional)
+    console.print(f"[green]bundled {run} as {name!r} in {target}")
+
+
+@app.command("card")
+@user_errors
+def card_command(name: Annotated[str, typer.Argument(help="Bundled model name.")] = "default") -> None:
+    """Print the model card (Markdown) of a bundled model, built from its metrics.json."""
+    from ferkit.evaluation.model_card import model_card
+    from ferkit.inference.bundled import list_bundled, weights_root
+
+    if name not in list_bundled():
+        raise FerkitError(f"no bundled model {name!r}; bundled: {', '.join(list_bundled()) or 'none'}")
+    print(model_card(weights_root() / name, name))
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -15,3 +15,15 @@ class ConfigError(FerkitError):
 
 class ModelFileError(FerkitError):
     """A model/run folder or weights file is missing or malformed."""
+
+
+class EvaluationError(FerkitError):
+    """An evaluation or explanation cannot run: no images, bad predictions or arguments."""
+
+
+class ImageError(FerkitError):
+    """An image (or video) to predict on cannot be used: empty, not an image, corrupt, too large."""
+
+
+class FaceDetectorError(FerkitError):
+    """Face detection or alignment cannot run: unknown detector, its package missing, unusable image."""

@@ -1,0 +1,320 @@
+"""ferkit's web app: facial expressions in photos and from the webcam, in the browser.
+
+    make run          # = .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port 8501
+
+Four modes (sidebar): Photo (upload several images: numbered boxes, a probability chart per face,
+Grad-CAM, a CSV of all faces), Webcam live (streamlit-webrtc: boxes on the live video, a live chart
+of the largest face, the frame rate), Webcam snapshot (st.camera_input, works in every browser),
+and About the model (architecture, size, test accuracy and recall from the model's metrics.json).
+
+This file only lays out the page; the decisions live in `ferkit.app_logic` so that unit tests and
+`streamlit.testing.v1.AppTest` can drive them. The model loads once per process (`st.cache_resource`),
+analyses are cached per file content, and no Python traceback ever reaches the page: bad files get
+one readable sentence, unexpected failures a short notice (the traceback goes to the server log).
+
+Environment: FERKIT_MODEL picks another model (a bundled name, a run folder or an .onnx file; default:
+the bundled model); FERKIT_ICE_SERVERS adds STUN/TURN servers for remote webcam users (see the live
+page's help); FERKIT_APP_THREADS sets PyTorch's threads (default 1: the app is already parallel).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from ferkit import app_logic as logic
+from ferkit.errors import FerkitError
+
+log = logging.getLogger("ferkit.app")
+
+PHOTO, LIVE, SNAPSHOT, ABOUT = "Photo", "Webcam (live)", "Webcam (snapshot)", "About the model"
+MODES = (PHOTO, LIVE, SNAPSHOT, ABOUT)
+MODEL_ENV = "FERKIT_MODEL"
+LIVE_REFRESH_S = 0.5  # how often the live chart and frame rate are redrawn
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The sidebar's choices; part of every cache key, so changing one never shows stale results."""
+
+    mode: str
+    model: str | None
+    detector: str
+    gradcam: bool
+    min_face: int
+
+
+# ---------------------------------------------------------------- cached work
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def load_predictor(model: str | None, detector: str) -> Any:
+    """One Predictor per (model, detector) per process, shared by all sessions and threads
+    (the Predictor is thread-safe); the weights are read from disk once, not per interaction."""
+    import torch
+
+    from ferkit import Predictor
+
+    torch.set_num_threads(logic.app_threads())  # process-wide; see THREADS_ENV in ferkit.app_logic
+    return Predictor(model=model, detector=detector, min_face=logic.DEFAULT_MIN_FACE)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def analyze(data: bytes, name: str, model: str | None, detector: str) -> logic.PhotoResult:
+    """Analysis of one file, cached by its content: toggling Grad-CAM or moving the face-size
+    slider re-draws the page without running the detector and the model again."""
+    return logic.analyze_photo(load_predictor(model, detector), data, name)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def gradcam_overlays(crops: np.ndarray, model: str | None, detector: str) -> list[np.ndarray]:
+    return logic.gradcam_overlays(logic.torch_model(load_predictor(model, detector)), crops)
+
+
+# ---------------------------------------------------------------- sidebar
+
+
+def sidebar() -> Settings:
+    """Mode, detector, Grad-CAM, minimum face size; the model in use is shown once loaded."""
+    from ferkit.faces import DEFAULT_DETECTOR, list_detectors
+
+    with st.sidebar:
+        st.title("ferkit")
+        st.caption("Facial expressions: 8 FERPlus emotions")
+        mode = st.radio("Mode", MODES, key="mode")
+        detectors = list(list_detectors())
+        default = detectors.index(DEFAULT_DETECTOR) if DEFAULT_DETECTOR in detectors else 0
+        detector = st.selectbox("Face detector", detectors, index=default, key="detector",
+                                help="Which detector finds the faces (mtcnn is the default). Changing it "
+                                     "loads a second copy of the model once.")
+        gradcam = st.toggle("Grad-CAM overlays", value=False, key="gradcam",
+                            help="Show, for each face, which pixels drove the predicted emotion.")
+        min_face = st.slider("Minimum face size (px)", min_value=logic.DEFAULT_MIN_FACE, max_value=400,
+                             value=logic.DEFAULT_MIN_FACE, step=4, key="min_face",
+                             help="Faces whose shorter side is smaller are ignored.")
+    return Settings(mode=mode, model=os.environ.get(MODEL_ENV) or None, detector=detector,
+                    gradcam=gradcam, min_face=min_face)
+
+
+def show_model_in_sidebar(predictor: Any) -> None:
+    report = logic.model_report(predictor.model_info, logic.torch_model(predictor))
+    accuracy = f"{report.accuracy:.1%} {report.accuracy_label}" if report.accuracy is not None \
+        else "accuracy not measured yet"
+    st.sidebar.markdown(f"**Model:** `{report.name}` ({report.architecture})  \n{accuracy}")
+
+
+# ---------------------------------------------------------------- photos
+
+
+def show_photo(result: logic.PhotoResult, settings: Settings, all_faces: int) -> None:
+    """One analysed image: the error, or the image with numbered boxes and one row per face
+    (crop, optional Grad-CAM, top emotion, probability chart)."""
+    st.subheader(result.name)
+    if result.error:
+        st.error(result.error)
+        return
+    if not result.faces:
+        hidden = all_faces - len(result.faces)
+        extra = (f" ({hidden} face(s) smaller than {settings.min_face} px are hidden: lower "
+                 "\"Minimum face size\")") if hidden else ""
+        st.warning(f"No face found in {result.name}{extra}.")
+        st.image(result.image, caption=result.name)
+        return
+    count, hidden = len(result.faces), all_faces - len(result.faces)
+    caption = f"{count} face{'s' if count > 1 else ''} · {result.seconds * 1000:.0f} ms"
+    if hidden:
+        caption += f" · {hidden} smaller than {settings.min_face} px hidden"
+    st.image(logic.draw_faces(result.image, result.faces), caption=caption)
+    overlays = face_overlays(result, settings)
+    for face in result.faces:
+        widths = [1, 1, 4] if overlays else [1, 4]
+        columns = st.columns(widths, vertical_alignment="center")
+        columns[0].image(logic.enlarge(face.crop), caption=f"Face {face.number}")
+        if overlays:
+            columns[1].image(overlays[face.number - 1], caption="Grad-CAM")
+        with columns[-1]:
+            st.markdown(f"**Face {face.number}: {face.emotion}** ({face.confidence:.1%})")
+            st.altair_chart(logic.probability_chart(face.probabilities), width="stretch")
+
+
+def face_overlays(result: logic.PhotoResult, settings: Settings) -> list[np.ndarray]:
+    """Grad-CAM overlays when the toggle is on and the model is a PyTorch one."""
+    if not settings.gradcam:
+        return []
+    if logic.torch_model(load_predictor(settings.model, settings.detector)) is None:
+        st.info("Grad-CAM needs a PyTorch model; this one is an ONNX export.")
+        return []
+    crops = np.stack([f.crop for f in result.faces])
+    try:
+        with st.spinner("Computing Grad-CAM…"):
+            return gradcam_overlays(crops, settings.model, settings.detector)
+    except FerkitError as exc:
+        st.warning(f"Grad-CAM is not available for this model: {exc}")
+        return []
+
+
+def analyze_files(files: list[Any], settings: Settings) -> list[tuple[logic.PhotoResult, int]]:
+    """(result filtered by the minimum face size, number of faces before filtering) per file."""
+    out = []
+    for file in files:
+        with st.spinner(f"Analysing {file.name}…"):
+            full = analyze(file.getvalue(), file.name, settings.model, settings.detector)
+        out.append((logic.keep_faces_at_least(full, settings.min_face), len(full.faces)))
+    return out
+
+
+def photo_page(settings: Settings) -> None:
+    st.header("Photos")
+    files = st.file_uploader(
+        "Photos with faces", type=list(logic.ACCEPTED_TYPES), accept_multiple_files=True,
+        max_upload_size=logic.MAX_UPLOAD_MB, key="photos",
+        help=f"JPEG, PNG or WebP, up to {logic.MAX_UPLOAD_MB} MB and "
+             f"{logic.MAX_PIXELS / 1e6:.0f} megapixels each.")
+    if not files:
+        st.info("Upload one or several photos: every face is boxed and numbered, with its emotion "
+                "probabilities below.")
+        return
+    results = analyze_files(files, settings)
+    for result, all_faces in results:
+        show_photo(result, settings, all_faces)
+    table = logic.faces_table([r for r, _ in results])
+    st.subheader("All faces")
+    if table.empty:
+        st.caption("No faces to list.")
+        return
+    st.dataframe(table, hide_index=True)
+    st.download_button("Download CSV", logic.table_csv(table), file_name="ferkit_faces.csv",
+                       mime="text/csv", key="download_csv")
+
+
+# ---------------------------------------------------------------- webcam
+
+LIVE_HELP = f"""
+The video goes from your browser to this server over WebRTC and comes back with boxes drawn.
+No STUN/TURN server is configured, so it works on this machine and on a local network with no
+internet access. **Remote users** (behind NAT or a firewall) need ICE servers: start the app with
+`{logic.ICE_SERVERS_ENV}` set to a JSON list, e.g.
+`{logic.ICE_SERVERS_ENV}='[{{"urls": ["stun:stun.example.org:3478"]}}, {{"urls": "turn:turn.example.org:3478",
+"username": "USER", "credential": "PASSWORD"}}]' make run`.
+If the live video does not start, use **Webcam (snapshot)**, which works everywhere.
+"""
+
+
+def live_processor(settings: Settings) -> logic.LiveProcessor:
+    """This session's frame processor, kept across reruns; the sidebar's current choices are
+    pushed into it on every run (the worker thread reads them on the next frame)."""
+    predictor = load_predictor(settings.model, settings.detector)
+    processor = st.session_state.get("live_processor")
+    if processor is None:
+        processor = logic.LiveProcessor(predictor, settings.min_face)
+        st.session_state["live_processor"] = processor
+    processor.predictor, processor.min_face = predictor, settings.min_face
+    return processor
+
+
+def live_page(settings: Settings) -> None:
+    from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+    st.header("Webcam, live")
+    with st.expander("How it works, and remote users"):
+        st.markdown(LIVE_HELP)
+    configuration, problem = logic.rtc_configuration()
+    if problem:
+        st.warning(problem)
+    processor = live_processor(settings)
+    try:
+        context = webrtc_streamer(
+            key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=configuration,
+            media_stream_constraints={"video": True, "audio": False},
+            video_frame_callback=processor.callback, async_processing=True)
+    except Exception as exc:  # e.g. no Streamlit server session (a test harness), a broken aiortc
+        log.exception("the live webcam component failed")
+        st.error(f"The live webcam cannot start here ({type(exc).__name__}). Use **{SNAPSHOT}** instead.")
+        return
+    chart, caption = st.empty(), st.empty()
+    if not context.state.playing:
+        caption.caption("Press START and allow the camera.")
+        return
+    while context.state.playing:  # the script stays here while the video plays; a rerun ends it
+        stats = processor.stats()
+        if stats.largest is not None:
+            chart.altair_chart(logic.probability_chart(stats.largest.probabilities), width="stretch")
+        caption.markdown(logic.live_caption(stats) + (f"  \n:red[{stats.error}]" if stats.error else ""))
+        time.sleep(LIVE_REFRESH_S)
+
+
+def snapshot_page(settings: Settings) -> None:
+    st.header("Webcam, snapshot")
+    shot = st.camera_input("Take a photo", key="snapshot")
+    if shot is None:
+        st.caption("A single photo from your camera; works in every browser, no WebRTC needed.")
+        return
+    full = analyze(shot.getvalue(), "Your snapshot", settings.model, settings.detector)
+    show_photo(logic.keep_faces_at_least(full, settings.min_face), settings, len(full.faces))
+
+
+# ---------------------------------------------------------------- about
+
+
+def about_page(predictor: Any) -> None:
+    report = logic.model_report(predictor.model_info, logic.torch_model(predictor))
+    st.header("About the model")
+    left, middle, right = st.columns(3)
+    left.metric("Architecture", report.architecture)
+    middle.metric("Parameters", f"{report.parameters:,}" if report.parameters is not None else "unknown")
+    right.metric(report.accuracy_label, f"{report.accuracy:.1%}" if report.accuracy is not None
+                 else "not measured yet")
+    st.caption(f"Model `{report.name}`" + (f"; measured on the {report.evaluated_on}"
+                                            if report.evaluated_on else ""))
+    st.subheader("Recall per emotion")
+    if report.recall:
+        st.dataframe(logic.recall_table(report), hide_index=True,
+                     column_config={"recall": st.column_config.ProgressColumn(
+                         "recall", format="percent", min_value=0.0, max_value=1.0)})
+    else:
+        st.write("Not measured yet: this model ships no metrics.json.")
+    if report.confusion_image is not None:
+        st.subheader("Confusion matrix")
+        st.image(str(report.confusion_image))
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    st.set_page_config(page_title="ferkit: facial expressions", layout="wide")
+    settings = sidebar()
+    try:
+        predictor = load_predictor(settings.model, settings.detector)
+    except (FerkitError, ValueError) as exc:
+        st.error(f"The model could not be loaded: {exc}")
+        st.info(f"To use another model, start the app with `{MODEL_ENV}=PATH` (a run folder with model.json "
+                "+ model.safetensors, an .onnx file, or a bundled model's name).")
+        return
+    show_model_in_sidebar(predictor)
+    pages = {PHOTO: photo_page, LIVE: live_page, SNAPSHOT: snapshot_page}
+    if settings.mode == ABOUT:
+        about_page(predictor)
+    else:
+        pages[settings.mode](settings)
+
+
+def run() -> None:
+    """main() with a last safety net: an unexpected error becomes one line on the page and a
+    traceback in the server log (Streamlit's rerun/stop signals are BaseExceptions and pass)."""
+    try:
+        main()
+    except Exception:
+        log.exception("the app failed")
+        st.error("Something went wrong while building this page (details are in the server log). "
+                 "Reload the page to try again.")
+
+
+if __name__ == "__main__":
+    run()

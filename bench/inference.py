@@ -1,0 +1,190 @@
+"""Inference speed: classifier faces/s, detector ms per frame, end-to-end frames/s.
+
+    .venv/bin/python bench/inference.py [--model RUN_OR_NAME] [--threads 1] [--repeats 7]
+
+- Classifier: `Predictor.predict_faces` (normalise + forward + softmax) at batch 1 and 64, with
+  PyTorch fp32, ONNX Runtime fp32 and int8 (the model exported by `export_onnx`, int8
+  calibrated on FERPlus train when ../shared/datasets/ferplus exists), plus PyTorch bf16 autocast
+  (emulated on AVX2-only CPUs: measured with few repeats, reported as is).
+- Detector: `ferkit.faces.detect_faces` on a 640x480 frame, each detector that is installed.
+- End to end: `Predictor.predict` (detect + align + classify) on 640x480 frames holding 1 and 5
+  real faces (composed from ../shared/datasets/faces-dlib-examples), PyTorch and ONNX fp32.
+Every figure is the median of --repeats timed runs after a warm-up. --threads sets torch's and
+ONNX Runtime's intra-op threads and OpenCV's (default 1: the machine has 2 cores and training
+jobs run on the other). The model's weights do not change speed: any deep_cnn gives the same
+numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ferkit.inference import Predictor, list_bundled, load_image
+from ferkit.inference.export import export_onnx
+from ferkit.models import create_model, model_config, normalize, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+PHOTOS = SHARED / "faces-dlib-examples"
+ONE_FACE = "Tom_Cruise_avp_2014_4.jpg"
+# Five real faces (photo, face box x, y, w, h as ferkit.faces' MTCNN finds it), cut out with a margin
+# and tiled onto one 640x480 frame.
+FIVE_FACES = [("Tom_Cruise_avp_2014_4.jpg", (85, 155, 390, 555)), ("2008_002506.jpg", (336, 72, 99, 116)),
+              ("2008_002506.jpg", (117, 50, 87, 111)), ("2008_001009.jpg", (129, 198, 82, 105)),
+              ("2008_001009.jpg", (147, 71, 66, 88))]
+
+
+def median_rate(run: Callable[[], None], items: int, repeats: int, calls: int) -> float:
+    """Items per second: median over `repeats` timings of `calls` calls of `run` (after a warm-up)."""
+    run()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        rates.append(items * calls / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def pick_model(arg: str | None, workdir: Path) -> str:
+    if arg:
+        return arg
+    if "default" in list_bundled():
+        return "default"
+    if (ROOT / "runs" / "smoke-deep" / "model.json").is_file():
+        return str(ROOT / "runs" / "smoke-deep")
+    folder = workdir / "deep_cnn"
+    torch.manual_seed(0)
+    save_model(create_model("deep_cnn").eval(), folder, model_config("deep_cnn", {}))
+    return str(folder)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def fit_frame(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """Scale to fit width x height (aspect kept), centred on grey."""
+    scale = min(width / rgb.shape[1], height / rgb.shape[0])
+    w, h = int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)
+    frame = np.full((height, width, 3), 96, dtype=np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    frame[y:y + h, x:x + w] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def five_face_frame() -> np.ndarray:
+    """Each face with half its size as margin, scaled to 150 px tall, 3 on top and 2 below."""
+    frame = np.full((480, 640, 3), 96, dtype=np.uint8)
+    spots = [(20, 30), (235, 30), (450, 30), (120, 260), (340, 260)]
+    for (name, (x, y, w, h)), (sx, sy) in zip(FIVE_FACES, spots, strict=True):
+        rgb = load_image(PHOTOS / name)
+        x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
+        patch = rgb[y0:y + h + h // 2, x0:x + w + w // 2]
+        scale = min(190 / patch.shape[0], 170 / patch.shape[1])
+        small = cv2.resize(patch, (int(patch.shape[1] * scale), int(patch.shape[0] * scale)),
+                           interpolation=cv2.INTER_AREA)
+        frame[sy:sy + small.shape[0], sx:sx + small.shape[1]] = small
+    return frame
+
+
+def classifier_rows(model: str, onnx32: Path, onnx8: Path | None, threads: int, repeats: int) -> None:
+    faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    backends = [("PyTorch fp32", Predictor(model=model)), ("ONNX Runtime fp32", Predictor(model=onnx32,
+                                                                                         threads=threads))]
+    if onnx8 is not None:
+        backends.append(("ONNX Runtime int8", Predictor(model=onnx8, threads=threads)))
+    for name, predictor in backends:
+        b1 = median_rate(lambda p=predictor: p.predict_faces(faces[:1]), 1, repeats, 20)
+        b64 = median_rate(lambda p=predictor: p.predict_faces(faces), 64, repeats, 2)
+        print(f"| {name} | {b1:,.0f} | {b64:,.0f} |", flush=True)
+    net = backends[0][1].backend.model
+
+    def bf16(batch: np.ndarray) -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.softmax(net(normalize(batch)).float(), 1)
+
+    # ~1 face/s: batch 1 gets 3 repeats, batch 64 one timed call (about a minute) after batch 1's warm-up.
+    b1 = median_rate(lambda: bf16(faces[:1]), 1, 3, 2)
+    start = time.perf_counter()
+    bf16(faces)
+    b64 = 64 / (time.perf_counter() - start)
+    print(f"| PyTorch bf16 autocast (emulated; 3 repeats / 1 run) | {b1:,.1f} | {b64:,.1f} |", flush=True)
+
+
+def detector_rows(frame: np.ndarray, repeats: int) -> None:
+    try:
+        from ferkit.faces import detect_faces, list_detectors
+    except ImportError:
+        print("| (ferkit.faces not installed) | - | - |")
+        return
+    for name in list_detectors():
+        try:
+            found = detect_faces(frame, name)
+        except Exception as exc:  # a detector whose package is not installed
+            print(f"| {name} | not available ({type(exc).__name__}) | - |")
+            continue
+        fps = median_rate(lambda n=name: detect_faces(frame, n), 1, repeats, 1)
+        print(f"| {name} | {1000 / fps:,.1f} | {len(found)} |", flush=True)
+
+
+def end_to_end_rows(model: str, onnx32: Path, frames: dict[str, np.ndarray], threads: int,
+                    repeats: int) -> None:
+    for label, source in (("PyTorch fp32", model), ("ONNX Runtime fp32", onnx32)):
+        predictor = Predictor(model=source, threads=threads)
+        for name, frame in frames.items():
+            faces = len(predictor.predict(frame))
+            fps = median_rate(lambda p=predictor, f=frame: p.predict(f), 1, repeats, 1)
+            print(f"| {label} | {name} | {faces} | {fps:,.1f} | {1000 / fps:,.0f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="bundled name, run folder (default: bundled default, else "
+                                        "runs/smoke-deep, else a random deep_cnn)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+
+    with tempfile.TemporaryDirectory(prefix="ferkit-bench-") as tmp:
+        workdir = Path(tmp)
+        model = pick_model(args.model, workdir)
+        data = SHARED / "ferplus"
+        onnx32 = export_onnx(model, workdir / "fp32.onnx").path
+        report8 = export_onnx(model, workdir / "int8.onnx", int8=True,
+                              data_root=data if data.exists() else None, measure_accuracy=False)
+        print(f"# torch {torch.__version__}, {args.threads} thread(s), {cpu_name()}, model {model}")
+        print(f"# int8: {report8.quantization}")
+        print("\n| classifier | faces/s batch 1 | faces/s batch 64 |\n|---|---|---|")
+        classifier_rows(model, onnx32, report8.path, args.threads, args.repeats)
+
+        if not PHOTOS.is_dir():
+            print(f"\n(no photos at {PHOTOS}: detector and end-to-end timings skipped)")
+            return
+        frames = {"1 face": fit_frame(load_image(PHOTOS / ONE_FACE)),
+                  "5 faces": five_face_frame()}
+        print("\n| detector (640x480) | ms per frame | faces found |\n|---|---|---|")
+        detector_rows(frames["5 faces"], args.repeats)
+        print("\n| end to end (640x480) | frame | faces | frames/s | ms |\n|---|---|---|---|---|")
+        end_to_end_rows(model, onnx32, frames, args.threads, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

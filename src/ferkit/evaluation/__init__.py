@@ -1,0 +1,61 @@
+"""Evaluation: predictions, metrics, plots and reports for trained runs.
+
+    proba = predict_proba(model, faces_uint8, tta="flip")     # (N, 8) softmax
+    metrics = compute_metrics(y_true, proba, targets=None)    # JSON-ready dict
+    evaluation = evaluate("runs/x", data_root="...")          # writes runs/x/eval-test/
+    comparison = compare("runs/a", "runs/b", data_root="...") # writes runs/b/compare-a-vs-b/
+
+Names are imported on first use (PEP 562), so `from ferkit.evaluation import predict_proba`
+in an app does not pull in matplotlib and scikit-learn.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+_WHERE = {
+    "Comparison": "comparison",
+    "compare": "comparison",
+    "Evaluation": "pipeline",
+    "evaluate": "pipeline",
+    "evaluate_run": "pipeline",
+    "load_eval_split": "pipeline",
+    "run_data_root": "pipeline",
+    "compute_metrics": "metrics",
+    "expected_calibration_error": "metrics",
+    "mean_kl_divergence": "metrics",
+    "negative_log_likelihood": "metrics",
+    "predict_proba": "predict",
+}
+__all__ = [
+    "Comparison",
+    "Evaluation",
+    "compare",
+    "compute_metrics",
+    "evaluate",
+    "evaluate_run",
+    "expected_calibration_error",
+    "load_eval_split",
+    "mean_kl_divergence",
+    "negative_log_likelihood",
+    "predict_proba",
+    "run_data_root",
+]
+
+if TYPE_CHECKING:
+    from ferkit.evaluation.comparison import Comparison, compare
+    from ferkit.evaluation.metrics import (
+        compute_metrics,
+        expected_calibration_error,
+        mean_kl_divergence,
+        negative_log_likelihood,
+    )
+    from ferkit.evaluation.pipeline import Evaluation, evaluate, evaluate_run, load_eval_split, run_data_root
+    from ferkit.evaluation.predict import predict_proba
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ferkit.evaluation' has no attribute {name!r}")
+    return getattr(import_module(f"ferkit.evaluation.{_WHERE[name]}"), name)

@@ -1,0 +1,119 @@
+"""From a run folder and a data root to predictions + metrics (`evaluate_run`), and to a
+written report folder (`evaluate`). `compare` reuses `load_eval_split` + `evaluate_run`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ferkit.data import SOFT_PROTOCOLS, LabeledSplit, label_split, load_ferplus
+from ferkit.errors import EvaluationError
+from ferkit.evaluation.metrics import compute_metrics
+from ferkit.evaluation.predict import check_tta, cpu_threads, predict_proba
+from ferkit.models import load_model, read_model_config
+
+
+@dataclass
+class Evaluation:
+    """One model's predictions on one labelled split, and the metrics computed from them."""
+
+    run: Path
+    architecture: str
+    data_root: Path
+    split: str
+    protocol: str
+    tta: str | None
+    data: LabeledSplit
+    proba: np.ndarray  # (N, 8) softmax, EMOTIONS order
+    metrics: dict
+    out_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def y_true(self) -> np.ndarray:
+        return self.data.labels
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.proba.argmax(axis=1)
+
+    def metrics_json(self) -> dict:
+        """metrics.json: what was evaluated (run, data, protocol, TTA), then the numbers."""
+        return {"run": str(self.run), "architecture": self.architecture, "data": str(self.data_root),
+                "split": self.split, "protocol": self.protocol, "tta": self.tta or "none",
+                **self.metrics}
+
+
+def run_data_root(run: str | Path) -> Path | None:
+    """The `data:` root in RUN/config.yaml when it exists on this machine (relative paths are
+    taken from the current directory, as training took them), else None."""
+    config = Path(run) / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        data = (yaml.safe_load(config.read_text()) or {}).get("data")
+    except yaml.YAMLError:
+        return None
+    return Path(data).expanduser() if data and Path(data).expanduser().exists() else None
+
+
+def load_eval_split(data_root: str | Path, split: str = "test", protocol: str = "majority") -> LabeledSplit:
+    """One split under one protocol; an error naming the root when nothing is left to evaluate."""
+    labeled = label_split(load_ferplus(data_root, splits=(split,))[split], protocol)
+    if len(labeled) == 0:
+        raise EvaluationError(f"{data_root}: the {split} split has no images under protocol "
+                              f"{protocol!r} (dropped: {labeled.dropped})")
+    return labeled
+
+
+def evaluate_run(run: str | Path, data: LabeledSplit, data_root: str | Path, tta: str | None = None,
+                 batch_size: int = 256, progress: bool = False, threads: int | None = None) -> Evaluation:
+    """Load RUN's model, predict `data` with all CPU cores (or `threads`), compute the metrics.
+    Soft protocols also get the KL divergence to their vote distributions."""
+    tta = check_tta(tta)
+    run = Path(run)
+    config = read_model_config(run)
+    model = load_model(run)
+    with cpu_threads(threads):
+        proba = predict_proba(model, data.images, batch_size=batch_size, tta=tta, progress=progress)
+    targets = data.targets if data.protocol in SOFT_PROTOCOLS else None
+    metrics = compute_metrics(data.labels, proba, targets)
+    return Evaluation(run=run, architecture=config["architecture"], data_root=Path(data_root),
+                      split=data.name, protocol=data.protocol, tta=tta, data=data, proba=proba,
+                      metrics=metrics)
+
+
+def resolve_data_root(run: str | Path, data_root: str | Path | None) -> Path:
+    """`data_root` if given, else the run's own training data root."""
+    if data_root is not None:
+        return Path(data_root)
+    found = run_data_root(run)
+    if found is None:
+        raise EvaluationError(f"{run}: no data root given and the run's config.yaml names none "
+                              "that exists here; pass data_root (--data)")
+    return found
+
+
+def evaluate(run: str | Path, split: str = "test", protocol: str = "majority",
+             data_root: str | Path | None = None, tta: str | None = None, out: str | Path | None = None,
+             batch_size: int = 256, progress: bool = False, threads: int | None = None) -> Evaluation:
+    """Evaluate RUN on a FERPlus split and write the report folder (default RUN/eval-<split>/):
+    metrics.json, predictions.csv, the plots, report.md and a self-contained report.html."""
+    from ferkit.evaluation.report import write_report
+
+    run = Path(run)
+    read_model_config(run)  # a missing/bad run folder fails before the data is loaded
+    tta = check_tta(tta)
+    root = resolve_data_root(run, data_root)
+    data = load_eval_split(root, split, protocol)
+    evaluation = evaluate_run(run, data, root, tta=tta, batch_size=batch_size, progress=progress,
+                              threads=threads)
+    evaluation.out_dir = Path(out) if out else run / f"eval-{split}"
+    write_report(evaluation, evaluation.out_dir)
+    return evaluation

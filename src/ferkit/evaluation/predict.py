@@ -1,0 +1,87 @@
+"""`predict_proba`: uint8 faces -> softmax probabilities, in batches, optionally with flip TTA."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from rich.progress import track
+from torch import nn
+
+from ferkit.errors import EvaluationError
+from ferkit.models import INPUT_SIZE, NUM_CLASSES, normalize
+
+TTA_MODES = ("flip",)
+
+
+def check_tta(tta: str | None) -> str | None:
+    """None/"none" -> None; "flip" -> "flip"; anything else is an error naming --tta."""
+    if tta is None or tta == "none":
+        return None
+    if tta not in TTA_MODES:
+        raise EvaluationError(f"--tta {tta!r} is not supported; expected one of none, {', '.join(TTA_MODES)}")
+    return tta
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
+        raise EvaluationError(f"images: expected uint8 faces (N, {INPUT_SIZE}, {INPUT_SIZE}), "
+                              f"got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise EvaluationError(f"images: expected dtype uint8 (raw pixels), got {images.dtype}")
+    return images
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration, then the caller's mode back (a trainer may pass its model)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def cpu_threads(threads: int | None = None) -> Iterator[int]:
+    """Use all cores (or `threads`) for a prediction job, then restore the previous setting,
+    so a library caller's own thread choice survives an evaluation."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def predict_proba(model: nn.Module, images_uint8: np.ndarray, batch_size: int = 256,
+                  tta: str | None = None, progress: bool = False) -> np.ndarray:
+    """Softmax probabilities (N, 8) float32 in EMOTIONS order for uint8 faces (N, 48, 48).
+
+    `tta="flip"` averages the softmax of each face and its horizontal mirror (faces are
+    roughly symmetric, so the mirror is a free second opinion). `progress` shows a bar.
+    Thread count is left to the caller (see `cpu_threads`)."""
+    tta = check_tta(tta)
+    images = _check_images(images_uint8)
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    starts = range(0, len(images), batch_size)
+    if progress:
+        starts = track(starts, description=f"predicting {len(images):,} faces", transient=True)
+    out = np.zeros((len(images), NUM_CLASSES), dtype=np.float32)
+    with eval_mode(model), torch.no_grad():
+        for start in starts:
+            x = normalize(images[start:start + batch_size]).to(device)
+            p = torch.softmax(model(x).float(), dim=1)
+            if tta == "flip":
+                p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
+            out[start:start + len(x)] = p.cpu().numpy()
+    return out

@@ -1,0 +1,26 @@
+"""Inference: images -> faces -> emotions, with PyTorch or ONNX Runtime.
+
+`Predictor` is the entry point (`from ferkit import Predictor`); `load_image` is the one
+door every image comes in through; `export_onnx` writes a standalone, parity-checked .onnx.
+"""
+
+from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, resolve_model
+from ferkit.inference.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
+from ferkit.inference.predictor import Face, ImageResult, Predictor, crop_face, prepare_faces
+from ferkit.inference.video import VideoRow
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "Face",
+    "ImageResult",
+    "Predictor",
+    "VideoRow",
+    "crop_face",
+    "find_images",
+    "list_bundled",
+    "load_image",
+    "prepare_faces",
+    "resolve_model",
+]

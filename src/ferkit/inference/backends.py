@@ -1,0 +1,155 @@
+"""The two ways a Predictor runs its classifier: PyTorch (a model folder) or ONNX Runtime (.onnx).
+
+Both turn uint8 faces (N, 48, 48) into softmax probabilities (N, 8) in EMOTIONS order, in
+batches, with optional flip TTA. The PyTorch path repeats `ferkit.evaluation.predict_proba`
+operation for operation (normalize -> model -> float -> softmax, flip averaged after softmax,
+batch 256), so `Predictor.predict_faces` gives bit-identical probabilities to `ferkit evaluate`.
+
+Thread safety: neither backend takes a lock. The torch model is put in eval mode once at load
+and never mutated afterwards; each call runs under its own `torch.inference_mode()` (a
+thread-local switch), and eval-mode BatchNorm/Dropout keep no per-call state. An ONNX Runtime
+`InferenceSession.run` is documented as safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import ModelFileError
+from ferkit.inference.bundled import METRICS_FILE, read_json_file
+
+# Keys of the ONNX metadata_props that make an exported .onnx file stand alone.
+META_MODEL_JSON = "ferkit.model_json"
+META_METRICS_JSON = "ferkit.metrics_json"
+META_OPSET = "ferkit.opset"
+META_PRECISION = "ferkit.precision"
+META_VERSION = "ferkit.version"
+
+TTA_MODES = ("flip",)
+
+
+def check_tta(tta: str | None) -> str | None:
+    """None/"none" -> None, "flip" -> "flip", anything else -> ValueError."""
+    if tta is None or tta == "none":
+        return None
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r} is not supported; expected None, 'none' or 'flip'")
+    return tta
+
+
+class Backend(Protocol):
+    kind: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray: ...
+
+
+def _check_classes(config: dict[str, Any], where: str) -> None:
+    classes = config.get("classes")
+    if classes is not None and list(classes) != list(EMOTIONS):
+        raise ModelFileError(f"{where}: model classes {classes} are not ferkit's EMOTIONS {list(EMOTIONS)}")
+
+
+class TorchBackend:
+    """A model folder (model.json + model.safetensors) run with PyTorch on the CPU."""
+
+    kind = "torch"
+
+    def __init__(self, folder: Path):
+        from ferkit.models import load_model, read_model_config
+
+        self.config = read_model_config(folder)
+        _check_classes(self.config, str(Path(folder) / "model.json"))
+        self.metrics = read_json_file(Path(folder) / METRICS_FILE)
+        # Parameters keep requires_grad: Grad-CAM (the app's) runs backward through this model;
+        # predictions themselves run under inference_mode, which records no graph.
+        self.model = load_model(folder).eval()
+
+    def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray:
+        import torch
+
+        from ferkit.models import normalize
+
+        out = np.zeros((len(faces), len(EMOTIONS)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(faces), batch_size):
+                x = normalize(faces[start:start + batch_size])
+                p = torch.softmax(self.model(x).float(), dim=1)
+                if tta == "flip":
+                    p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
+                out[start:start + len(x)] = p.numpy()
+        return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class OnnxBackend:
+    """A standalone .onnx file (model.json in its metadata) run with ONNX Runtime on the CPU."""
+
+    kind = "onnx"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise ModelFileError(f"{path}: running .onnx models needs onnxruntime "
+                                 "(pip install onnxruntime)") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: no optimiser chatter on stderr
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelFileError(f"{path}: not a valid ONNX model ({first})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.config = self._json_meta(meta, META_MODEL_JSON, path, required=True)
+        _check_classes(self.config, str(path))
+        self.metrics = self._json_meta(meta, META_METRICS_JSON, path, required=False)
+        self.onnx_meta = {"opset": meta.get(META_OPSET), "precision": meta.get(META_PRECISION, "fp32"),
+                          "exported_by": meta.get(META_VERSION)}
+        self.input_name = self.session.get_inputs()[0].name
+        norm = self.config.get("normalization", {})
+        self.mean = np.float32(norm.get("mean", 0.5))
+        self.std = np.float32(norm.get("std", 0.25))
+
+    @staticmethod
+    def _json_meta(meta: dict[str, str], key: str, path: Path, required: bool) -> dict[str, Any]:
+        if key not in meta:
+            if required:
+                raise ModelFileError(f"{path}: no ferkit metadata ({key}); export it with "
+                                     "`ferkit export RUN --onnx OUT.onnx`")
+            return {}
+        try:
+            return json.loads(meta[key])
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{path}: metadata {key} is not valid JSON ({exc})") from None
+
+    def _normalize(self, faces: np.ndarray) -> np.ndarray:
+        # Same float32 operations, in the same order, as ferkit.models.normalize.
+        x = faces.astype(np.float32)[:, None] / np.float32(255.0)
+        return (x - self.mean) / self.std
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray:
+        out = np.zeros((len(faces), len(EMOTIONS)), dtype=np.float32)
+        for start in range(0, len(faces), batch_size):
+            x = self._normalize(faces[start:start + batch_size])
+            p = _softmax(self.logits(x))
+            if tta == "flip":
+                p = (p + _softmax(self.logits(np.ascontiguousarray(x[:, :, :, ::-1])))) / 2
+            out[start:start + len(x)] = p
+        return out

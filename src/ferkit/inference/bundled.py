@@ -1,0 +1,126 @@
+"""Find the model a Predictor should load: a bundled model by name, a run folder or an .onnx file.
+
+Bundled models are package data: `ferkit/weights/<name>/` holding model.json +
+model.safetensors (+ metrics.json), located with importlib.resources so they are found in an
+installed wheel as well as in a source checkout. `default` is the one `Predictor()` loads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from ferkit.errors import ModelFileError
+
+DEFAULT_MODEL = "default"
+METRICS_FILE = "metrics.json"
+
+
+def weights_root() -> Path:
+    """The folder holding the bundled models (may not exist before any model is bundled)."""
+    return Path(str(resources.files("ferkit").joinpath("weights")))
+
+
+def list_bundled() -> list[str]:
+    """Names of the bundled models: folders under ferkit/weights with a model.json."""
+    root = weights_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "model.json").is_file())
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from and how to run it."""
+
+    path: Path  # a model folder (torch) or an .onnx file
+    backend: Literal["torch", "onnx"]
+    name: str  # the bundled name, or the path as given
+
+
+def _looks_like_name(text: str) -> bool:
+    return "/" not in text and "\\" not in text and not Path(text).suffix
+
+
+def resolve_model(model: str | Path | None = None) -> ModelSource:
+    """None -> the bundled default; a bundled name; else a run/model folder or an .onnx file.
+
+    A plain word (no slash, no suffix) that names a bundled model is the bundled model even if a
+    folder of that name happens to exist in the working directory; anything else is a path."""
+    bundled = list_bundled()
+    choices = ", ".join(bundled) if bundled else "none installed"
+    text = DEFAULT_MODEL if model is None else str(model)
+    if (model is None or isinstance(model, str)) and _looks_like_name(text) and text in bundled:
+        return ModelSource(weights_root() / text, "torch", text)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        return ModelSource(path, "onnx", text)
+    if path.is_dir() or (path.is_file() and path.name in ("model.json", "model.safetensors")):
+        return ModelSource(path if path.is_dir() else path.parent, "torch", text)
+    if model is None:
+        raise ModelFileError(f"the bundled default model is not installed (ferkit/weights/{DEFAULT_MODEL} "
+                             f"is missing; bundled models: {choices}); give a run folder or an .onnx file "
+                             "(model=PATH, or --model PATH on the command line)")
+    if path.is_file():
+        raise ModelFileError(f"{text}: not a model (expected a run folder with model.json + "
+                             "model.safetensors, or an .onnx file)")
+    raise ModelFileError(f"unknown model {text!r}: not a bundled model name (bundled: {choices}) "
+                         "nor an existing run folder or .onnx file")
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or {} if the file is absent; ModelFileError if malformed."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a JSON object")
+    return data
+
+
+def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
+               provisional: bool = False) -> Path:
+    """Copy a trained run into the package as `ferkit/weights/<name>/`: model.safetensors,
+    model.json, metrics.json (the run's Test evaluation + how it was trained) and the confusion
+    matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json."""
+    import shutil
+
+    import yaml
+
+    run = Path(run)
+    evaluation = Path(evaluation) if evaluation else run / "eval-test"
+    for needed in (run / "model.json", run / "model.safetensors", evaluation / "metrics.json"):
+        if not needed.is_file():
+            hint = f" (run `ferkit evaluate {run}` first)" if needed.name == "metrics.json" else ""
+            raise ModelFileError(f"{needed}: not found{hint}")
+    target = weights_root() / name
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "model.safetensors", target / "model.safetensors")
+    shutil.copyfile(run / "model.json", target / "model.json")
+    if (evaluation / "confusion_matrix.png").is_file():
+        shutil.copyfile(evaluation / "confusion_matrix.png", target / "confusion_matrix.png")
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    for bulky in ("calibration", "run", "data"):
+        metrics.pop(bulky, None)
+    model_json = json.loads((run / "model.json").read_text())
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    metrics["provisional"] = provisional
+    metrics["evaluate_command"] = (f"ferkit evaluate {name} --split {metrics.get('split', 'test')} "
+                                   f"--protocol {metrics.get('protocol', 'majority')}")
+    metrics["training"] = {
+        "run": run.name,
+        "epochs_trained": len(history),
+        "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
+        "best_epoch": model_json.get("metrics", {}).get("best_epoch"),
+        "valid": {k: model_json.get("metrics", {}).get(k) for k in ("val_acc", "val_loss", "val_protocol")},
+        "config": config,
+    }
+    (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return target

@@ -1,0 +1,223 @@
+"""Load any image a user hands us into one form: an RGB uint8 array (H, W, 3).
+
+Every input goes through `load_image`, so the Predictor sees one pixel format whatever came in
+(a path, bytes, an open file, a numpy array or a PIL image). Bad files raise `ImageError`
+naming the file and what is wrong, never a decoder traceback:
+
+- empty (0 bytes), not an image / unsupported format, corrupt or truncated data;
+- larger than `MAX_PIXELS` (checked from the header, BEFORE any pixel is decoded, so a
+  decompression bomb -- a tiny file claiming 100,000 x 100,000 pixels -- costs nothing).
+
+Images that are valid but not 8-bit RGB are converted, not refused: 16-bit and 32-bit
+grayscale are scaled to 8 bits, CMYK / YCbCr / LAB / 1-bit / palette images go through PIL's
+conversion, and transparency (RGBA, LA, palette with alpha) is composited onto white (what a
+viewer shows). The EXIF orientation tag is honoured, so boxes come out in the coordinates of
+the image as people see it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ferkit.errors import ImageError
+
+# 64 megapixels: above every common camera's default output (12-50 MP), 192 MB as RGB.
+# PIL's own bomb check (warning at 89 MP, error at 179 MP) is a second line behind this one.
+MAX_PIXELS = 64_000_000
+
+# What `find_images` picks up inside folders (explicitly named files are always tried).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff",
+                              ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".avif"})
+
+Color = Literal["rgb", "bgr"]
+ImageSource = str | Path | bytes | bytearray | memoryview | np.ndarray | Image.Image | IO[bytes]
+
+_WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def describe(source: object) -> str:
+    """How errors name a source: the path, or what kind of in-memory object it was."""
+    if isinstance(source, str | Path):
+        return str(source)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "<image bytes>"
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    if isinstance(source, Image.Image):
+        return "<PIL image>"
+    return str(getattr(source, "name", "<image stream>"))
+
+
+def load_image(source: ImageSource, color: Color = "rgb", max_pixels: int | None = None,
+               name: str | None = None) -> np.ndarray:
+    """Any image source -> RGB uint8 (H, W, 3), C-contiguous.
+
+    `source` may be a path, encoded bytes, a binary file object, a PIL image or a numpy array.
+    Arrays are (H, W) grayscale, (H, W, 3) colour or (H, W, 4) colour + alpha (alpha dropped);
+    colour arrays are RGB unless `color="bgr"` (OpenCV's order, e.g. from cv2.imread). Arrays
+    should be uint8; uint16 is scaled to 8 bits and floats are read as 0..1.
+    `max_pixels` defaults to the module's MAX_PIXELS, read at call time (an app may change it).
+    `name` overrides how errors name the source (e.g. an uploaded file's name)."""
+    label = name or describe(source)
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+    if isinstance(source, np.ndarray):
+        return _from_array(source, color, label)
+    if color != "rgb":
+        raise ValueError("color='bgr' applies to numpy arrays only (files and PIL images know their order)")
+    if isinstance(source, Image.Image):
+        _check_size(source.size, max_pixels, label)
+        return _to_rgb(_upright(source), label)
+    return _decode(_open_bytes(source, label), max_pixels, label)
+
+
+def _open_bytes(source: str | Path | bytes | bytearray | memoryview | IO[bytes], label: str) -> IO[bytes]:
+    """A seekable binary stream over the encoded image; ImageError if there are no bytes."""
+    if isinstance(source, str | Path):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ImageError(f"{label}: file not found")
+        if path.is_dir():
+            raise ImageError(f"{label}: is a folder, not an image file")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{label}: cannot read file ({exc.strerror or exc})") from None
+    elif isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, bytes):
+            raise ImageError(f"{label}: file object must be opened in binary mode")
+    else:
+        raise ImageError(f"{label}: unsupported input type {type(source).__name__} (expected a path, "
+                         "bytes, a binary file, a numpy array or a PIL image)")
+    if not data:
+        raise ImageError(f"{label}: file is empty (0 bytes)")
+    return io.BytesIO(data)
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, label: str) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{label}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(f"{label}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
+                         f"above the limit of {max_pixels / 1e6:.0f} megapixels; refused before "
+                         "decoding (resize it first)")
+
+
+def _decode(stream: IO[bytes], max_pixels: int, label: str) -> np.ndarray:
+    try:
+        img = Image.open(stream)  # lazy: reads the header only
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{label}: refused before decoding, possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image, or a format ferkit cannot read (supported: JPEG, PNG, "
+                         "BMP, GIF, TIFF, WebP, AVIF, PNM)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{label}: corrupt image header ({exc})") from None
+    with img:
+        _check_size(img.size, max_pixels, label)
+        try:
+            img.load()
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{label}: refused, possible decompression bomb ({exc})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+            raise ImageError(f"{label}: {reason} {img.format or 'image'} file ({exc})") from None
+        return _to_rgb(_upright(img), label)
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag; a broken EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        return img
+
+
+def _to_rgb(img: Image.Image, label: str) -> np.ndarray:
+    mode = img.mode
+    try:
+        if mode == "RGB":
+            rgb = np.asarray(img, dtype=np.uint8)
+        elif mode in _WIDE_GRAY or mode == "F":
+            rgb = _gray_to_rgb(_scale_to_uint8(np.asarray(img)))
+        elif mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            rgb = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+        else:  # L, 1, P, CMYK, YCbCr, LAB, HSV, I;16 variants PIL converts itself
+            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{label}: cannot convert {mode} image to RGB ({exc})") from None
+    return np.ascontiguousarray(rgb)
+
+
+def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """16/32-bit or float pixels -> 8 bits. Integers above 255 are read as 16-bit (0..65535);
+    floats as 0..1 when they fit there, else clipped to 0..255."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype.kind == "f":
+        scaled = pixels * 255.0 if np.nanmax(pixels, initial=0) <= 1.0 else pixels
+        return np.nan_to_num(scaled).clip(0, 255).round().astype(np.uint8)
+    wide = pixels.astype(np.int64)
+    if wide.max(initial=0) > 255:
+        return (wide.clip(0, 65535) * 255 // 65535).astype(np.uint8)
+    return wide.clip(0, 255).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _from_array(array: np.ndarray, color: Color, label: str) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"{label}: expected an (H, W) gray, (H, W, 3) colour or (H, W, 4) colour+alpha "
+                         f"array, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"{label}: image has no pixels (shape {array.shape})")
+    if array.dtype == bool or array.dtype.kind not in "uif":
+        raise ImageError(f"{label}: expected uint8 pixels, got dtype {array.dtype}")
+    pixels = _scale_to_uint8(array)
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(_gray_to_rgb(pixels))
+    pixels = pixels[:, :, :3]
+    if color == "bgr":
+        pixels = pixels[:, :, ::-1]
+    return np.ascontiguousarray(pixels)
+
+
+def find_images(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Expand files and folders (recursively, by image extension) into image paths, sorted
+    within each folder. Named files are kept whatever their extension, so a wrongly named file
+    fails loudly instead of being skipped. Returns (images, problems) where problems are
+    paths that do not exist or folders with no image in them."""
+    found: list[Path] = []
+    problems: list[str] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not inside:
+                problems.append(f"{path}: folder holds no image files "
+                                f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            found += inside
+        elif path.exists():
+            found.append(path)
+        else:
+            problems.append(f"{path}: file not found")
+    return found, problems

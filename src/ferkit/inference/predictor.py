@@ -1,0 +1,389 @@
+"""`Predictor`: images in, faces with emotion probabilities out.
+
+    >>> from ferkit import Predictor
+    >>> predictor = Predictor()                       # bundled default model + default detector
+    >>> faces = predictor.predict("group.jpg")        # path, bytes, file, RGB array, PIL image
+    >>> faces[0].emotion, faces[0].confidence, faces[0].box
+    >>> predictor.predict_faces(crops)                # (N, 48, 48) uint8 faces -> (N, 8)
+
+The model is loaded once, in the constructor. One Predictor can serve many threads (a web
+app's workers): the classifier runs without a lock (see `ferkit.inference.backends` for why
+that is safe), while face-detector calls are serialised by a lock, because OpenCV detector
+objects are not documented as thread-safe. Detection is cheap next to decoding, so the lock
+costs little.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import FerkitError, ImageError
+from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend, check_tta
+from ferkit.inference.bundled import ModelSource, resolve_model
+from ferkit.inference.images import Color, ImageSource, describe, load_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from ferkit.inference.video import VideoRow
+
+FACE_SIZE = 48
+BATCH_SIZE = 256
+
+
+class DetectionLike(Protocol):
+    """What a face detector returns (ferkit.faces.Detection satisfies it)."""
+
+    box: tuple[int, int, int, int]
+    confidence: float
+    landmarks: dict[str, tuple[float, float]] | None
+
+
+DetectFn = Callable[[np.ndarray], Sequence[DetectionLike]]
+AlignFn = Callable[[np.ndarray, DetectionLike], np.ndarray]
+
+
+@dataclass
+class Face:
+    """One detected face: where it is and how it was classified.
+
+    `box` is (x, y, width, height) in the input image's pixels (after EXIF rotation);
+    `probabilities` are 8 floats in EMOTIONS order; `crop` is the aligned 48x48 uint8 face the
+    classifier saw (left out of `to_dict`)."""
+
+    box: tuple[int, int, int, int]
+    probabilities: np.ndarray
+    crop: np.ndarray = field(repr=False)
+    landmarks: dict[str, tuple[float, float]] | None = None
+    detection_confidence: float | None = None
+
+    @property
+    def emotion(self) -> str:
+        return EMOTIONS[int(np.argmax(self.probabilities))]
+
+    @property
+    def confidence(self) -> float:
+        """Probability of the top emotion."""
+        return float(np.max(self.probabilities))
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {e: float(p) for e, p in zip(EMOTIONS, self.probabilities, strict=True)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: box, emotion, confidence, probabilities by name, landmarks, detection score."""
+        x, y, w, h = self.box
+        return {
+            "box": {"x": int(x), "y": int(y), "width": int(w), "height": int(h)},
+            "emotion": self.emotion,
+            "confidence": self.confidence,
+            "probabilities": self.scores,
+            "landmarks": ({k: [float(v[0]), float(v[1])] for k, v in self.landmarks.items()}
+                          if self.landmarks else None),
+            "detection_confidence": (None if self.detection_confidence is None
+                                     else float(self.detection_confidence)),
+        }
+
+
+@dataclass
+class ImageResult:
+    """One file of `predict_many`: its faces, or the error that stopped it."""
+
+    source: str
+    faces: list[Face] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.source, "faces": [f.to_dict() for f in self.faces], "error": self.error}
+
+
+# ---- face crops -> classifier input ---------------------------------------------------------
+
+def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
+    """One crop of any size, gray or colour (RGB unless color="bgr"), -> uint8 (48, 48) gray.
+
+    Colour goes to gray with the ITU-R 601 luma weights (as PIL's "L" and OpenCV do); shrinking
+    uses area averaging (no aliasing), enlarging bilinear interpolation."""
+    import cv2
+
+    rgb = load_image(crop, color=color) if crop.ndim == 3 or crop.dtype != np.uint8 else None
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb is not None else crop
+    if gray.shape == (FACE_SIZE, FACE_SIZE):
+        return np.ascontiguousarray(gray)
+    shrink = gray.shape[0] >= FACE_SIZE and gray.shape[1] >= FACE_SIZE
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(gray, (FACE_SIZE, FACE_SIZE), interpolation=interpolation)
+
+
+def prepare_faces(faces: np.ndarray | Sequence[Any], color: Color = "rgb") -> np.ndarray:
+    """Faces in any of the accepted forms -> uint8 (N, 48, 48).
+
+    Accepted: a uint8 array (N, 48, 48) or (N, 1, 48, 48) (used as is), a single face (H, W) or
+    (H, W, 3), an array (N, H, W) / (N, H, W, 3) of other-sized crops, or a list whose items are
+    arrays, PIL images, paths or bytes (each converted to gray and resized)."""
+    if isinstance(faces, np.ndarray):
+        if faces.ndim == 4 and faces.shape[1] == 1:
+            faces = faces[:, 0]
+        if faces.ndim == 3 and faces.shape[1:] == (FACE_SIZE, FACE_SIZE) and faces.dtype == np.uint8:
+            return faces
+        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4)
+                               and faces.shape[1:] != (FACE_SIZE, FACE_SIZE)):
+            return to_face(faces, color)[None]
+        if faces.ndim in (3, 4):
+            faces = list(faces)
+        else:
+            raise ValueError(f"faces: expected (N, 48, 48) uint8 or a list of crops, got shape {faces.shape}")
+    out = np.zeros((len(faces), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+    for i, item in enumerate(faces):
+        arr = item if isinstance(item, np.ndarray) else load_image(item)
+        out[i] = to_face(arr, color if isinstance(item, np.ndarray) else "rgb")
+    return out
+
+
+def crop_face(image: np.ndarray, detection: DetectionLike, margin: float = 0.1) -> np.ndarray:
+    """A plain aligner: the box grown by `margin` on each side, clipped, to gray 48x48.
+
+    Used when ferkit.faces is not installed or a custom detector gives no landmarks."""
+    x, y, w, h = detection.box
+    dx, dy = int(round(w * margin)), int(round(h * margin))
+    height, width = image.shape[:2]
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
+    if x1 <= x0 or y1 <= y0:
+        raise ImageError(f"face box {detection.box} lies outside the {width}x{height} image")
+    return to_face(image[y0:y1, x0:x1])
+
+
+# ---- the Predictor --------------------------------------------------------------------------
+
+def _load_backend(source: ModelSource, threads: int | None) -> Backend:
+    if source.backend == "onnx":
+        return OnnxBackend(source.path, threads=threads)
+    return TorchBackend(source.path)
+
+
+class Predictor:
+    """Detect faces and classify their expression with one loaded model.
+
+    model: None (the bundled default), a bundled model name (`ferkit.inference.list_bundled()`),
+        a run/model folder (model.json + model.safetensors) or an exported .onnx file (run with
+        ONNX Runtime).
+    detector: a ferkit.faces detector name (None: its default), or any callable
+        image -> list of detections (objects with .box, .confidence, .landmarks).
+    align: detection -> 48x48 face; default ferkit.faces.align_face.
+    tta: None or "flip" (average with the mirrored face); used by every predict call.
+    min_face: smallest face side, in pixels, that the detector reports.
+    threads: ONNX Runtime intra-op threads (None: its default). PyTorch's thread count is
+        process-wide: set it with torch.set_num_threads.
+    """
+
+    def __init__(self, model: str | Path | None = None, detector: str | DetectFn | None = None, *,
+                 align: AlignFn | None = None, tta: str | None = None, min_face: int = 20,
+                 batch_size: int = BATCH_SIZE, threads: int | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source = resolve_model(model)
+        self.backend = _load_backend(self.source, threads)
+        self.tta = check_tta(tta)
+        self.batch_size = batch_size
+        self.min_face = min_face
+        self._detector = detector
+        self._align = align
+        self._detect_fn: DetectFn | None = detector if callable(detector) else None
+        self._detect_lock = threading.Lock()
+        if isinstance(detector, str):
+            self._check_detector_name(detector)
+
+    # -- model --
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """For an app's "about" page: model.json and metrics.json contents, and where they came from."""
+        info: dict[str, Any] = {"name": self.source.name, "source": str(self.source.path),
+                                "backend": self.backend.kind, "classes": list(EMOTIONS),
+                                "model": copy.deepcopy(self.backend.config),
+                                "metrics": copy.deepcopy(self.backend.metrics)}
+        if isinstance(self.backend, OnnxBackend):
+            info["onnx"] = dict(self.backend.onnx_meta)
+        return info
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The PyTorch model (for Grad-CAM); None for an ONNX model."""
+        return getattr(self.backend, "model", None)
+
+    @property
+    def detector_name(self) -> str:
+        if self._detector is None:
+            return self._faces_module().DEFAULT_DETECTOR
+        return self._detector if isinstance(self._detector, str) else getattr(
+            self._detector, "__name__", type(self._detector).__name__)
+
+    # -- faces --
+
+    @staticmethod
+    def _faces_module():
+        try:
+            import ferkit.faces as faces
+        except ImportError as exc:
+            raise FerkitError(f"face detection is not available ({exc}); pass detector=callable or "
+                              "use predict_faces on cropped faces") from None
+        return faces
+
+    def _check_detector_name(self, name: str) -> None:
+        try:
+            import ferkit.faces as faces
+        except ImportError:
+            return  # checked when a detector is first needed
+        names = list(faces.list_detectors())
+        if name not in names:
+            raise ValueError(f"unknown face detector {name!r}; available: {', '.join(names)}")
+
+    def _detector_fn(self) -> DetectFn:
+        if self._detect_fn is None:
+            faces = self._faces_module()
+            name = self._detector if isinstance(self._detector, str) else faces.DEFAULT_DETECTOR
+            self._check_detector_name(name)
+
+            def detect(image: np.ndarray) -> list:
+                return faces.detect_faces(image, detector=name, min_size=self.min_face)
+
+            self._detect_fn = detect
+        return self._detect_fn
+
+    def _aligner(self) -> AlignFn:
+        """ferkit.faces.align_face (eye-based alignment) when it is available, else `crop_face`."""
+        if self._align is None:
+            try:
+                self._align = getattr(self._faces_module(), "align_face", crop_face)
+            except FerkitError:
+                self._align = crop_face
+        return self._align
+
+    def detect(self, image: np.ndarray) -> list[DetectionLike]:
+        """Face detections on an RGB uint8 image (serialised: see the module docstring)."""
+        detect = self._detector_fn()
+        with self._detect_lock:
+            return list(detect(image))
+
+    def _faces_in(self, rgb: np.ndarray) -> tuple[list[DetectionLike], np.ndarray]:
+        detections = self.detect(rgb)
+        align = self._aligner()
+        crops = np.zeros((len(detections), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+        for i, d in enumerate(detections):
+            crop = np.asarray(align(rgb, d))
+            ready = crop.shape == (FACE_SIZE, FACE_SIZE) and crop.dtype == np.uint8
+            crops[i] = crop if ready else to_face(crop)
+        return detections, crops
+
+    @staticmethod
+    def _make_faces(detections: Sequence[DetectionLike], crops: np.ndarray, probs: np.ndarray) -> list[Face]:
+        return [Face(box=tuple(int(v) for v in d.box), probabilities=p, crop=c,
+                     landmarks=getattr(d, "landmarks", None),
+                     detection_confidence=getattr(d, "confidence", None))
+                for d, c, p in zip(detections, crops, probs, strict=True)]
+
+    # -- public verbs --
+
+    def predict_faces(self, faces: np.ndarray | Sequence[Any], tta: str | None = None,
+                      color: Color = "rgb") -> np.ndarray:
+        """Already-cropped faces -> (N, 8) float32 softmax probabilities in EMOTIONS order.
+
+        `faces`: uint8 (N, 48, 48) grayscale (used as is: the same numbers `ferkit evaluate`
+        gets on FERPlus), or crops of any size/colour (see `prepare_faces`). Batched internally
+        (`batch_size`, default 256). `tta` overrides the Predictor's TTA for this call."""
+        images = prepare_faces(faces, color)
+        mode = check_tta(tta) if tta is not None else self.tta
+        if len(images) == 0:
+            return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
+        return self.backend.probabilities(images, mode, self.batch_size)
+
+    def predict(self, image: ImageSource, color: Color = "rgb", name: str | None = None) -> list[Face]:
+        """Every face in one image, largest first; [] when there is none.
+
+        `image`: a path, encoded bytes, a binary file, a PIL image, or a numpy array
+        ((H, W, 3) RGB, or BGR with color="bgr"; (H, W) gray). All faces are classified in one
+        batch. Bad images raise ImageError naming `name` (or the path)."""
+        rgb = load_image(image, color=color, name=name)
+        detections, crops = self._faces_in(rgb)
+        probs = self.predict_faces(crops)
+        return self._make_faces(detections, crops, probs)
+
+    def iter_predict_many(self, sources: Iterable[ImageSource],
+                          progress: bool = False) -> Iterator[ImageResult]:
+        """`predict_many`, streamed: results come out in input order, while faces from
+        consecutive images are classified together in batches of `batch_size`."""
+        sources = list(sources)
+        pending: list[tuple[ImageResult, list[DetectionLike], np.ndarray]] = []
+        queued = 0
+
+        def flush() -> Iterator[ImageResult]:
+            nonlocal queued
+            crops = [c for _, _, c in pending if len(c)]
+            probs = self.predict_faces(np.concatenate(crops)) if crops else np.zeros((0, len(EMOTIONS)))
+            offset = 0
+            for result, detections, face_crops in pending:
+                chunk = probs[offset:offset + len(face_crops)]
+                result.faces = self._make_faces(detections, face_crops, chunk)
+                offset += len(face_crops)
+                yield result
+            pending.clear()
+            queued = 0
+
+        for source in _progress(sources, progress, f"predicting {len(sources):,} images"):
+            result = ImageResult(describe(source))
+            try:
+                detections, crops = self._faces_in(load_image(source))
+            except (KeyboardInterrupt, SystemExit):  # pragma: no cover
+                raise
+            except FerkitError as exc:
+                result.error = str(exc)
+                detections, crops = [], np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+            except Exception as exc:  # a detector/decoder bug on one file must not stop the rest
+                result.error = f"{result.source}: {type(exc).__name__}: {exc}"
+                detections, crops = [], np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+            pending.append((result, detections, crops))
+            queued += len(crops)
+            if queued >= self.batch_size:
+                yield from flush()
+        yield from flush()
+
+    def predict_many(self, sources: Iterable[ImageSource], progress: bool = True) -> list[ImageResult]:
+        """Many images -> one ImageResult each (faces, or the error), in order; a bad file is
+        recorded in its result and the rest still run."""
+        return list(self.iter_predict_many(sources, progress=progress))
+
+    def predict_video(self, path: str | Path, every_n: int = 1, out: str | Path | None = None,
+                      progress: bool = True) -> Iterator[VideoRow]:
+        """Stream rows (frame, time_s, face_index, box, probabilities) for every `every_n`-th
+        frame of a video, one row per face, in constant memory. `out` also writes a copy of
+        the video with boxes and labels drawn. Unreadable video -> ImageError."""
+        from ferkit.inference.video import iter_video
+
+        return iter_video(self, path, every_n=every_n, out=out, progress=progress)
+
+    def __repr__(self) -> str:
+        detector = self._detector if isinstance(self._detector, str | None) else "<callable>"
+        return (f"Predictor(model={self.source.name!r}, backend={self.backend.kind!r}, "
+                f"detector={detector!r}, tta={self.tta!r})")
+
+
+def _progress(items: Sequence, enabled: bool, description: str) -> Iterable:
+    if not enabled or len(items) < 2:
+        return items
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=description, transient=True, console=Console(stderr=True))

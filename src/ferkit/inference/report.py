@@ -1,0 +1,96 @@
+"""Turn predictions into what the CLI writes: CSV rows, JSON, annotated copies.
+
+CSV layout (`ferkit predict --csv`): one row per face, columns PREDICT_COLUMNS. Every input file
+appears: a file with no face gets ONE row with the face fields empty, a file that failed gets
+one row with only `file` and `error` filled. So `file` alone answers "was it processed?".
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ferkit.emotions import EMOTIONS
+from ferkit.inference.predictor import ImageResult
+
+PREDICT_COLUMNS = ["file", "face", "x", "y", "width", "height", "emotion", "confidence", *EMOTIONS, "error"]
+VIDEO_COLUMNS = ["frame", "time_s", "face", "x", "y", "width", "height", "emotion", "confidence", *EMOTIONS]
+# Formats PIL writes; anything else is annotated as PNG.
+WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def predict_rows(results: Iterable[ImageResult]) -> Iterator[dict[str, Any]]:
+    """CSV rows for `predict_many` results (see the module docstring)."""
+    for result in results:
+        if result.error is not None:
+            yield {"file": result.source, "error": result.error}
+        elif not result.faces:
+            yield {"file": result.source}
+        for index, face in enumerate(result.faces):
+            x, y, w, h = face.box
+            yield {"file": result.source, "face": index, "x": x, "y": y, "width": w, "height": h,
+                   "emotion": face.emotion, "confidence": round(face.confidence, 6),
+                   **{e: round(p, 6) for e, p in face.scores.items()}}
+
+
+class CsvWriter:
+    """A CSV file written row by row (for streams such as video rows)."""
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.rows = 0
+        self._fh = path.open("w", newline="")
+        self._writer = csv.DictWriter(self._fh, fieldnames=list(columns), extrasaction="ignore")
+        self._writer.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._writer.writerow(row)
+        self.rows += 1
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> CsvWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def annotated_path(file: Path, inputs: Sequence[Path], out_dir: Path, taken: set[Path]) -> Path:
+    """Where the annotated copy of `file` goes: its path relative to the input folder it was
+    found in (or its name, for a file named directly), under `out_dir`; unique within `taken`."""
+    relative = Path(file.name)
+    for root in inputs:
+        if root.is_dir():
+            try:
+                relative = file.resolve().relative_to(root.resolve())
+                break
+            except ValueError:
+                continue
+    if relative.suffix.lower() not in WRITABLE:
+        relative = relative.with_suffix(".png")
+    target = out_dir / relative
+    stem, n = target.with_suffix(""), 1
+    while target in taken:
+        target = stem.with_name(f"{stem.name}-{n}").with_suffix(relative.suffix)
+        n += 1
+    taken.add(target)
+    return target
+
+
+def write_annotated(file: Path, result: ImageResult, target: Path) -> None:
+    """Re-read `file`, draw its faces, save to `target` (the format its suffix names)."""
+    from PIL import Image
+
+    from ferkit.inference.annotate import draw_faces
+    from ferkit.inference.images import load_image
+
+    image = draw_faces(load_image(file), result.faces)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    options = {"quality": 92} if target.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
+    Image.fromarray(image).save(target, **options)

@@ -1,0 +1,163 @@
+"""Emotions through a video, frame by frame, streamed (one frame in memory at a time).
+
+OpenCV's VideoCapture reads (FFmpeg inside opencv-python-headless: mp4/avi/mkv/mov/webm...),
+VideoWriter writes the optional annotated copy (.mp4/.mov/.m4v as mp4v, .avi as MJPG).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import ImageError
+
+if TYPE_CHECKING:
+    from ferkit.inference.predictor import Face, Predictor
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
+
+
+@dataclass
+class VideoRow:
+    """One face in one analysed frame."""
+
+    frame: int  # 0-based frame number in the video
+    time_s: float | None  # frame / fps; None if the video does not say its frame rate
+    face_index: int  # 0 = largest face in the frame
+    box: tuple[int, int, int, int]  # x, y, width, height in frame pixels
+    probabilities: np.ndarray  # (8,) in EMOTIONS order
+
+    @property
+    def emotion(self) -> str:
+        return EMOTIONS[int(np.argmax(self.probabilities))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probabilities))
+
+    def to_dict(self) -> dict[str, Any]:
+        x, y, w, h = self.box
+        return {"frame": self.frame, "time_s": self.time_s, "face": self.face_index,
+                "x": x, "y": y, "width": w, "height": h, "emotion": self.emotion,
+                "confidence": self.confidence,
+                **{e: float(p) for e, p in zip(EMOTIONS, self.probabilities, strict=True)}}
+
+
+def open_video(path: str | Path):
+    """cv2.VideoCapture on `path`; ImageError naming the file if it is missing or unreadable."""
+    import cv2
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ImageError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: video file is empty (0 bytes)")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise ImageError(f"{path}: cannot open video (not a video, or a codec OpenCV cannot read)")
+    return capture
+
+
+def open_writer(out: str | Path, fps: float, size: tuple[int, int]):
+    import cv2
+
+    out = Path(out).expanduser()
+    fourcc = FOURCC.get(out.suffix.lower())
+    if fourcc is None:
+        raise ValueError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        writer.release()
+        raise ImageError(f"{out}: cannot write video ({fourcc} encoder unavailable or folder not writable)")
+    return writer
+
+
+def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: str | Path | None = None,
+               progress: bool = True) -> Iterator[VideoRow]:
+    """Rows for the faces of every `every_n`-th frame (frames with no face give no row).
+
+    With `out`, every frame is written to the annotated copy; frames between analysed ones
+    carry the most recent boxes, so the copy plays at the original frame rate. The video is
+    opened at once (a bad path fails here, not at the first row); frames are read lazily."""
+    if every_n < 1:
+        raise ValueError(f"every_n must be >= 1, got {every_n}")
+    if out is not None and Path(out).suffix.lower() not in FOURCC:
+        raise ValueError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
+    return _rows(predictor, open_video(path), path, every_n, out, progress)
+
+
+def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: str | Path | None,
+          progress: bool) -> Iterator[VideoRow]:
+    import cv2
+
+    from ferkit.inference.annotate import draw_faces
+
+    writer = None
+    bar = None
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps and math.isfinite(fps) and fps > 0 else None
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        if progress:
+            bar = _Bar(total, f"{Path(path).name}")
+        faces: list[Face] = []
+        index = 0
+        while True:
+            analyse = index % every_n == 0
+            if not analyse and out is None:
+                if not capture.grab():  # skip without converting the frame
+                    break
+                index += 1
+                if bar:
+                    bar.advance()
+                continue
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if analyse:
+                faces = predictor.predict(rgb, name=f"{path} frame {index}")
+                time_s = index / fps if fps else None
+                for k, face in enumerate(faces):
+                    yield VideoRow(index, time_s, k, face.box, face.probabilities)
+            if out is not None:
+                if writer is None:
+                    writer = open_writer(out, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
+                writer.write(cv2.cvtColor(draw_faces(rgb, faces), cv2.COLOR_RGB2BGR))
+            index += 1
+            if bar:
+                bar.advance()
+        if index == 0:
+            raise ImageError(f"{path}: video has no readable frames")
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if bar:
+            bar.close()
+
+
+class _Bar:
+    """A rich progress bar on stderr that a generator can open and close."""
+
+    def __init__(self, total: int | None, description: str):
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.progress = Progress(console=Console(stderr=True), transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task(description, total=total)
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def close(self) -> None:
+        self.progress.stop()

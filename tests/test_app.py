@@ -1,0 +1,462 @@
+"""The web app's logic (ferkit.app_logic) and app.py driven by Streamlit's AppTest (no browser).
+
+AppTest runs app.py in this process with the real Predictor, face detector and Grad-CAM on a small
+untrained model (tests/conftest.py `app_model`), so these tests check what the page shows, not what
+the model knows. The browser end-to-end tests are in test_app_browser.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import APP_FILE, app_test_metrics, face_photo, needs_faces, write_app_model
+from PIL import Image
+
+from ferkit import app_logic as logic
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import FerkitError
+
+# ---------------------------------------------------------------- logic, with stand-in predictors
+
+
+@dataclass
+class FakeFace:
+    box: tuple[int, int, int, int]
+    probabilities: np.ndarray
+    crop: np.ndarray
+
+    @property
+    def emotion(self) -> str:
+        return EMOTIONS[int(np.argmax(self.probabilities))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probabilities))
+
+
+def fake_face(box: tuple[int, int, int, int], top: int = 1) -> FakeFace:
+    probs = np.full(8, 0.3 / 7, dtype=np.float32)
+    probs[top] = 0.7
+    return FakeFace(box, probs, np.zeros((48, 48), np.uint8))
+
+
+class ListPredictor:
+    """Returns the same faces for every image (or raises `error`)."""
+
+    def __init__(self, faces: list[FakeFace], error: Exception | None = None):
+        self.faces, self.error, self.calls = faces, error, 0
+
+    def predict(self, image: np.ndarray) -> list[FakeFace]:
+        self.calls += 1
+        if self.error:
+            raise self.error
+        return self.faces
+
+
+def png_bytes(width: int = 64, height: int = 48) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 130, 140)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb's signature)."""
+    data = bytearray(png_bytes(1, 1))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def test_faces_numbered_left_to_right():
+    faces = logic.to_face_results([fake_face((300, 10, 40, 40)), fake_face((10, 50, 60, 60), top=3)])
+    assert [(f.number, f.box[0], f.emotion) for f in faces] == [(1, 10, "sadness"), (2, 300, "happiness")]
+    assert faces[0].probabilities.shape == (8,) and faces[0].confidence == pytest.approx(0.7)
+
+
+def test_analyze_photo_reads_bytes_and_keeps_faces():
+    predictor = ListPredictor([fake_face((5, 5, 30, 30))])
+    result = logic.analyze_photo(predictor, png_bytes(), "a.png")
+    assert result.ok and result.image.shape == (48, 64, 3) and len(result.faces) == 1
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"", "empty"),
+    (b"just some text, not a picture", "not an image"),
+    (png_bytes()[:60], "png"),  # truncated: corrupt or truncated, named by format
+    (png_claiming(8_000, 8_000), "megapixels"),
+])
+def test_analyze_photo_bad_files_become_one_readable_error(data, expected):
+    predictor = ListPredictor([])
+    result = logic.analyze_photo(predictor, data, "upload.jpg")
+    assert not result.ok and "upload.jpg" in result.error and expected in result.error.lower()
+    assert "Traceback" not in result.error and predictor.calls == 0
+
+
+def test_analyze_photo_size_limit_is_enforced_before_decoding():
+    result = logic.analyze_photo(ListPredictor([]), b"x" * (2 * 1024 * 1024 + 1), "big.jpg", max_mb=2)
+    assert "above the limit of 2 MB" in result.error
+
+
+def test_analyze_photo_turns_predictor_failures_into_messages():
+    failing = ListPredictor([], FerkitError("detector 'hog' needs dlib"))
+    readable = logic.analyze_photo(failing, png_bytes(), "p.png")
+    assert readable.error == "detector 'hog' needs dlib" and readable.image is not None
+    bug = logic.analyze_photo(ListPredictor([], RuntimeError("boom")), png_bytes(), "p.png")
+    assert "failed unexpectedly" in bug.error and "boom" not in bug.error
+
+
+def test_min_face_filter_renumbers():
+    result = logic.PhotoResult("p", np.zeros((200, 200, 3), np.uint8), logic.to_face_results(
+        [fake_face((0, 0, 20, 90)), fake_face((50, 0, 60, 60)), fake_face((120, 0, 80, 80))]))
+    kept = logic.keep_faces_at_least(result, 50)
+    assert [(f.number, f.box[0]) for f in kept.faces] == [(1, 50), (2, 120)]
+    assert len(logic.keep_faces_at_least(result, 0).faces) == 3
+
+
+def test_draw_faces_boxes_in_green_without_touching_the_input():
+    image = np.zeros((120, 160, 3), np.uint8)
+    faces = logic.to_face_results([fake_face((40, 0, 50, 50)), fake_face((100, 60, 40, 40))])
+    out = logic.draw_faces(image, faces, with_emotion=True)
+    assert image.max() == 0 and out.shape == image.shape
+    green = np.all(out == logic.BOX_COLOR, axis=2)
+    assert green[60:100, 100].all()  # the left edge of the second box
+    assert green[0:50, 40].any()  # the first box, label drawn inside since there is no room above
+
+
+def test_probability_chart_keeps_emotions_order():
+    probs = np.array([0.05, 0.1, 0.5, 0.05, 0.1, 0.1, 0.05, 0.05])
+    spec = logic.probability_chart(probs).to_dict()
+    assert spec["encoding"]["x"]["sort"] == list(EMOTIONS)
+    assert spec["encoding"]["y"]["scale"]["domain"] == [0, 1]
+    assert "surprise" in spec["encoding"]["color"]["condition"]["test"]  # the top one is highlighted
+    assert list(logic.probability_frame(probs)["emotion"]) == list(EMOTIONS)
+
+
+def test_faces_table_and_csv():
+    faces = logic.to_face_results([fake_face((1, 2, 30, 40), top=4)])
+    results = [logic.PhotoResult("a.jpg", np.zeros((9, 9, 3), np.uint8), faces),
+               logic.PhotoResult("bad.jpg", error="bad.jpg: not an image")]
+    table = logic.faces_table(results)
+    assert list(table.columns) == ["image", "face", "x", "y", "width", "height", "emotion", "confidence",
+                                   *EMOTIONS]
+    back = pd.read_csv(io.BytesIO(logic.table_csv(table)))
+    assert back.shape == (1, 16) and back.loc[0, "emotion"] == "anger" and back.loc[0, "width"] == 30
+    assert back[list(EMOTIONS)].sum(axis=1).iloc[0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_model_report_reads_metrics_and_says_when_absent(tmp_path):
+    metrics = app_test_metrics()
+    (tmp_path / "confusion_matrix.png").write_bytes(png_bytes())
+    info = {"name": "tiny", "source": str(tmp_path), "model": {"architecture": "baseline", "params": 7},
+            "metrics": metrics}
+    report = logic.model_report(info, None)
+    assert (report.name, report.architecture, report.parameters) == ("tiny", "baseline", 7)  # model.json
+    assert report.accuracy == metrics["accuracy"]
+    assert report.recall == {e: metrics["per_class"][e]["recall"] for e in EMOTIONS}
+    assert report.confusion_image == tmp_path / "confusion_matrix.png"
+    assert "test split" in report.evaluated_on and "3,137 images" in report.evaluated_on
+    assert report.accuracy_label == "FERPlus test accuracy"
+    valid = logic.model_report({**info, "metrics": {**metrics, "split": "valid"}}, None)
+    assert valid.accuracy_label == "FERPlus valid accuracy"  # never claims "test" for another split
+    bare = logic.model_report({"name": "x", "model": {"architecture": "resnet"}, "metrics": {}}, None)
+    assert bare.accuracy is None and bare.recall == {} and bare.confusion_image is None
+
+
+def test_rtc_configuration_defaults_to_no_servers_and_reads_env():
+    assert logic.rtc_configuration({}) == ({"iceServers": []}, None)
+    servers = [{"urls": ["stun:stun.example.org:3478"]}]
+    configured = logic.rtc_configuration({logic.ICE_SERVERS_ENV: json.dumps(servers)})
+    assert configured == ({"iceServers": servers}, None)
+    config, problem = logic.rtc_configuration({logic.ICE_SERVERS_ENV: "[{oops"})
+    assert config == {"iceServers": []} and "not valid JSON" in problem
+    assert "list of objects" in logic.rtc_configuration({logic.ICE_SERVERS_ENV: '{"urls": 1}'})[1]
+
+
+def test_app_threads_default_to_one_and_read_env():
+    assert logic.app_threads({}) == 1
+    assert logic.app_threads({logic.THREADS_ENV: "4"}) == 4
+    assert logic.app_threads({logic.THREADS_ENV: "zero"}) == 1
+    assert logic.app_threads({logic.THREADS_ENV: "0"}) == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_live_processor_draws_counts_frames_and_tracks_the_largest_face():
+    clock = Clock()
+    small, large = fake_face((10, 10, 30, 30), top=2), fake_face((100, 20, 80, 80), top=1)
+    processor = logic.LiveProcessor(ListPredictor([small, large]), min_face=20, clock=clock)
+    frame = np.zeros((240, 320, 3), np.uint8)
+    for _ in range(11):
+        out = processor.process(frame)
+        clock.now += 0.1
+    stats = processor.stats()
+    assert stats.frames == 11 and stats.faces == 2 and stats.fps == pytest.approx(10.0)
+    assert stats.largest.emotion == "happiness"
+    assert np.all(out == logic.BOX_COLOR, axis=2).sum() > 100
+    assert "10.0 fps" in logic.live_caption(stats) and "happiness 70.0%" in logic.live_caption(stats)
+    processor.min_face = 50  # the sidebar changed: the next frame ignores the small face
+    processor.process(frame)
+    assert processor.stats().faces == 1
+
+
+def test_live_processor_keeps_the_video_flowing_when_a_frame_fails():
+    processor = logic.LiveProcessor(ListPredictor([], RuntimeError("detector crashed")))
+    frame = np.full((60, 80, 3), 7, np.uint8)
+    out = processor.process(frame)
+    assert out.shape == frame.shape and processor.stats().error == "RuntimeError: detector crashed"
+    assert "no face in view" in logic.live_caption(processor.stats())
+
+
+def test_live_processor_av_callback_round_trip():
+    av = pytest.importorskip("av")
+    processor = logic.LiveProcessor(ListPredictor([fake_face((8, 8, 40, 40))]))
+    frame = av.VideoFrame.from_ndarray(np.zeros((64, 96, 3), np.uint8), format="rgb24")
+    out = processor.callback(frame).to_ndarray(format="rgb24")
+    assert out.shape == (64, 96, 3) and np.all(out == logic.BOX_COLOR, axis=2).any()
+
+
+# ---------------------------------------------------------------- app.py through AppTest
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """AppTest runs app.py in this process, and the app sets PyTorch's (process-wide) thread count:
+    put it back so the rest of the test session runs as it would without these tests."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def app(app_model, monkeypatch):
+    """app.py on the tiny test model, first run done (the model is cached for the whole process)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FERKIT_MODEL", str(app_model))
+    monkeypatch.delenv("FERKIT_ICE_SERVERS", raising=False)
+    at = AppTest.from_file(str(APP_FILE), default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def upload(at, *files: tuple[str, bytes]):
+    uploader = at.file_uploader(key="photos")
+    for name, data in files:
+        uploader.upload(name, data, "image/jpeg")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at) -> list[pd.DataFrame]:
+    """The data behind each probability chart on the page, in page order."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return [convert_arrow_bytes_to_pandas_df(chart.proto.datasets[0].data.data)
+            for chart in at.get("vega_lite_chart")]
+
+
+def test_app_starts_with_the_sidebar_and_the_model_in_use(app, app_model):
+    assert [r.label for r in app.sidebar.radio] == ["Mode"]
+    assert app.sidebar.selectbox(key="detector").value == "mtcnn"
+    assert app.sidebar.toggle(key="gradcam").value is False
+    sidebar_text = " ".join(m.value for m in app.sidebar.markdown)
+    assert str(app_model) in sidebar_text and "baseline" in sidebar_text and "81.2%" in sidebar_text
+    assert "Upload one or several photos" in app.info[0].value
+
+
+@needs_faces
+def test_photo_with_faces_boxes_charts_and_table(app):
+    upload(app, ("2008_002506.jpg", face_photo("2008_002506.jpg")))
+    assert not app.error and not app.warning
+    assert app.image[0].proto.imgs[0].caption.startswith("3 faces")
+    data = charts(app)
+    assert len(data) == 3
+    for frame in data:
+        assert list(frame["emotion"]) == list(EMOTIONS)
+        assert frame["probability"].sum() == pytest.approx(1, abs=1e-4)
+    headings = [m.value for m in app.markdown if m.value.startswith("**Face")]
+    assert [h.split(":")[0] for h in headings] == ["**Face 1", "**Face 2", "**Face 3"]
+    table = app.dataframe[0].value
+    assert list(table["face"]) == [1, 2, 3] and set(table["emotion"]) <= set(EMOTIONS)
+    assert table["x"].is_monotonic_increasing  # numbered left to right
+    assert app.download_button(key="download_csv").label == "Download CSV"
+
+
+@needs_faces
+def test_several_files_each_with_its_own_outcome(app):
+    upload(app, ("2008_002506.jpg", face_photo("2008_002506.jpg")), ("notes.jpg", b"meeting notes\n"),
+           ("dogs.jpg", face_photo("dogs.jpg")))
+    assert [s.value for s in app.subheader] == ["2008_002506.jpg", "notes.jpg", "dogs.jpg", "All faces"]
+    assert len(app.error) == 1 and "notes.jpg: not an image" in app.error[0].value
+    assert "No face found in dogs.jpg" in app.warning[0].value
+    assert app.image[-1].proto.imgs[0].caption == "dogs.jpg"  # the dog photo is still shown
+    assert set(app.dataframe[0].value["image"]) == {"2008_002506.jpg"}
+
+
+def test_oversized_and_bomb_uploads_get_readable_errors(app):
+    upload(app, ("huge.jpg", b"\xff" * (logic.MAX_UPLOAD_MB * 1024 * 1024 + 1)),
+           ("bomb.png", png_claiming(8_000, 8_000)))
+    messages = [e.value for e in app.error]
+    assert "above the limit of 20 MB" in messages[0]
+    assert "bomb.png" in messages[1] and "megapixels" in messages[1]
+    assert app.main.caption[-1].value == "No faces to list."
+
+
+@needs_faces
+def test_min_face_slider_hides_small_faces_without_rerunning_the_model(app):
+    upload(app, ("2008_002506.jpg", face_photo("2008_002506.jpg")))
+    table = app.dataframe[0].value
+    app.sidebar.slider(key="min_face").set_value(400).run()
+    assert not app.exception
+    expected = "No face found in 2008_002506.jpg (3 face(s) smaller than 400 px are hidden"
+    assert expected in app.warning[0].value
+    # A threshold between the face sizes (slider steps of 4 px from 20): the largest face stays.
+    sizes = sorted(min(w, h) for w, h in zip(table["width"], table["height"], strict=True))
+    threshold = 20 + 4 * ((sizes[-1] - 20) // 4)
+    hidden = sum(s < threshold for s in sizes)
+    app.sidebar.slider(key="min_face").set_value(threshold).run()
+    caption = app.image[0].proto.imgs[0].caption
+    if hidden:
+        assert caption.startswith(f"{3 - hidden} face")
+        assert caption.endswith(f"· {hidden} smaller than {threshold} px hidden")
+    assert list(app.dataframe[0].value["face"]) == list(range(1, 4 - hidden))  # renumbered
+
+
+@needs_faces
+def test_gradcam_toggle_adds_one_overlay_per_face(app):
+    upload(app, ("2008_002506.jpg", face_photo("2008_002506.jpg")))
+    app.sidebar.toggle(key="gradcam").set_value(True).run()
+    assert not app.exception and not app.error
+    overlays = [i for i in app.image if i.proto.imgs[0].caption == "Grad-CAM"]
+    assert len(overlays) == 3
+
+
+@needs_faces
+def test_snapshot_mode_predicts_on_the_camera_photo(app):
+    app.sidebar.radio(key="mode").set_value("Webcam (snapshot)").run()
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(face_photo("Tom_Cruise_avp_2014_4.jpg"))).save(buf, format="JPEG")
+    app.camera_input(key="snapshot").set_value(("shot.jpg", buf.getvalue(), "image/jpeg")).run()
+    assert not app.exception and not app.error
+    assert app.image[0].proto.imgs[0].caption.startswith("1 face")
+    assert len(charts(app)) == 1 and app.markdown[0].value.startswith("**Face 1: ")
+
+
+def test_live_page_explains_ice_servers_and_never_shows_a_traceback(app):
+    app.sidebar.radio(key="mode").set_value("Webcam (live)").run()
+    assert not app.exception
+    help_text = app.expander[0].markdown[0].value
+    assert "FERKIT_ICE_SERVERS" in help_text and "turn:" in help_text
+    # AppTest has no real server session for the WebRTC component: the page says so and points
+    # to the snapshot mode (the browser test runs the real thing).
+    assert "Webcam (snapshot)" in app.error[0].value
+
+
+def test_about_page_shows_what_metrics_json_says(app, app_model):
+    import torch
+
+    from ferkit.models.io import load_model
+
+    app.sidebar.radio(key="mode").set_value("About the model").run()
+    assert not app.exception
+    metrics = json.loads((app_model / "metrics.json").read_text())
+    shown = {m.label: m.value for m in app.metric}
+    expected_params = sum(p.numel() for p in load_model(app_model).parameters())
+    assert shown == {"Architecture": "baseline", "Parameters": f"{expected_params:,}",
+                     "FERPlus test accuracy": f"{metrics['accuracy']:.1%}"}
+    recall = app.dataframe[0].value
+    assert list(recall["emotion"]) == list(EMOTIONS)
+    assert list(recall["recall"]) == [metrics["per_class"][e]["recall"] for e in EMOTIONS]
+    assert [s.value for s in app.subheader] == ["Recall per emotion", "Confusion matrix"]
+    assert len(app.image) == 1
+    del torch
+
+
+def test_about_page_without_metrics_says_not_measured(app_model_unmeasured, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FERKIT_MODEL", str(app_model_unmeasured))
+    at = AppTest.from_file(str(APP_FILE), default_timeout=120)
+    at.run()
+    at.sidebar.radio(key="mode").set_value("About the model").run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["FERPlus test accuracy"] == "not measured yet"
+    assert any("Not measured yet" in m.value for m in at.markdown)
+    assert not at.image  # no confusion matrix shipped
+
+
+def test_bundled_model_about_page_matches_its_metrics_file(monkeypatch):
+    from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, weights_root
+
+    if DEFAULT_MODEL not in list_bundled():
+        pytest.skip("no bundled default model yet (ferkit/weights/default)")
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.delenv("FERKIT_MODEL", raising=False)
+    at = AppTest.from_file(str(APP_FILE), default_timeout=120)
+    at.run()
+    at.sidebar.radio(key="mode").set_value("About the model").run()
+    assert not at.exception
+    metrics_file = weights_root() / DEFAULT_MODEL / "metrics.json"
+    shown = {m.label: m.value for m in at.metric}["FERPlus test accuracy"]
+    if metrics_file.is_file():
+        assert shown == f"{json.loads(metrics_file.read_text())['accuracy']:.1%}"
+    else:
+        assert shown == "not measured yet"
+
+
+@needs_faces
+def test_model_loads_once_per_process_not_per_interaction(monkeypatch, tmp_path):
+    """Two browser sessions, uploads, toggles, slider moves and mode changes: one Predictor built."""
+    from streamlit.testing.v1 import AppTest
+
+    import ferkit.inference
+
+    built = []
+
+    class CountingPredictor(ferkit.inference.Predictor):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("model", args[0] if args else None))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ferkit.inference, "Predictor", CountingPredictor)
+    model = write_app_model(tmp_path / "fresh")  # a new path: nothing cached for it yet
+    monkeypatch.setenv("FERKIT_MODEL", str(model))
+    for _ in range(2):  # two sessions of the same server process
+        at = AppTest.from_file(str(APP_FILE), default_timeout=120)
+        at.run()
+        upload(at, ("2008_002506.jpg", face_photo("2008_002506.jpg")))
+        at.sidebar.toggle(key="gradcam").set_value(True).run()
+        at.sidebar.slider(key="min_face").set_value(60).run()
+        at.sidebar.radio(key="mode").set_value("About the model").run()
+        assert not at.exception
+    assert built == [str(model)]
+
+
+def test_model_that_cannot_load_gives_a_readable_error(monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FERKIT_MODEL", str(tmp_path / "no-such-model"))
+    at = AppTest.from_file(str(APP_FILE), default_timeout=60)
+    at.run()
+    assert not at.exception
+    message = at.error[0].value
+    assert message.startswith("The model could not be loaded:") and "no-such-model" in message

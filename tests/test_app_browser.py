@@ -1,0 +1,425 @@
+"""app.py end to end in a real browser: Playwright (PyPI, the driver only) drives Debian's
+/usr/bin/chromium against `streamlit run app.py` on 127.0.0.1, started as a subprocess with a time
+limit and stopped by its PID. Nothing is downloaded: never `playwright install`.
+
+The app and the browser run together inside their own network namespace (`unshare -n`, loopback
+only, plus 127.0.0.2 because aiortc's ICE skips 127.0.0.1 as a candidate): WebRTC between Chromium
+and aiortc connects there with no STUN/TURN server, which also proves the app needs no internet.
+Chromium's fake camera plays a .y4m the test writes from two real face photos.
+
+All cases share one app + browser session, run once (one cold model load, one browser start);
+each case gets a fresh page and returns plain facts, and the pytest tests assert on them.
+Screenshots of every case are saved in the session's tmp folder (`pytest -s` prints where). This
+file is also the script run inside the namespace (`python tests/test_app_browser.py session
+SPEC.json`); bench/app_latency.py runs its own specs through `run_in_namespace`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+APP_FILE = REPO / "app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+START_TIMEOUT_S = 90  # the app's first start imports torch, cold caches make it slow
+SESSION_TIMEOUT_S = 240  # the whole namespaced app + browser session, app start included
+
+BASE_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+             "--allow-loopback-in-peer-connection"]
+
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.is_file(),
+    reason=f"Debian's chromium is not installed ({CHROMIUM}); `apt-get install -y chromium` "
+           "(make test installs it)")
+
+
+# ---------------------------------------------------------------- the app and the browser
+
+
+def chromium_args(video: Path | None) -> list[str]:
+    return BASE_ARGS + ([f"--use-file-for-fake-video-capture={video}"] if video else [])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_app(url: str, process: subprocess.Popen, log: Path, timeout: float = START_TIMEOUT_S) -> None:
+    """Poll Streamlit's health endpoint until it answers, the process dies, or time runs out."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with opener.open(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM by PID, then SIGKILL if it has not gone after 10 s."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@contextmanager
+def streamlit_app(model: Path, log: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """`streamlit run app.py` on a free port of `host`, as a subprocess; yields its URL."""
+    port = free_port(host)
+    env = {**os.environ, "FERKIT_MODEL": str(model), "PYTHONUNBUFFERED": "1"}
+    env.pop("FERKIT_ICE_SERVERS", None)
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.address", host,
+               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://{host}:{port}"
+        wait_for_app(url, process, log)
+        yield url
+    finally:
+        stop_process(process)
+
+
+@contextmanager
+def chromium(video: Path | None = None) -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (executable_path: no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(video),
+                                             headless=True, timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_app(browser: Any, url: str) -> Any:
+    """A fresh page (own context: no state from another test) with the app loaded."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    page.goto(url)
+    page.locator('[data-testid="stSidebar"]').get_by_text("Mode", exact=True).wait_for()
+    return page
+
+
+def choose_mode(page: Any, mode: str) -> None:
+    page.locator('[data-testid="stSidebar"]').get_by_text(mode, exact=True).click()
+
+
+def upload(page: Any, *paths: Path) -> None:
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(p) for p in paths])
+
+
+def wait_until_idle(page: Any, timeout_s: float = 60) -> None:
+    """Wait until Streamlit has finished running the script (the app root's script state; the live
+    webcam page never gets there while the video plays). A short pause first lets a rerun that a
+    click has just asked for begin."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
+        timeout=timeout_s * 1000)
+
+
+def bars_per_chart(page: Any) -> list[int]:
+    """Bar marks in each Vega-Lite chart (Streamlit renders Vega as SVG: one path per bar)."""
+    charts = page.locator('[data-testid="stVegaLiteChart"]')
+    return [charts.nth(i).locator('[aria-roledescription="bar"]').count() for i in range(charts.count())]
+
+
+def wait_for_charts(page: Any, count: int, timeout_s: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        bars = bars_per_chart(page)
+        if len(bars) >= count and all(b == 8 for b in bars):
+            return bars
+        page.wait_for_timeout(250)
+    return bars_per_chart(page)
+
+
+CONTENT_HEIGHT_JS = """() => Math.max(...Array.from(
+    document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"], section'),
+    (e) => e.scrollHeight), document.body.scrollHeight)"""
+
+
+def screenshot(page: Any, path: Path) -> Path:
+    """The whole page: Streamlit scrolls an inner container (full_page sees only the viewport), so
+    the viewport is stretched to the content's height for the shot."""
+    size = page.viewport_size
+    height = min(8000, max(size["height"], int(page.evaluate(CONTENT_HEIGHT_JS))))
+    page.set_viewport_size({"width": size["width"], "height": height})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+    print(f"screenshot: {path}")
+    return path
+
+
+def green_pixels(png: bytes) -> int:
+    """Pixels of the boxes' pure green (with slack for video compression)."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int(((rgb[..., 1] > 180) & (rgb[..., 0] < 90) & (rgb[..., 2] < 90)).sum())
+
+
+# ---------------------------------------------------------------- the cases, run inside the namespace
+
+CAPTION = re.compile(r"(?P<fps>\d+\.\d) fps · (?P<frames>\d+) frames · (?P<rest>.*)")
+CAPTION_JS = re.compile(r"\d+\.\d fps · \d+ frames")  # Playwright runs it as a JS regex: no named groups
+ALERTS = {"errors": "stAlertContentError", "warnings": "stAlertContentWarning"}
+
+
+def page_facts(page: Any) -> dict[str, Any]:
+    """What a case's assertions look at: alerts, images and their captions, bars per chart."""
+    facts: dict[str, Any] = {name: page.locator(f'[data-testid="{testid}"]').all_inner_texts()
+                             for name, testid in ALERTS.items()}
+    facts["images"] = page.locator('[data-testid="stImage"]').count()
+    facts["image_captions"] = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+    facts["face_headings"] = page.get_by_text(re.compile(r"^Face \d+: ")).all_inner_texts()
+    facts["bars"] = bars_per_chart(page)
+    facts["download_buttons"] = page.locator('[data-testid="stDownloadButton"]').count()
+    facts["traceback_shown"] = "Traceback" in page.content()
+    return facts
+
+
+def case_photo(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """Upload `files`; wait for `charts` complete charts, or (no charts) for the `expect`ed alert.
+    `seconds` is upload -> last chart drawn (what the app benchmark reports)."""
+    started = time.monotonic()
+    upload(page, *(Path(f) for f in case["files"]))
+    charts = case.get("charts", 0)
+    if charts:
+        wait_for_charts(page, charts, timeout_s=case.get("timeout_s", 60))
+    else:  # wait for the message the case expects: "errors" or "warnings"
+        page.locator(f'[data-testid="{ALERTS[case["expect"]]}"]').first.wait_for()
+    seconds = time.monotonic() - started
+    wait_until_idle(page)
+    return {"seconds": round(seconds, 3), **page_facts(page),
+            "screenshot": str(screenshot(page, out / f"{case['name']}.png"))}
+
+
+def case_snapshot(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """Snapshot mode: take a photo with the (fake) camera and wait for its chart."""
+    choose_mode(page, "Webcam (snapshot)")
+    video = page.locator('[data-testid="stCameraInput"] video')
+    video.wait_for()
+    page.wait_for_function("(v) => v.readyState >= 2 && v.videoWidth > 0", arg=video.element_handle())
+    started = time.monotonic()
+    for _ in range(2):  # a click that lands while the stream (re)starts is ignored: try once more
+        page.get_by_role("button", name=re.compile("take photo", re.I)).click()
+        if wait_for_charts(page, 1, timeout_s=20) == [8]:
+            break
+    seconds = time.monotonic() - started
+    wait_until_idle(page)
+    return {"seconds": round(seconds, 3), **page_facts(page),
+            "screenshot": str(screenshot(page, out / f"{case['name']}.png"))}
+
+
+def case_webcam(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """Live mode: press START, then for `observe_s` seconds read the caption under the live chart
+    (fps, frames processed, largest face's emotion) and screenshot the video that comes back."""
+    choose_mode(page, "Webcam (live)")
+    component = page.frame_locator('iframe[title*="webrtc"]')
+    started = time.monotonic()
+    component.get_by_role("button", name=re.compile("start", re.I)).click()
+    result: dict[str, Any] = {"captions": [], "green_pixels": [], "video_screenshots": []}
+    caption = page.get_by_text(CAPTION_JS)
+    caption.wait_for(timeout=60_000)
+    result["first_frame_s"] = round(time.monotonic() - started, 2)
+    while "largest" not in caption.inner_text() and time.monotonic() - started < 60:
+        page.wait_for_timeout(200)
+    result["first_face_s"] = round(time.monotonic() - started, 2)
+    end = time.monotonic() + case.get("observe_s", 6)
+    while time.monotonic() < end:
+        result["captions"].append(caption.inner_text())
+        if len(result["captions"]) % 4 == 1:
+            path = out / f"{case['name']}_video_{len(result['video_screenshots'])}.png"
+            result["green_pixels"].append(green_pixels(component.locator("video").first.screenshot(path=str(path))))
+            result["video_screenshots"].append(str(path))
+        page.wait_for_timeout(500)
+    result["screenshot"] = str(screenshot(page, out / f"{case['name']}.png"))
+    return result
+
+
+CASE_KINDS = {"photo": case_photo, "snapshot": case_snapshot, "webcam": case_webcam}
+
+
+def run_session(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """One app + one browser for all cases, each case on a fresh page; a failing case records its
+    traceback and the others still run. Returns {case name: result}, plus "_session" timings."""
+    results: dict[str, Any] = {}
+    started = time.monotonic()
+    with streamlit_app(Path(spec["model"]), out / "app.log") as url, \
+            chromium(Path(spec["video"]) if spec.get("video") else None) as browser:
+        first = open_app(browser, url)
+        wait_until_idle(first, timeout_s=START_TIMEOUT_S)  # the app's first run loads torch and the model
+        first.context.close()
+        results["_session"] = {"ready_s": round(time.monotonic() - started, 2)}
+        for case in spec["cases"]:
+            page = open_app(browser, url)
+            try:
+                wait_until_idle(page)
+                results[case["name"]] = CASE_KINDS[case["kind"]](page, out, case)
+            except Exception:
+                results[case["name"]] = {"error": traceback.format_exc()}
+                with contextlib.suppress(Exception):
+                    screenshot(page, out / f"{case['name']}_failed.png")
+            finally:
+                page.context.close()
+    results["_session"]["total_s"] = round(time.monotonic() - started, 2)
+    return results
+
+
+def session_main(spec_file: Path) -> int:
+    """Entry point inside the namespace: read the spec, run it, write OUT/results.json."""
+    spec = json.loads(spec_file.read_text())
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run_session(spec, out)
+    except Exception:
+        results = {"_session": {"error": traceback.format_exc()}}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+NAMESPACE_SETUP = "ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec \"$0\" \"$@\""
+
+
+def run_in_namespace(spec: dict[str, Any], timeout_s: float = SESSION_TIMEOUT_S) -> dict[str, Any]:
+    """run_session in a fresh network namespace (loopback only, no internet, 127.0.0.2 added for
+    aiortc's ICE); the process group this starts is killed by its leader's PID if it overruns."""
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = out / "spec.json"
+    spec_file.write_text(json.dumps(spec, indent=2))
+    command = ["unshare", "-n", "sh", "-c", NAMESPACE_SETUP, sys.executable, str(Path(__file__).resolve()),
+               "session", str(spec_file)]
+    process = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        raise AssertionError(f"browser session overran {timeout_s:.0f} s:\n{output[-3000:]}") from None
+    result_file = out / "results.json"
+    if process.returncode != 0 or not result_file.is_file():
+        raise AssertionError(f"browser session failed (exit {process.returncode}):\n{output[-3000:]}")
+    results = json.loads(result_file.read_text())
+    if "error" in results["_session"]:
+        log = out / "app.log"
+        tail = log.read_text()[-2000:] if log.is_file() else ""
+        raise AssertionError(f"{results['_session']['error']}\napp log:\n{tail}")
+    return results
+
+
+# ---------------------------------------------------------------- pytest
+
+if __name__ != "__main__":
+    from conftest import REAL_FACES, needs_faces
+
+    pytestmark = [needs_chromium, needs_faces]
+
+
+@pytest.fixture(scope="module")
+def browser_results(app_model, webcam_y4m, tmp_path_factory) -> dict[str, Any]:
+    """All browser cases, run once in one namespaced app + Chromium session."""
+    out = tmp_path_factory.mktemp("browser")
+    notes = out / "notes.jpg"
+    notes.write_text("not a picture, just notes\n")
+    spec = {"out": str(out), "model": str(app_model), "video": str(webcam_y4m), "cases": [
+        {"name": "photo_faces", "kind": "photo", "files": [str(REAL_FACES / "2008_002506.jpg")], "charts": 3},
+        {"name": "not_an_image", "kind": "photo", "files": [str(notes)], "expect": "errors"},
+        {"name": "no_face", "kind": "photo", "files": [str(REAL_FACES / "dogs.jpg")], "expect": "warnings"},
+        {"name": "snapshot", "kind": "snapshot"},
+        {"name": "webcam", "kind": "webcam", "observe_s": 6},
+    ]}
+    results = run_in_namespace(spec)
+    print(f"\nbrowser session: {json.dumps(results['_session'])}; screenshots in {out}")
+    return results
+
+
+def case_result(results: dict[str, Any], name: str) -> dict[str, Any]:
+    result = results[name]
+    assert "error" not in result, f"case {name} failed in the browser:\n{result['error']}"
+    assert not result.get("traceback_shown"), "a Python traceback reached the page"
+    return result
+
+
+def test_photo_with_faces_shows_boxes_and_8_bar_charts(browser_results):
+    result = case_result(browser_results, "photo_faces")
+    assert result["bars"] == [8, 8, 8]
+    assert re.fullmatch(r"3 faces · \d+ ms", result["image_captions"][0])
+    assert [h.split(":")[0] for h in result["face_headings"]] == ["Face 1", "Face 2", "Face 3"]
+    assert result["errors"] == [] and result["warnings"] == [] and result["download_buttons"] == 1
+
+
+def test_text_file_named_jpg_gets_a_readable_error(browser_results):
+    result = case_result(browser_results, "not_an_image")
+    assert len(result["errors"]) == 1 and result["errors"][0].startswith("notes.jpg: not an image")
+    assert result["bars"] == []
+
+
+def test_photo_without_faces_says_so_and_shows_it(browser_results):
+    result = case_result(browser_results, "no_face")
+    assert result["warnings"] == ["No face found in dogs.jpg."]
+    assert result["images"] == 1 and result["image_captions"] == ["dogs.jpg"] and result["bars"] == []
+
+
+def test_snapshot_mode_returns_a_prediction(browser_results):
+    result = case_result(browser_results, "snapshot")
+    assert result["bars"] == [8] and len(result["face_headings"]) == 1
+    assert result["errors"] == []
+
+
+def test_live_webcam_boxes_and_changing_probabilities(browser_results):
+    result = case_result(browser_results, "webcam")
+    parsed = [CAPTION.match(c) for c in result["captions"]]
+    assert parsed and all(parsed), result["captions"]
+    frames = [int(m["frames"]) for m in parsed]
+    assert frames[-1] > frames[0], f"no new frames were processed: {result['captions']}"
+    largest = {m["rest"].split("largest: ")[-1] for m in parsed if "largest: " in m["rest"]}
+    assert len(largest) >= 2, f"the probabilities did not change between the two faces: {result['captions']}"
+    assert max(result["green_pixels"]) > 200, "no boxes drawn on the video that came back"
+    assert float(parsed[-1]["fps"]) > 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "session":
+        sys.exit(session_main(Path(sys.argv[2])))
+    sys.exit("usage: test_app_browser.py session SPEC.json  (normally started by run_in_namespace)")

@@ -1,0 +1,61 @@
+"""The models shipped as package data, and the `ferkit bundle` step that ships them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import REAL_FERPLUS, needs_ferplus, train_tiny_run
+
+from ferkit.data import label_split, load_ferplus
+from ferkit.errors import ModelFileError
+from ferkit.inference import bundled
+from ferkit.models import load_model
+
+shipped = pytest.mark.skipif("default" not in bundled.list_bundled(), reason="no bundled default model")
+
+
+@shipped
+def test_default_model_ships_with_its_test_metrics():
+    folder = bundled.weights_root() / "default"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["protocol"] == "majority"
+    assert metrics["images"] == 3137
+    assert set(metrics["per_class"]) == {"neutral", "happiness", "surprise", "sadness", "anger",
+                                         "disgust", "fear", "contempt"}
+    assert (folder / "model.safetensors").stat().st_size < 25_000_000
+    assert load_model(folder) is not None
+
+
+@shipped
+@needs_ferplus
+def test_predictor_reproduces_the_shipped_test_accuracy():
+    from ferkit import Predictor
+
+    metrics = json.loads((bundled.weights_root() / "default" / "metrics.json").read_text())
+    test = label_split(load_ferplus(REAL_FERPLUS, splits=("test",))["test"], "majority")
+    proba = Predictor().predict_faces(test.images)
+    correct = int((proba.argmax(axis=1) == test.labels).sum())
+    assert correct == metrics["correct"]
+    assert correct / len(test) == pytest.approx(metrics["accuracy"], abs=1e-12)
+
+
+def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeypatch):
+    run = train_tiny_run(learnable_root, tmp_path / "runs", "tiny", epochs=1)
+    with pytest.raises(ModelFileError, match="ferkit evaluate"):
+        bundled.bundle_run(run, "tiny")
+    (run / "eval-test").mkdir()
+    (run / "eval-test" / "metrics.json").write_text(json.dumps(
+        {"split": "test", "protocol": "majority", "accuracy": 0.5, "calibration": {}}))
+    monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path / "weights")
+    target = bundled.bundle_run(run, "tiny", provisional=True)
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert metrics["accuracy"] == 0.5 and metrics["provisional"] is True
+    assert metrics["training"]["epochs_trained"] == 1 and "calibration" not in metrics
+    assert metrics["evaluate_command"] == "ferkit evaluate tiny --split test --protocol majority"
+    a, b = load_model(run), load_model(target)
+    x = np.zeros((1, 1, 48, 48), np.float32)
+    import torch
+
+    torch.testing.assert_close(a(torch.from_numpy(x)), b(torch.from_numpy(x)))

@@ -1,0 +1,172 @@
+"""Grad-CAM: valid heatmaps for every model, heatmaps that point at the evidence, overlays,
+and `ferkit explain` (image files and the test-set gallery)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import learnable_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from ferkit.cli import app
+from ferkit.data import label_split, load_ferplus
+from ferkit.emotions import EMOTIONS
+from ferkit.explain import colorize, gradcam, overlay
+from ferkit.models import create_model, list_models, load_model, normalize
+from ferkit.models.cnn import PlainCNN
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the tiny models here gain nothing from more, and the machine is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def faces(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 48, 48), dtype=np.uint8)
+
+
+def peak_quadrants(heatmaps: np.ndarray) -> np.ndarray:
+    """Quadrant (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) of each map's maximum."""
+    rows, cols = np.unravel_index(heatmaps.reshape(len(heatmaps), -1).argmax(axis=1), heatmaps.shape[1:])
+    return (rows >= 24) * 2 + (cols >= 24)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_heatmaps_are_normalised_maps_of_the_input_size_for_every_model(name):
+    torch.manual_seed(0)
+    model = create_model(name)  # untrained, in training mode
+    result = gradcam(model, faces(3))
+    assert result.heatmaps.shape == (3, 48, 48) and result.heatmaps.dtype == np.float32
+    assert result.heatmaps.min() >= 0 and result.heatmaps.max() <= 1
+    assert result.probabilities.shape == (3, 8)
+    assert np.allclose(result.probabilities.sum(axis=1), 1, atol=1e-5)
+    assert np.array_equal(result.classes, result.probabilities.argmax(axis=1))  # default: predicted
+    assert model.training  # the caller's mode is restored
+    assert all(p.grad is None for p in model.parameters())  # no gradients left on the weights
+
+
+def train_tiny_cnn(root, epochs: int = 5) -> tuple[PlainCNN, object]:
+    """A small member of the seed CNN family (Flatten + Dense head), trained by a plain loop."""
+    torch.manual_seed(0)
+    data = load_ferplus(root, splits=("train", "test"))
+    train, test = label_split(data["train"], "majority"), label_split(data["test"], "majority")
+    model = PlainCNN((8, 16, 16), dense=32, block_dropout=0.0, dense_dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = normalize(train.images), torch.as_tensor(train.labels)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for start in range(0, len(x), 32):
+            batch = order[start:start + 32]
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval(), test
+
+
+def test_heatmap_peaks_where_the_class_evidence_is(learnable_root):
+    # The class of a learnable face is the quadrant holding its bright patch.
+    model, test = train_tiny_cnn(learnable_root)
+    result = gradcam(model, test.images)  # default layer: the last conv stage (6x6)
+    correct = result.probabilities.argmax(axis=1) == test.labels
+    assert correct.mean() > 0.6
+    hits = peak_quadrants(result.heatmaps[correct]) == test.labels[correct]
+    assert hits.mean() >= 0.7, f"peak in the patch quadrant for only {hits.mean():.0%}"
+
+
+def test_named_layer_of_a_trained_resnet_points_at_the_patch(tiny_runs, learnable_root):
+    # In a global-average-pooled ResNet the last stage (6x6, receptive field ~ the whole face)
+    # reads the patch's position from the borders, so its map is diffuse; the first stage
+    # (24x24) still shows where the evidence is, and naming a layer reaches it.
+    model = load_model(tiny_runs[0])
+    test = label_split(load_ferplus(learnable_root, splits=("test",))["test"], "majority")
+    result = gradcam(model, test.images, layer="stages.0")
+    assert result.layer == "stages.0"
+    correct = result.probabilities.argmax(axis=1) == test.labels
+    hits = peak_quadrants(result.heatmaps[correct]) == test.labels[correct]
+    assert correct.mean() > 0.6 and hits.mean() >= 0.7
+
+
+def test_target_class_by_name_or_index_and_clear_errors():
+    model = create_model("baseline")
+    face = faces(1)[0]
+    by_name = gradcam(model, face, target="happiness")  # one (48, 48) face is fine too
+    by_index = gradcam(model, face, target=1)
+    assert by_name.class_names() == ["happiness"] and by_index.classes.tolist() == [1]
+    assert np.allclose(by_name.heatmaps, by_index.heatmaps)
+    deep = gradcam(create_model("deep_cnn"), faces(2), target="fear", layer="features.2.3")
+    assert deep.heatmaps.shape == (2, 48, 48) and deep.classes.tolist() == [6, 6]
+    with pytest.raises(ValueError, match="unknown emotion 'joy'; expected one of neutral, happiness"):
+        gradcam(model, face, target="joy")
+    with pytest.raises(ValueError, match="expected None, an index 0..7"):
+        gradcam(model, face, target=8)
+    with pytest.raises(ValueError, match="'features.9' not found in PlainCNN; conv layers: features.0.0, "):
+        gradcam(model, face, layer="features.9")
+
+
+def test_overlay_blends_a_resized_jet_heatmap_over_gray_or_rgb():
+    heatmap = np.zeros((48, 48), np.float32)
+    heatmap[:24] = 1.0  # hot top half
+    gray = np.full((48, 48), 100, np.uint8)
+    out = overlay(gray, heatmap, alpha=0.5)
+    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+    hot, cold = colorize(np.array([1.0]))[0], colorize(np.array([0.0]))[0]
+    assert hot[0] > hot[2] and cold[2] > cold[0]  # jet: red high, blue low
+    assert np.array_equal(out[0, 0], np.round(0.5 * 100 + 0.5 * hot.astype(float)).astype(np.uint8))
+    photo = np.zeros((120, 90, 3), np.uint8)
+    big = overlay(photo, heatmap)
+    assert big.shape == (120, 90, 3)
+    assert big[5, 45, 0] > big[5, 45, 2] and big[115, 45, 2] > big[115, 45, 0]  # top hot, bottom cold
+    with pytest.raises(ValueError, match="face: expected a grayscale"):
+        overlay(np.zeros((4, 4, 4), np.uint8), heatmap)
+
+
+def test_cli_explain_writes_one_figure_per_image(tiny_runs, tmp_path):
+    rng = np.random.default_rng(3)
+    Image.fromarray(learnable_image(1, rng)).save(tmp_path / "face.png")
+    Image.fromarray(np.zeros((100, 80, 3), np.uint8)).save(tmp_path / "photo.jpg")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), str(tmp_path / "photo.jpg"),
+                                 "--model", str(tiny_runs[0]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "face-gradcam.png").is_file() and (out / "photo-gradcam.png").is_file()
+    printed = " ".join(result.output.split())
+    assert "face.png: happiness p=" in printed  # patch top-right -> happiness, the predicted class
+    assert "photo.jpg" in printed and "resized whole to 48x48" in printed
+    with Image.open(out / "face-gradcam.png") as figure:
+        assert figure.width > 2 * figure.height  # face | heatmap | overlay side by side
+
+    result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), "--model", str(tiny_runs[0]),
+                                 "--class", "sadness", "--out", str(out)])
+    assert result.exit_code == 0 and "face.png: sadness p=" in " ".join(result.output.split())
+
+
+def test_cli_explain_errors_are_one_readable_line(tiny_runs, tmp_path):
+    Image.fromarray(faces(1)[0]).save(tmp_path / "face.png")
+    result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), "--model", str(tiny_runs[0]),
+                                 "--class", "joy"])
+    assert result.exit_code == 1
+    assert f"unknown emotion 'joy'; expected one of {', '.join(EMOTIONS)}" in " ".join(result.output.split())
+    result = runner.invoke(app, ["explain", str(tmp_path / "missing.png"), "--model", str(tiny_runs[0])])
+    assert result.exit_code == 1 and "missing.png: image not found" in result.output
+    result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), "--model", str(tmp_path / "norun")])
+    assert result.exit_code == 1 and "norun: model not found" in result.output
+    result = runner.invoke(app, ["explain", "--model", str(tiny_runs[0])])
+    assert result.exit_code == 1 and "nothing to explain" in result.output
+
+
+def test_cli_gallery_writes_one_figure(tiny_runs, learnable_root, tmp_path):
+    result = runner.invoke(app, ["explain", "--gallery", "--model", str(tiny_runs[0]),
+                                 "--data", str(learnable_root), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "gallery.png") as figure:
+        assert figure.height > figure.width  # a row per emotion

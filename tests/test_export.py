@@ -1,0 +1,83 @@
+"""ONNX export: parity with PyTorch within 1e-4, dynamic batch, standalone metadata, int8, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import write_learnable_root
+from typer.testing import CliRunner
+
+from ferkit.cli import app
+from ferkit.errors import ModelFileError
+from ferkit.inference import Predictor
+from ferkit.inference.backends import META_MODEL_JSON, META_OPSET, META_PRECISION
+from ferkit.inference.export import PARITY_ATOL, export_onnx
+from ferkit.models import read_model_config
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tmp_path_factory):
+    """`ferkit export RUN --onnx OUT` (no FERPlus data: random faces for the parity check)."""
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    result = CliRunner().invoke(app, ["export", str(tiny_model), "--onnx", str(out),
+                                      "--data", str(out.parent / "no-data")])
+    assert result.exit_code == 0, result.output
+    return out, result.stdout
+
+
+def test_export_is_standalone_and_matches_pytorch(exported, tiny_model):
+    path, stdout = exported
+    assert f"wrote {path} (fp32, opset 17, dynamic batch axis)" in stdout
+    diff = float(stdout.split("max |difference| = ")[1].split()[0])
+    assert diff <= PARITY_ATOL
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta[META_MODEL_JSON]) == read_model_config(tiny_model)
+    assert meta[META_OPSET] == "17" and meta[META_PRECISION] == "fp32"
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+    faces = np.random.default_rng(3).integers(0, 256, (9, 48, 48), dtype=np.uint8)
+    torch_p = Predictor(model=tiny_model)
+    onnx_p = Predictor(model=path)  # the .onnx alone: no model.json beside it is needed
+    assert onnx_p.backend.kind == "onnx" and onnx_p.model_info["onnx"]["opset"] == "17"
+    assert onnx_p.model_info["model"] == torch_p.model_info["model"]
+    assert onnx_p.model_info["metrics"] == torch_p.model_info["metrics"]
+    for batch in (faces[:1], faces):  # dynamic batch axis
+        np.testing.assert_allclose(onnx_p.predict_faces(batch), torch_p.predict_faces(batch), atol=1e-5)
+    flip = onnx_p.predict_faces(faces, tta="flip")
+    np.testing.assert_allclose(flip, torch_p.predict_faces(faces, tta="flip"), atol=1e-5)
+
+
+def test_onnx_files_without_ferkit_metadata_are_refused(exported, tmp_path):
+    bare = onnx.load(str(exported[0]))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ModelFileError, match="no ferkit metadata"):
+        Predictor(model=tmp_path / "bare.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
+    with pytest.raises(ModelFileError, match="junk.onnx: not a valid ONNX model"):
+        Predictor(model=tmp_path / "junk.onnx")
+    with pytest.raises(ModelFileError, match="already an ONNX file"):
+        export_onnx(exported[0], tmp_path / "again.onnx")
+    bad = CliRunner().invoke(app, ["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")])
+    assert bad.exit_code == 1 and "unknown model" in bad.stderr
+
+
+def test_int8_export_with_and_without_calibration_data(tiny_model, tmp_path):
+    root = write_learnable_root(tmp_path / "ferplus", {"train": 32, "valid": 16, "test": 4})
+    report = export_onnx(tiny_model, tmp_path / "int8.onnx", int8=True, data_root=root)
+    assert report.precision == "int8" and "static QDQ" in report.quantization
+    assert report.accuracy["faces"] == 16 and report.accuracy["split"] == "valid"
+    assert abs(report.accuracy["change"] - (report.accuracy["int8"] - report.accuracy["fp32"])) < 1e-9
+    predictor = Predictor(model=report.path)
+    assert predictor.model_info["onnx"]["precision"] == "int8"
+    probs = predictor.predict_faces(np.zeros((2, 48, 48), np.uint8))
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert any("int8" in line for line in report.lines())
+
+    dynamic = export_onnx(tiny_model, tmp_path / "dyn.onnx", int8=True, data_root=None)
+    assert "dynamic" in dynamic.quantization and dynamic.accuracy is None
+    assert any("not measured" in note for note in dynamic.notes)

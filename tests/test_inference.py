@@ -1,0 +1,471 @@
+"""Inference: image loading (bad inputs refused, odd formats converted), the Predictor API,
+bundled-model lookup, video, and the `ferkit predict` / `ferkit video` commands.
+
+Most tests use a fake "blob" detector (bright rectangles are faces), so boxes are known exactly
+and the tests do not depend on ferkit.faces; the real detector is used where marked."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    REAL_FACES,
+    REAL_FERPLUS,
+    needs_face_detector,
+    needs_ferplus,
+    needs_real_faces,
+    write_tiny_model,
+)
+from PIL import Image, ImageFile
+from typer.testing import CliRunner
+
+import ferkit
+from ferkit.cli import app
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import ImageError, ModelFileError
+from ferkit.inference import Face, Predictor, crop_face, images, load_image, prepare_faces
+from ferkit.inference import bundled as bundled_mod
+from ferkit.models import load_model, normalize
+
+
+@dataclass
+class Blob:
+    box: tuple[int, int, int, int]
+    confidence: float = 0.99
+    landmarks: dict | None = None
+
+
+def blob_detector(image: np.ndarray) -> list[Blob]:
+    """Bright (> 160) rectangles of at least 8x8 pixels, largest first: a stand-in face detector."""
+    gray = image.mean(axis=2) if image.ndim == 3 else image
+    mask = (gray > 160).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+    boxes = [tuple(int(v) for v in stats[i, :4]) for i in range(1, n)
+             if stats[i, 2] >= 8 and stats[i, 3] >= 8]
+    return [Blob(b) for b in sorted(boxes, key=lambda b: -b[2] * b[3])]
+
+
+def scene(width: int = 200, height: int = 120, boxes=((20, 10, 40, 50), (120, 40, 30, 30)),
+          seed: int = 0) -> np.ndarray:
+    """A dark RGB image with textured bright rectangles (the 'faces') at `boxes`."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
+    for x, y, w, h in boxes:
+        img[y:y + h, x:x + w] = rng.integers(200, 256, (h, w, 1), dtype=np.uint8)
+    return img
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model) -> Predictor:
+    return Predictor(model=tiny_model, detector=blob_detector, align=crop_face)
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---- load_image: bad inputs ----------------------------------------------------------------
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature + IHDR claiming width x height, and (almost) no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+def test_bad_files_raise_image_error_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a picture\n" * 20)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(scene(400, 300)).save(good, quality=90)
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(huge_png_header(100_000, 100_000))
+    cases = {empty: "empty (0 bytes)", text: "not an image", truncated: "truncated",
+             bomb: "decompression bomb", tmp_path / "missing.png": "not found", tmp_path: "folder"}
+    for path, reason in cases.items():
+        with pytest.raises(ImageError) as info:
+            load_image(path)
+        assert str(path) in str(info.value) and reason in str(info.value), str(info.value)
+    with pytest.raises(ImageError, match="empty"):
+        load_image(b"")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(b"GIF89a nonsense", name="upload.gif")
+
+
+def test_pixel_limit_is_checked_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    path.write_bytes(huge_png_header(9_000, 8_000))  # 72 MP: above ferkit's 64 MP, below PIL's limits
+    with pytest.raises(ImageError, match="megapixels"):
+        load_image(path)
+    small = tmp_path / "small.png"
+    Image.fromarray(scene(200, 120)).save(small)
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)  # the app may lower the limit at run time
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(ImageError, match=r"200x120 = 0.0 megapixels.*refused before decoding"):
+        load_image(small)
+    assert not decoded
+    monkeypatch.undo()
+    assert load_image(small).shape == (120, 200, 3)
+
+
+def test_bad_arrays_and_arguments():
+    with pytest.raises(ImageError, match="shape"):
+        load_image(np.zeros((4, 4, 2), dtype=np.uint8))
+    with pytest.raises(ImageError, match="dtype"):
+        load_image(np.zeros((4, 4), dtype=object))
+    with pytest.raises(ValueError, match="color"):
+        load_image(np.zeros((4, 4, 3), dtype=np.uint8), color="hsv")
+    with pytest.raises(ImageError, match="unsupported input type"):
+        load_image(12345)
+
+
+# ---- load_image: conversions ---------------------------------------------------------------
+
+def test_odd_formats_are_converted_to_rgb(tmp_path):
+    ramp = np.tile(np.arange(0, 65536, 256, dtype=np.uint16), (8, 1))  # 8 x 256, 16-bit
+    wide = tmp_path / "sixteen.png"
+    Image.fromarray(ramp).save(wide)
+    assert Image.open(wide).mode.startswith("I")
+    out = load_image(wide)
+    assert out.dtype == np.uint8 and out.shape == (8, 256, 3)
+    np.testing.assert_array_equal(out[0, :, 0], (ramp[0].astype(np.int64) * 255 // 65535).astype(np.uint8))
+
+    rgb = scene(64, 48, boxes=((10, 10, 20, 20),))
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(cmyk, quality=95)
+    assert Image.open(cmyk).mode == "CMYK"
+    assert np.abs(load_image(cmyk).astype(int) - rgb).mean() < 12
+
+    palette = tmp_path / "palette.png"
+    pal_img = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal_img.save(palette)
+    np.testing.assert_array_equal(load_image(palette), np.asarray(pal_img.convert("RGB")))
+
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgba[:, :10, 3] = 0  # fully transparent strip -> white
+    rgba_path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, mode="RGBA").save(rgba_path)
+    out = load_image(rgba_path)
+    assert (out[:, :10] == 255).all()
+    np.testing.assert_array_equal(out[:, 10:], rgb[:, 10:])
+
+    la_path = tmp_path / "la.png"
+    Image.fromarray(rgba, mode="RGBA").convert("LA").save(la_path)
+    out = load_image(la_path)
+    assert out.shape == (48, 64, 3) and (out[:, :10] == 255).all()
+    assert (out[..., 0] == out[..., 1]).all()
+
+
+def test_all_input_types_load_the_same_pixels(tmp_path):
+    rgb = scene()
+    path = tmp_path / "scene.png"
+    path.write_bytes(png_bytes(rgb))
+    with path.open("rb") as fh:
+        from_file = load_image(fh)
+    variants = [load_image(path), load_image(str(path)), load_image(path.read_bytes()), from_file,
+                load_image(Image.open(path)), load_image(rgb),
+                load_image(rgb[:, :, ::-1].copy(), color="bgr"),
+                load_image(np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]))]
+    for v in variants:
+        np.testing.assert_array_equal(v, rgb)
+        assert v.flags.c_contiguous
+    gray = rgb[:, :, 0]
+    np.testing.assert_array_equal(load_image(gray), np.dstack([gray] * 3))
+
+
+def test_exif_orientation_is_honoured(tmp_path, predictor):
+    stored = scene(200, 100, boxes=((20, 10, 40, 30),))
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(stored).save(path, quality=98, exif=exif)
+    shown = load_image(path)
+    assert shown.shape == (200, 100, 3)  # displayed upright: 100 wide, 200 tall
+    # Stored pixel (x, y) shows at (H - 1 - y, x):
+    # x in [20, 60), y in [10, 40) -> x' in [60, 90), y' in [20, 60).
+    faces = predictor.predict(path)
+    assert [f.box for f in faces] == [(60, 20, 30, 40)]
+
+
+# ---- Predictor ------------------------------------------------------------------------------
+
+def test_predict_gives_faces_with_probabilities(predictor):
+    faces = predictor.predict(scene())
+    assert [f.box for f in faces] == [(20, 10, 40, 50), (120, 40, 30, 30)]
+    for face in faces:
+        assert isinstance(face, Face) and face.probabilities.shape == (8,)
+        assert face.probabilities.sum() == pytest.approx(1, abs=1e-5)
+        assert face.emotion == EMOTIONS[int(face.probabilities.argmax())]
+        assert face.confidence == pytest.approx(face.probabilities.max())
+        assert face.crop.shape == (48, 48) and face.crop.dtype == np.uint8
+        d = face.to_dict()
+        assert "crop" not in d and json.loads(json.dumps(d)) == d
+        assert d["box"] == dict(zip(("x", "y", "width", "height"), face.box, strict=True))
+        assert list(d["probabilities"]) == list(EMOTIONS)
+    assert predictor.predict(np.zeros((60, 80, 3), np.uint8)) == []
+    assert ferkit.Predictor is Predictor and ferkit.Face is Face
+
+
+def test_every_input_type_gives_the_same_result(tmp_path, predictor):
+    rgb = np.repeat(scene()[:, :, :1], 3, axis=2)  # gray content, so the gray array is the same image
+    path = tmp_path / "faces.png"
+    path.write_bytes(png_bytes(rgb))
+    reference = predictor.predict(path)
+    assert len(reference) == 2
+    for source, kwargs in [(str(path), {}), (path.read_bytes(), {}), (rgb, {}), (rgb[:, :, ::-1].copy(),
+                           {"color": "bgr"}), (rgb[:, :, 0].copy(), {}), (Image.open(path), {})]:
+        faces = predictor.predict(source, **kwargs)
+        assert [f.box for f in faces] == [f.box for f in reference]
+        for a, b in zip(faces, reference, strict=True):
+            np.testing.assert_array_equal(a.probabilities, b.probabilities)
+
+
+def test_many_faces_are_classified_in_one_batch(predictor, monkeypatch):
+    boxes = [(10 + 40 * (i % 6), 10 + 40 * (i // 6), 24, 24) for i in range(24)]
+    calls = []
+    original = predictor.backend.probabilities
+    monkeypatch.setattr(predictor.backend, "probabilities",
+                        lambda faces, tta, bs: calls.append(len(faces)) or original(faces, tta, bs))
+    faces = predictor.predict(scene(260, 170, boxes))
+    assert len(faces) == 24 and calls == [24]
+    assert sorted(f.box for f in faces) == sorted(boxes)
+
+
+def test_predict_faces_equals_plain_softmax_and_evaluate(predictor, tiny_model):
+    rng = np.random.default_rng(1)
+    faces = rng.integers(0, 256, (20, 48, 48), dtype=np.uint8)
+    got = predictor.predict_faces(faces)
+    model = load_model(tiny_model)
+    with torch.no_grad():
+        expected = torch.softmax(model(normalize(faces)), 1).numpy()
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.float32 and got.shape == (20, 8)
+    batched = Predictor(model=tiny_model, batch_size=8).predict_faces(faces)  # 3 internal batches
+    np.testing.assert_allclose(batched, got, atol=1e-6)
+    flip = predictor.predict_faces(faces[:5], tta="flip")
+    mirrored = predictor.predict_faces(faces[:5, :, ::-1].copy())
+    np.testing.assert_allclose(flip, (got[:5] + mirrored) / 2, atol=1e-6)
+    try:
+        from ferkit.evaluation.predict import predict_proba
+    except ImportError:  # pragma: no cover - the evaluation package is another module
+        return
+    np.testing.assert_array_equal(got, predict_proba(model, faces))
+    np.testing.assert_array_equal(batched, predict_proba(model, faces, batch_size=8))
+    np.testing.assert_array_equal(predictor.predict_faces(faces, tta="flip"),
+                                  predict_proba(model, faces, tta="flip"))
+
+
+@needs_ferplus
+def test_predict_faces_on_ferplus_test_matches_evaluate(predictor, tiny_model):
+    from ferkit.evaluation.predict import predict_proba
+
+    files = sorted((REAL_FERPLUS / "FER2013Test").glob("*.png"))[:32]
+    faces = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])
+    expected = predict_proba(load_model(tiny_model), faces)
+    np.testing.assert_array_equal(predictor.predict_faces(faces), expected)
+    np.testing.assert_array_equal(predictor.predict_faces([str(f) for f in files]), expected)
+
+
+def test_predict_faces_accepts_crops_of_any_size_and_colour(predictor):
+    rng = np.random.default_rng(2)
+    big_gray = rng.integers(0, 256, (96, 96), dtype=np.uint8)
+    small_rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    pil = Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    prepared = prepare_faces([big_gray, small_rgb, pil])
+    assert prepared.shape == (3, 48, 48) and prepared.dtype == np.uint8
+    np.testing.assert_array_equal(prepared[0], cv2.resize(big_gray, (48, 48), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(prepared[2], cv2.cvtColor(np.asarray(pil), cv2.COLOR_RGB2GRAY))
+    probs = predictor.predict_faces([big_gray, small_rgb, pil])
+    np.testing.assert_array_equal(probs, predictor.predict_faces(prepared))
+    assert predictor.predict_faces(big_gray).shape == (1, 8)
+    np.testing.assert_array_equal(predictor.predict_faces(prepared[:, None]), probs)
+    assert predictor.predict_faces([]).shape == (0, 8)
+    bgr = small_rgb[:, :, ::-1].copy()
+    np.testing.assert_array_equal(predictor.predict_faces(bgr, color="bgr"), probs[1:2])
+
+
+def test_predict_many_batches_across_images_and_collects_errors(tmp_path, tiny_model):
+    predictor = Predictor(model=tiny_model, detector=blob_detector, align=crop_face, batch_size=3)
+    paths = []
+    for i, boxes in enumerate([((10, 10, 30, 30), (60, 20, 30, 30)), (), ((5, 5, 40, 40),)]):
+        p = tmp_path / f"img{i}.png"
+        p.write_bytes(png_bytes(scene(120, 80, boxes, seed=i)))
+        paths.append(p)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    gone = tmp_path / "gone.png"
+    results = predictor.predict_many([paths[0], bad, paths[1], paths[2], gone], progress=False)
+    assert [r.source for r in results] == [str(p) for p in (paths[0], bad, paths[1], paths[2])] + [
+        str(tmp_path / "gone.png")]
+    assert [len(r.faces) for r in results] == [2, 0, 0, 1, 0]
+    assert [r.ok for r in results] == [True, False, True, True, False]
+    assert "bad.jpg" in results[1].error and "not found" in results[4].error
+    single = predictor.predict(paths[0])
+    np.testing.assert_allclose(results[0].faces[1].probabilities, single[1].probabilities, atol=1e-6)
+    assert json.loads(json.dumps([r.to_dict() for r in results]))[1]["error"] == results[1].error
+
+
+def test_predictor_is_thread_safe(predictor):
+    scenes = [scene(seed=s) for s in range(6)]
+    serial = [[f.probabilities for f in predictor.predict(s)] for s in scenes]
+    out: dict[int, list] = {}
+
+    def work(i: int) -> None:
+        out[i] = [f.probabilities for f in predictor.predict(scenes[i % 6])]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, probs in out.items():
+        for a, b in zip(probs, serial[i % 6], strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# ---- bundled models --------------------------------------------------------------------------
+
+def test_bundled_model_lookup(tmp_path, monkeypatch, tiny_model):
+    weights = tmp_path / "weights"
+    write_tiny_model(weights / "default", seed=0, metrics={"accuracy": 0.8})
+    write_tiny_model(weights / "other", seed=1)
+    (weights / "not-a-model").mkdir()
+    monkeypatch.setattr(bundled_mod, "weights_root", lambda: weights)
+    assert bundled_mod.list_bundled() == ["default", "other"]
+    default = Predictor(detector=blob_detector)
+    assert default.model_info["name"] == "default" and default.model_info["metrics"] == {"accuracy": 0.8}
+    assert default.model_info["model"]["architecture"] == "baseline"
+    assert default.model_info["backend"] == "torch"
+    other = Predictor(model="other", detector=blob_detector)
+    assert other.source.path == weights / "other"
+    assert not np.array_equal(default.predict_faces(np.zeros((1, 48, 48), np.uint8)),
+                              other.predict_faces(np.zeros((1, 48, 48), np.uint8)))
+    assert Predictor(model=str(tiny_model)).source.backend == "torch"
+    with pytest.raises(ModelFileError, match="unknown model 'nope'.*bundled: default, other"):
+        Predictor(model="nope")
+    monkeypatch.setattr(bundled_mod, "weights_root", lambda: tmp_path / "empty")
+    with pytest.raises(ModelFileError, match="bundled default model is not installed"):
+        Predictor()
+    with pytest.raises(ValueError, match="tta"):
+        Predictor(model=tiny_model, tta="rotate")
+
+
+# ---- video ----------------------------------------------------------------------------------
+
+def write_clip(path: Path, frames: int = 12, fps: float = 10.0) -> Path:
+    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (160, 120))
+    assert writer.isOpened()
+    for i in range(frames):
+        rgb = scene(160, 120, boxes=((10 + 5 * i, 20, 40, 40),), seed=i)
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_predict_video_streams_rows_and_writes_annotated_copy(tmp_path, predictor):
+    clip = write_clip(tmp_path / "clip.avi")
+    rows = list(predictor.predict_video(clip, progress=False))
+    assert [r.frame for r in rows] == list(range(12)) and {r.face_index for r in rows} == {0}
+    assert rows[3].time_s == pytest.approx(0.3)
+    assert abs(rows[4].box[0] - 30) <= 2 and rows[4].probabilities.shape == (8,)
+    out = tmp_path / "annotated.mp4"
+    every3 = predictor.predict_video(clip, every_n=3, out=out, progress=False)
+    assert [r.frame for r in every3] == [0, 3, 6, 9]
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
+    assert set(rows[0].to_dict()) >= {"frame", "time_s", "face", "x", "emotion", *EMOTIONS}
+
+
+def test_bad_video_is_a_clear_error(tmp_path, predictor):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video at all " * 50)
+    with pytest.raises(ImageError, match="fake.mp4: cannot open video"):
+        predictor.predict_video(fake)  # fails at the call, not at the first row
+    with pytest.raises(ImageError, match="not found"):
+        predictor.predict_video(tmp_path / "missing.mp4")
+    with pytest.raises(ValueError, match="every_n"):
+        predictor.predict_video(fake, every_n=0)
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_cli_predictor(monkeypatch, predictor):
+    """`ferkit predict/video` with the blob detector instead of a real one."""
+    import ferkit.inference
+
+    monkeypatch.setattr(ferkit.inference, "Predictor", lambda **kwargs: predictor)
+
+
+def test_cli_predict_csv_json_annotate_and_failures(tmp_path, fake_cli_predictor):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(png_bytes(scene()))
+    Image.fromarray(scene(boxes=())).save(folder / "sub" / "empty.jpg")
+    (folder / "readme.txt").write_text("skipped: not an image extension")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["predict", str(folder), "--csv", str(tmp_path / "out.csv"),
+                                 "--annotate", str(tmp_path / "ann")])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0].split(",")[:8] == ["file", "face", "x", "y", "width", "height", "emotion", "confidence"]
+    assert len(lines) == 1 + 2 + 1  # header, two faces of a.png, one empty row for empty.jpg
+    assert lines[3].startswith(str(folder / "sub" / "empty.jpg") + ",,")
+    assert (tmp_path / "ann" / "a.png").is_file() and (tmp_path / "ann" / "sub" / "empty.jpg").is_file()
+
+    result = runner.invoke(app, ["predict", str(folder / "a.png"), str(broken), "--json"])
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert [len(r["faces"]) for r in payload] == [2, 0] and "broken.png" in payload[1]["error"]
+    assert "1 failed" in result.stderr and "broken.png" in result.stderr
+
+    result = runner.invoke(app, ["predict", str(folder)])
+    assert result.exit_code == 0 and "no face found" in result.stdout and "a.png" in result.stdout
+    assert runner.invoke(app, ["predict", str(tmp_path / "nothing")]).exit_code == 1
+    assert runner.invoke(app, ["predict", str(folder), "--json", "--csv", "x.csv"]).exit_code == 1
+
+
+def test_cli_video(tmp_path, fake_cli_predictor):
+    clip = write_clip(tmp_path / "clip.avi", frames=6)
+    result = CliRunner().invoke(app, ["video", str(clip), "--csv", str(tmp_path / "rows.csv"),
+                                      "--every-n", "2", "--out", str(tmp_path / "ann.avi")])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "rows.csv").read_text().splitlines()) == 1 + 3
+    assert "3 faces in 3 frames" in result.stdout and (tmp_path / "ann.avi").stat().st_size > 0
+    bad = CliRunner().invoke(app, ["video", str(tmp_path / "rows.csv")])
+    assert bad.exit_code == 1 and "cannot open video" in bad.stderr
+
+
+@needs_face_detector
+@needs_real_faces
+def test_cli_predict_on_real_photos(tiny_model):
+    photos = [REAL_FACES / "2008_001322.jpg", REAL_FACES / "dogs.jpg"]
+    result = CliRunner().invoke(app, ["predict", *map(str, photos), "--json", "--model", str(tiny_model)])
+    assert result.exit_code == 0, result.output
+    people, dogs = json.loads(result.stdout)
+    assert len(people["faces"]) >= 2 and dogs["faces"] == [] and dogs["error"] is None
