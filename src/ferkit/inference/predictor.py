@@ -29,6 +29,7 @@ from ferkit.errors import FerkitError, ImageError
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend, check_tta
 from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.images import Color, ImageSource, describe, load_image
+from ferkit.inference.scores import EmotionScores
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +53,7 @@ AlignFn = Callable[[np.ndarray, DetectionLike], np.ndarray]
 
 
 @dataclass
-class Face:
+class Face(EmotionScores):
     """One detected face: where it is and how it was classified.
 
     `box` is (x, y, width, height) in the input image's pixels (after EXIF rotation);
@@ -65,18 +66,6 @@ class Face:
     landmarks: dict[str, tuple[float, float]] | None = None
     detection_confidence: float | None = None
 
-    @property
-    def emotion(self) -> str:
-        return EMOTIONS[int(np.argmax(self.probabilities))]
-
-    @property
-    def confidence(self) -> float:
-        """Probability of the top emotion."""
-        return float(np.max(self.probabilities))
-
-    @property
-    def scores(self) -> dict[str, float]:
-        return {e: float(p) for e, p in zip(EMOTIONS, self.probabilities, strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: box, emotion, confidence, probabilities by name, landmarks, detection score."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError
+from ferkit.inference.scores import EmotionScores
 
 if TYPE_CHECKING:
     from ferkit.inference.predictor import Face, Predictor
@@ -24,7 +25,7 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 
 
 @dataclass
-class VideoRow:
+class VideoRow(EmotionScores):
     """One face in one analysed frame."""
 
     frame: int  # 0-based frame number in the video
@@ -33,13 +34,6 @@ class VideoRow:
     box: tuple[int, int, int, int]  # x, y, width, height in frame pixels
     probabilities: np.ndarray  # (8,) in EMOTIONS order
 
-    @property
-    def emotion(self) -> str:
-        return EMOTIONS[int(np.argmax(self.probabilities))]
-
-    @property
-    def confidence(self) -> float:
-        return float(np.max(self.probabilities))
 
     def to_dict(self) -> dict[str, Any]:
         x, y, w, h = self.box
