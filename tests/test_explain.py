@@ -170,3 +170,15 @@ def test_cli_gallery_writes_one_figure(tiny_runs, learnable_root, tmp_path):
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "gallery.png") as figure:
         assert figure.height > figure.width  # a row per emotion
+
+
+def test_resnet_defaults_to_its_penultimate_stage_and_others_to_forward_features():
+    import numpy as np
+
+    from ferkit.explain import gradcam
+    from ferkit.models import create_model
+
+    faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    resnet = gradcam(create_model("resnet", widths=(8, 16, 16), stem_width=8), faces)
+    assert resnet.layer == "stages.1" and resnet.heatmaps.shape == (2, 48, 48)
+    assert gradcam(create_model("baseline"), faces).layer == "forward_features"

@@ -84,7 +84,9 @@ def resolve_target(target: int | str | None, n: int, predicted: np.ndarray) -> n
 
 
 def _layer(model: FerModel, layer: str | None) -> tuple[nn.Module, nn.Module, str]:
-    """(forward function, hooked layer, layer label) for captum."""
+    """(forward function, hooked layer, layer label) for captum. Without a name, the model's own
+    `cam_layer` choice if it has one, else the output of forward_features."""
+    layer = layer or getattr(model, "cam_layer", None)
     if layer is None:
         split = _Split(model)
         return split, split.features, "forward_features"
@@ -122,7 +124,8 @@ def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None =
 
     target: None explains each face's predicted class; an index or emotion name explains that
     class for every face. layer: a module name (e.g. "features.2.3", "stages.1"); default is the
-    output of `forward_features`, the last convolutional stage (coarsest, most semantic map).
+    model's `cam_layer` if it names one (ResNets: the stage before the last), else the output of
+    `forward_features`, the last convolutional stage.
     The model is run in eval mode and its training mode restored afterwards."""
     faces = _faces(faces_uint8)
     forward, hooked, label = _layer(model, layer)

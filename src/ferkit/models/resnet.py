@@ -49,6 +49,13 @@ class ResNet(FerModel):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_ch, NUM_CLASSES)
 
+    @property
+    def cam_layer(self) -> str | None:
+        """Grad-CAM's default layer: the stage before the last. After global average pooling the
+        last (6x6) stage's Grad-CAM is a centred blob; the 12x12 stage localises brows, eyes and
+        mouth (docs/results/*/gradcam_gallery.png)."""
+        return f"stages.{len(self.stages) - 2}" if len(self.stages) > 1 else None
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))  # (N,1,48,48) -> (N,widths[-1],6,6)
 
