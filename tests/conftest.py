@@ -299,3 +299,14 @@ def tiny_runs(learnable_root, tmp_path_factory) -> tuple[Path, Path]:
     untrained = runs / "tiny-b"
     save_model(create_model("resnet", **TINY_RESNET).eval(), untrained, model_config("resnet", TINY_RESNET))
     return trained, untrained
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: tiny models gain nothing from more, and the machine's 2 cores are shared."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -22,23 +22,16 @@ from PIL import Image
 from ferkit import app_logic as logic
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
+from ferkit.inference.scores import EmotionScores
 
 # ---------------------------------------------------------------- logic, with stand-in predictors
 
 
 @dataclass
-class FakeFace:
+class FakeFace(EmotionScores):
     box: tuple[int, int, int, int]
     probabilities: np.ndarray
     crop: np.ndarray
-
-    @property
-    def emotion(self) -> str:
-        return EMOTIONS[int(np.argmax(self.probabilities))]
-
-    @property
-    def confidence(self) -> float:
-        return float(np.max(self.probabilities))
 
 
 def fake_face(box: tuple[int, int, int, int], top: int = 1) -> FakeFace:

@@ -23,13 +23,7 @@ from ferkit.models import create_model, normalize
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny models here gain nothing from more, and the machine is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def padded(rows: list[list[float]]) -> np.ndarray:

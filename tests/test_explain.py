@@ -20,13 +20,7 @@ from ferkit.models.cnn import PlainCNN
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny models here gain nothing from more, and the machine is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def faces(n: int, seed: int = 0) -> np.ndarray:
