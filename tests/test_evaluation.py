@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from ferkit.cli import app
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import EvaluationError
+from ferkit.errors import ArgumentError, EvaluationError
 from ferkit.evaluation import compute_metrics, evaluate_run, load_eval_split, predict_proba
 from ferkit.evaluation.comparison import FILES as COMPARE_FILES
 from ferkit.evaluation.report import FILES as REPORT_FILES
@@ -120,7 +120,7 @@ def test_predict_proba_batches_flip_tta_and_restores_train_mode():
         x = normalize(faces)
         expected = (torch.softmax(model(x), 1) + torch.softmax(model(x.flip(-1)), 1)) / 2
     assert np.allclose(predict_proba(model, faces, tta="flip"), expected.numpy(), atol=1e-6)
-    with pytest.raises(EvaluationError, match="--tta 'rotate'"):
+    with pytest.raises(ArgumentError, match="--tta 'rotate'"):
         predict_proba(model, faces, tta="rotate")
     with pytest.raises(EvaluationError, match="expected uint8 faces"):
         predict_proba(model, faces[:, :40])

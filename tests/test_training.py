@@ -73,6 +73,14 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(learnable_root, tmp_p
     assert [round(h["val_loss"], 5) for h in history] == [round(h["val_loss"], 5) for h in reference]
 
 
+def test_time_budget_stops_the_run_and_still_exports_the_model(learnable_root, tmp_path):
+    # A budget of ~1 ms: Lightning's Timer stops after the first step, and the run folder is complete.
+    run = train(tiny_config(learnable_root, tmp_path, "budget", epochs=50, max_hours=3e-7))
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == 1
+    assert (run / "model.safetensors").is_file() and (run / "checkpoints/best.ckpt").is_file()
+
+
 @pytest.mark.parametrize("protocol", ["probability", "multi_target", "majority"])
 def test_every_protocol_trains(learnable_root, tmp_path, protocol):
     run = train(tiny_config(learnable_root, tmp_path, protocol, protocol=protocol, epochs=1,
@@ -85,6 +93,7 @@ def test_every_protocol_trains(learnable_root, tmp_path, protocol):
     ({"epochs": 0}, "epochs=0 is invalid"),
     ({"protocol": "soft"}, "protocol='soft' is invalid"),
     ({"model": "vgg99"}, "model='vgg99' is invalid"),
+    ({"max_hours": -1}, "max_hours=-1.0 is invalid"),
     ({"lr": "fast"}, "config key lr: expected float"),
     ({"colour": True}, "unknown config key 'colour'"),
     ({"augment": {"erasing": 2}}, "augment.erasing=2"),

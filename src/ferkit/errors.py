@@ -5,6 +5,10 @@ class FerkitError(Exception):
     """Base class: the CLI prints these as one readable line, never as a traceback."""
 
 
+class ArgumentError(FerkitError, ValueError):
+    """A function or command-line argument has an unsupported value (also a ValueError for API callers)."""
+
+
 class DataError(FerkitError):
     """A data file (label CSV, image, Kaggle CSV) is missing or malformed."""
 

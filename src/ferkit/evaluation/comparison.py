@@ -15,9 +15,9 @@ import numpy as np
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
 from ferkit.evaluation.pipeline import Evaluation, evaluate_run, load_eval_split, resolve_data_root
-from ferkit.evaluation.predict import check_tta
 from ferkit.evaluation.report import Document, fmt
 from ferkit.models import read_model_config
+from ferkit.tta import check_tta
 
 FILES = ("compare.md", "compare.html", "compare.json", "confusion_matrices.png", "per_class_recall.png",
          "per_class_f1.png")

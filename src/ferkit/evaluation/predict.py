@@ -13,17 +13,7 @@ from torch import nn
 
 from ferkit.errors import EvaluationError
 from ferkit.models import INPUT_SIZE, NUM_CLASSES, normalize
-
-TTA_MODES = ("flip",)
-
-
-def check_tta(tta: str | None) -> str | None:
-    """None/"none" -> None; "flip" -> "flip"; anything else is an error naming --tta."""
-    if tta is None or tta == "none":
-        return None
-    if tta not in TTA_MODES:
-        raise EvaluationError(f"--tta {tta!r} is not supported; expected one of none, {', '.join(TTA_MODES)}")
-    return tta
+from ferkit.tta import check_tta
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:

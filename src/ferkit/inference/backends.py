@@ -30,18 +30,6 @@ META_OPSET = "ferkit.opset"
 META_PRECISION = "ferkit.precision"
 META_VERSION = "ferkit.version"
 
-TTA_MODES = ("flip",)
-
-
-def check_tta(tta: str | None) -> str | None:
-    """None/"none" -> None, "flip" -> "flip", anything else -> ValueError."""
-    if tta is None or tta == "none":
-        return None
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta={tta!r} is not supported; expected None, 'none' or 'flip'")
-    return tta
-
-
 class Backend(Protocol):
     kind: str
     config: dict[str, Any]

@@ -26,10 +26,11 @@ import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError, ImageError
-from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend, check_tta
+from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.images import Color, ImageSource, describe, load_image
 from ferkit.inference.scores import EmotionScores
+from ferkit.tta import check_tta
 
 if TYPE_CHECKING:
     import torch

@@ -47,6 +47,7 @@ class TrainConfig:
     plateau_factor: float = 0.2
     plateau_patience: int = 3
     early_stopping_patience: int = 8  # 0 = off
+    max_hours: float = 0.0  # wall-time budget per session (0 = none); stops after the current step
     label_smoothing: float = 0.0
     class_balance: str = "none"  # none | weights (loss weights ~ 1/sqrt(frequency))
     ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of weights
@@ -80,6 +81,7 @@ class TrainConfig:
             (0 < self.plateau_factor < 1, "plateau_factor", "between 0 and 1"),
             (self.plateau_patience >= 0, "plateau_patience", "zero or positive"),
             (self.early_stopping_patience >= 0, "early_stopping_patience", "zero or positive"),
+            (self.max_hours >= 0, "max_hours", "zero or positive"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
             (self.class_balance in ("none", "weights"), "class_balance", "none or weights"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import lightning as L
@@ -114,6 +114,7 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
         pass
     trainer = L.Trainer(
         max_epochs=config.epochs,
+        max_time=timedelta(hours=config.max_hours) if config.max_hours else None,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
