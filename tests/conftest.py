@@ -146,24 +146,24 @@ def app_test_metrics() -> dict:
                           for i, e in enumerate(EMOTIONS)}}
 
 
-def write_app_model(folder: Path, metrics: dict | None = None, seed: int = 0) -> Path:
-    """A small untrained `baseline` model folder for the app tests. The last layer's weights are
-    scaled up so different faces get visibly different probabilities (an untrained net says ~1/8
-    for everything). With `metrics`, also metrics.json and a confusion_matrix.png, as a bundled model
-    ships them; the numbers are made up, the tests check the app shows exactly what the file says."""
+def write_random_model(folder: Path, seed: int = 0, metrics: dict | None = None) -> Path:
+    """A random-weight `baseline` saved as a bundled-style folder (model.json, model.safetensors):
+    fast to load, export and run, and deterministic per seed. The last layer's weights are scaled
+    up so different faces get visibly different probabilities (an untrained net says ~1/8 for
+    everything). With `metrics`, also metrics.json and a confusion_matrix.png, as a bundled model
+    ships them; the numbers are made up, tests check that exactly what the file says is shown."""
     import json
 
     import torch
 
-    from ferkit.models import create_model
-    from ferkit.models.io import model_config, save_model
+    from ferkit.models import create_model, model_config, save_model
 
     torch.manual_seed(seed)
-    model = create_model("baseline")
+    model = create_model("baseline").eval()
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():
         last.weight.mul_(40.0)
-    save_model(model, folder, model_config("baseline", {}))
+    save_model(model, folder, model_config("baseline", {}, protocol="majority"))
     if metrics is not None:
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
         Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1))).save(
@@ -174,13 +174,13 @@ def write_app_model(folder: Path, metrics: dict | None = None, seed: int = 0) ->
 @pytest.fixture(scope="session")
 def app_model(tmp_path_factory) -> Path:
     """Model folder with metrics.json + confusion matrix (what the app tests run on)."""
-    return write_app_model(tmp_path_factory.mktemp("app-model") / "tiny", metrics=app_test_metrics())
+    return write_random_model(tmp_path_factory.mktemp("app-model") / "tiny", metrics=app_test_metrics())
 
 
 @pytest.fixture(scope="session")
 def app_model_unmeasured(tmp_path_factory) -> Path:
     """The same kind of model without metrics.json: About must say "not measured yet"."""
-    return write_app_model(tmp_path_factory.mktemp("app-model") / "unmeasured", seed=1)
+    return write_random_model(tmp_path_factory.mktemp("app-model") / "unmeasured", seed=1)
 
 
 def fit_frame(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
@@ -244,25 +244,9 @@ needs_real_faces = pytest.mark.skipif(not (REAL_FACES / "dogs.jpg").is_file(),
                                       reason=f"real photos not found at {REAL_FACES}")
 
 
-def write_tiny_model(folder: Path, seed: int = 0, metrics: dict | None = None) -> Path:
-    """A random-weight `baseline` saved as a bundled-style folder (model.json, model.safetensors,
-    metrics.json): fast to load, export and run, and deterministic."""
-    import json
-
-    import torch
-
-    from ferkit.models import create_model, model_config, save_model
-
-    torch.manual_seed(seed)
-    model = create_model("baseline").eval()
-    save_model(model, folder, model_config("baseline", {}, protocol="majority"))
-    (folder / "metrics.json").write_text(json.dumps(metrics or {"test_accuracy": 0.5, "seed": seed}))
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+    return write_random_model(tmp_path_factory.mktemp("models") / "tiny", metrics={"test_accuracy": 0.5})
 
 
 # ---- evaluation and Grad-CAM (tests/test_evaluation.py, tests/test_explain.py) ------------------
@@ -270,17 +254,22 @@ def tiny_model(tmp_path_factory) -> Path:
 TINY_RESNET = {"widths": [8, 16, 16], "depths": [1, 1, 1], "stem_width": 8, "dropout": 0.0}
 
 
-def train_tiny_run(root: Path, runs: Path, name: str, epochs: int, seed: int = 0) -> Path:
-    """A tiny resnet run folder trained on a learnable root (seconds on one thread)."""
+def tiny_train_config(root: Path, runs: Path, name: str, **extra):
+    """A TrainConfig for a tiny resnet on a learnable root (seconds per epoch on one thread)."""
     from ferkit.training.config import load_config
+
+    values = {"data": str(root), "runs_dir": str(runs), "name": name, "model": "resnet",
+              "model_args": TINY_RESNET, "epochs": 3, "batch_size": 32, "lr": 0.01, "threads": 1,
+              "progress_bar": False, "schedule": "plateau", "early_stopping_patience": 0,
+              "augment": {"enabled": False}}  # flips would swap the quadrants that decide the class
+    return load_config(None, [values, extra])
+
+
+def train_tiny_run(root: Path, runs: Path, name: str, epochs: int, seed: int = 0) -> Path:
+    """A trained tiny resnet run folder."""
     from ferkit.training.run import train
 
-    config = load_config(None, [{
-        "data": str(root), "runs_dir": str(runs), "name": name, "model": "resnet",
-        "model_args": TINY_RESNET, "epochs": epochs, "batch_size": 32, "lr": 0.01, "threads": 1,
-        "progress_bar": False, "schedule": "plateau", "early_stopping_patience": 0, "seed": seed,
-        "augment": {"enabled": False}}])  # flips would swap the quadrants that decide the class
-    return train(config)
+    return train(tiny_train_config(root, runs, name, epochs=epochs, seed=seed))
 
 
 @pytest.fixture(scope="session")

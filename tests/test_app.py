@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import APP_FILE, app_test_metrics, face_photo, needs_faces, write_app_model
+from conftest import APP_FILE, app_test_metrics, face_photo, needs_faces, write_random_model
 from PIL import Image
 
 from ferkit import app_logic as logic
@@ -431,7 +431,7 @@ def test_model_loads_once_per_process_not_per_interaction(monkeypatch, tmp_path)
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(ferkit.inference, "Predictor", CountingPredictor)
-    model = write_app_model(tmp_path / "fresh")  # a new path: nothing cached for it yet
+    model = write_random_model(tmp_path / "fresh")  # a new path: nothing cached for it yet
     monkeypatch.setenv("FERKIT_MODEL", str(model))
     for _ in range(2):  # two sessions of the same server process
         at = AppTest.from_file(str(APP_FILE), default_timeout=120)

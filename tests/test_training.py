@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import TINY_RESNET, tiny_train_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -18,20 +19,9 @@ from ferkit.training.callbacks import SimulatedCrash, StopAfterEpochs
 from ferkit.training.config import AugmentConfig, load_config, parse_override
 from ferkit.training.run import train
 
-TINY = {"widths": [8, 16, 16], "depths": [1, 1, 1], "stem_width": 8, "dropout": 0.0}
-
-
-def tiny_config(root, runs, name, **extra):
-    values = {"data": str(root), "runs_dir": str(runs), "name": name, "model": "resnet",
-              "model_args": TINY, "epochs": 3, "batch_size": 32, "lr": 0.01, "threads": 1,
-              "progress_bar": False, "schedule": "plateau", "early_stopping_patience": 0,
-              # flips would swap the quadrants that decide the synthetic class
-              "augment": {"enabled": False}}
-    return load_config(None, [values, extra])
-
 
 def test_training_learns_and_writes_a_complete_run_folder(learnable_root, tmp_path):
-    run = train(tiny_config(learnable_root, tmp_path, "full", epochs=4))
+    run = train(tiny_train_config(learnable_root, tmp_path, "full", epochs=4))
     for name in ("model.safetensors", "model.json", "model_summary.txt", "history.json",
                  "curves.png", "config.yaml", "train.log", "logs/metrics.csv",
                  "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
@@ -45,7 +35,7 @@ def test_training_learns_and_writes_a_complete_run_folder(learnable_root, tmp_pa
     assert meta["architecture"] == "resnet" and meta["protocol"] == "crossentropy"
     assert meta["metrics"]["best_epoch"] == min(history, key=lambda h: h["val_loss"])["epoch"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["seed"] == 0 and saved["model_args"] == TINY
+    assert saved["seed"] == 0 and saved["model_args"] == TINY_RESNET
     assert "ferkit 0.1.0" in (run / "config.yaml").read_text().splitlines()[0]
     assert "Total params" in (run / "model_summary.txt").read_text()
     assert "epoch 4:" in (run / "train.log").read_text()
@@ -54,8 +44,8 @@ def test_training_learns_and_writes_a_complete_run_folder(learnable_root, tmp_pa
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(learnable_root, tmp_path):
-    straight = train(tiny_config(learnable_root, tmp_path, "straight"))
-    crashed = tiny_config(learnable_root, tmp_path, "crashed")
+    straight = train(tiny_train_config(learnable_root, tmp_path, "straight"))
+    crashed = tiny_train_config(learnable_root, tmp_path, "crashed")
     with pytest.raises(SimulatedCrash):
         train(crashed, extra_callbacks=[StopAfterEpochs(1)])
     run = tmp_path / "crashed"
@@ -75,7 +65,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(learnable_root, tmp_p
 
 def test_time_budget_stops_the_run_and_still_exports_the_model(learnable_root, tmp_path):
     # A budget of ~1 ms: Lightning's Timer stops after the first step, and the run folder is complete.
-    run = train(tiny_config(learnable_root, tmp_path, "budget", epochs=50, max_hours=3e-7))
+    run = train(tiny_train_config(learnable_root, tmp_path, "budget", epochs=50, max_hours=3e-7))
     history = json.loads((run / "history.json").read_text())
     assert len(history) == 1
     assert (run / "model.safetensors").is_file() and (run / "checkpoints/best.ckpt").is_file()
@@ -83,7 +73,7 @@ def test_time_budget_stops_the_run_and_still_exports_the_model(learnable_root, t
 
 @pytest.mark.parametrize("protocol", ["probability", "multi_target", "majority"])
 def test_every_protocol_trains(learnable_root, tmp_path, protocol):
-    run = train(tiny_config(learnable_root, tmp_path, protocol, protocol=protocol, epochs=1,
+    run = train(tiny_train_config(learnable_root, tmp_path, protocol, protocol=protocol, epochs=1,
                             limit_train_batches=2, class_balance="weights", ema_decay=0.9,
                             label_smoothing=0.1, augment={"enabled": True, "flip": False, "mixup": 0.2}))
     assert json.loads((run / "model.json").read_text())["protocol"] == protocol
@@ -127,7 +117,7 @@ def test_existing_run_folder_is_not_overwritten(learnable_root, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "model.json").write_text("{}")
     with pytest.raises(ConfigError, match="run folder exists"):
-        train(tiny_config(learnable_root, tmp_path, "taken"))
+        train(tiny_train_config(learnable_root, tmp_path, "taken"))
 
 
 def test_batch_augmentation_keeps_shape_range_and_changes_pixels():
