@@ -20,7 +20,6 @@ page's help); FERKIT_APP_THREADS sets PyTorch's threads (default 1: the app is a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,6 @@ log = logging.getLogger("ferkit.app")
 
 PHOTO, LIVE, SNAPSHOT, ABOUT = "Photo", "Webcam (live)", "Webcam (snapshot)", "About the model"
 MODES = (PHOTO, LIVE, SNAPSHOT, ABOUT)
-MODEL_ENV = "FERKIT_MODEL"
 LIVE_REFRESH_S = 0.5  # how often the live chart and frame rate are redrawn
 
 
@@ -88,6 +86,9 @@ def sidebar() -> Settings:
         st.title("ferkit")
         st.caption("Facial expressions: 8 FERPlus emotions")
         mode = st.radio("Mode", MODES, key="mode")
+        model = st.selectbox("Model", logic.model_choices(), key="model",
+                             help="A bundled model: `default` is ferkit's most accurate; `deep_cnn` "
+                                  "is the seed's Phase 2 network. Set FERKIT_MODEL to use another.")
         detectors = list(list_detectors())
         default = detectors.index(DEFAULT_DETECTOR) if DEFAULT_DETECTOR in detectors else 0
         detector = st.selectbox("Face detector", detectors, index=default, key="detector",
@@ -98,7 +99,7 @@ def sidebar() -> Settings:
         min_face = st.slider("Minimum face size (px)", min_value=logic.DEFAULT_MIN_FACE, max_value=400,
                              value=logic.DEFAULT_MIN_FACE, step=4, key="min_face",
                              help="Faces whose shorter side is smaller are ignored.")
-    return Settings(mode=mode, model=os.environ.get(MODEL_ENV) or None, detector=detector,
+    return Settings(mode=mode, model=model, detector=detector,
                     gradcam=gradcam, min_face=min_face)
 
 
@@ -294,8 +295,8 @@ def main() -> None:
         predictor = load_predictor(settings.model, settings.detector)
     except (FerkitError, ValueError) as exc:
         st.error(f"The model could not be loaded: {exc}")
-        st.info(f"To use another model, start the app with `{MODEL_ENV}=PATH` (a run folder with model.json "
-                "+ model.safetensors, an .onnx file, or a bundled model's name).")
+        st.info(f"To use another model, start the app with `{logic.MODEL_ENV}=PATH` (a run folder with "
+                "model.json + model.safetensors, an .onnx file, or a bundled model's name).")
         return
     show_model_in_sidebar(predictor)
     pages = {PHOTO: photo_page, LIVE: live_page, SNAPSHOT: snapshot_page}

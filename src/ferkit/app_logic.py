@@ -47,6 +47,7 @@ DEFAULT_MIN_FACE = 20
 # PyTorch intra-op threads in the app process. The app already works in parallel (browser sessions, the
 # webcam worker thread), and torch's own threads then fight them and the rest of the machine: on 2 busy
 # cores one webcam frame took 246 ms with 2 threads and 72 ms with 1 (classifying one face: 160 vs 3 ms).
+MODEL_ENV = "FERKIT_MODEL"
 THREADS_ENV = "FERKIT_APP_THREADS"
 DEFAULT_THREADS = 1
 
@@ -104,6 +105,18 @@ def app_threads(environ: Mapping[str, str] = os.environ) -> int:
     """Torch threads for the app: $FERKIT_APP_THREADS if it is a positive integer, else 1."""
     text = environ.get(THREADS_ENV, "").strip()
     return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_THREADS
+
+
+def model_choices(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The models the sidebar offers: $FERKIT_MODEL alone when set (a bundled name, run folder or
+    .onnx file), else every bundled model, `default` first."""
+    from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled
+
+    chosen = environ.get(MODEL_ENV, "").strip()
+    if chosen:
+        return [chosen]
+    names = list_bundled()
+    return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name)) or [DEFAULT_MODEL]
 
 
 # ---------------------------------------------------------------- photos
