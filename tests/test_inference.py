@@ -470,3 +470,31 @@ def test_cli_predict_on_real_photos(tiny_model):
     assert result.exit_code == 0, result.output
     people, dogs = json.loads(result.stdout)
     assert len(people["faces"]) >= 2 and dogs["faces"] == [] and dogs["error"] is None
+
+
+# ---- annotation -------------------------------------------------------------------------------
+
+def test_probability_panels_never_cover_a_face_or_each_other():
+    from ferkit.inference.annotate import _overlaps, draw_faces, place_panel
+
+    # a crowded row of faces, as in a group photo: 6 boxes 60 px apart
+    boxes = [(20 + 60 * i, 100, 50, 50) for i in range(6)]
+    occupied = list(boxes)
+    placed = []
+    for box in boxes:
+        panel = place_panel(box, (90, 120), (400, 400), occupied)
+        if panel is not None:
+            assert not any(_overlaps(panel, other) for other in occupied)
+            assert panel[0] >= 0 and panel[1] >= 0 and panel[0] + 90 <= 400 and panel[1] + 120 <= 400
+            occupied.append(panel)
+            placed.append(panel)
+    assert len(placed) >= 2  # below and above the row are free
+    assert place_panel((0, 0, 400, 400), (90, 120), (400, 400), [(0, 0, 400, 400)]) is None
+
+    class Face:
+        def __init__(self, box):
+            self.box, self.probabilities = box, np.full(8, 0.125)
+
+    image = np.zeros((400, 400, 3), np.uint8)
+    out = draw_faces(image, [Face(b) for b in boxes])
+    assert out.shape == image.shape and out.any() and not image.any()
