@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REAL_FERPLUS, needs_ferplus, train_tiny_run
+from conftest import REAL_FERPLUS, needs_ferplus, tiny_train_config
 
 from ferkit.data import label_split, load_ferplus
 from ferkit.errors import ModelFileError
@@ -42,7 +42,11 @@ def test_predictor_reproduces_the_shipped_test_accuracy():
 
 
 def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeypatch):
-    run = train_tiny_run(learnable_root, tmp_path / "runs", "tiny", epochs=1)
+    from ferkit.evaluation.model_card import model_card
+    from ferkit.training.run import train
+
+    command = "ferkit train --config configs/tiny.yaml --set threads=1"
+    run = train(tiny_train_config(learnable_root, tmp_path / "runs", "tiny", epochs=1), command=command)
     with pytest.raises(ModelFileError, match="ferkit evaluate"):
         bundled.bundle_run(run, "tiny")
     (run / "eval-test").mkdir()
@@ -54,6 +58,9 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     assert metrics["accuracy"] == 0.5 and metrics["provisional"] is True
     assert metrics["training"]["epochs_trained"] == 1 and "calibration" not in metrics
     assert metrics["evaluate_command"] == "ferkit evaluate tiny --split test --protocol majority"
+    assert metrics["training"]["commands"] == [command]
+    card = model_card(target, "tiny")
+    assert f"```\n{command}\nferkit evaluate runs/tiny --split test" in card
     a, b = load_model(run), load_model(target)
     x = np.zeros((1, 1, 48, 48), np.float32)
     import torch

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from functools import wraps
 from pathlib import Path
 from typing import Annotated
@@ -144,7 +146,7 @@ def train_command(
     overrides += [parse_override(text) for text in set_ or []]
     if data is None and config is None and resume is None and os.environ.get("FERKIT_DATA"):
         overrides.insert(0, {"data": os.environ["FERKIT_DATA"]})
-    run_dir = train_from_cli(config, overrides, resume)
+    run_dir = train_from_cli(config, overrides, resume, command=shlex.join(["ferkit", *sys.argv[1:]]))
     console.print(f"[green]run written to {run_dir}")
 
 

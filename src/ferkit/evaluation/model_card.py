@@ -80,8 +80,12 @@ def model_card(folder: Path, name: str) -> str:
               "lighting unlike FER2013's do worse. Accuracy may differ across demographic groups; FERPlus "
               "carries no demographic labels to measure it.",
               "",
-              "## Reproduce",
-              f"`ferkit train --config configs/{config.get('model', 'MODEL')}.yaml` then "
-              f"`ferkit evaluate runs/NAME` (run `{training.get('run')}` here).",
-              ""]
+              "## Reproduce"]
+    run = training.get("run", "NAME")
+    protocol = metrics.get("protocol", "majority")
+    commands = training.get("commands") or [f"ferkit train --config configs/{config.get('model')}.yaml"]
+    lines += ["The commands that made this model (run `" + run + "`; a `--resume` line continued it after a "
+              "stop), then its evaluation and bundling:", "", "```"]
+    lines += [*commands, f"ferkit evaluate runs/{run} --split test --protocol {protocol}",
+              f"ferkit bundle runs/{run} --name {name}", "```", ""]
     return "\n".join(lines)

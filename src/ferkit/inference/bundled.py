@@ -84,6 +84,10 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
                provisional: bool = False) -> Path:
     """Copy a trained run into the package as `ferkit/weights/<name>/`: model.safetensors,
@@ -121,6 +125,8 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
         "best_epoch": model_json.get("metrics", {}).get("best_epoch"),
         "valid": {k: model_json.get("metrics", {}).get(k) for k in ("val_acc", "val_loss", "val_protocol")},
         "config": config,
+        # the exact CLI lines that made the run (train, then any --resume), from commands.txt
+        "commands": [line.split("  ", 1)[-1] for line in _read_lines(run / "commands.txt")],
     }
     (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return target

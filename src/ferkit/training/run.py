@@ -63,11 +63,19 @@ def resume_config(run_dir: Path, overrides: list[dict] | None = None) -> TrainCo
     return load_config(run_dir / "config.yaml", overrides)
 
 
+COMMANDS_FILE = "commands.txt"
+
+
 def train(config: TrainConfig, resume: Path | None = None,
-          extra_callbacks: list[L.Callback] | None = None) -> Path:
-    """Train one model; returns the run folder (model.safetensors + model.json and the rest)."""
+          extra_callbacks: list[L.Callback] | None = None, command: str | None = None) -> Path:
+    """Train one model; returns the run folder (model.safetensors + model.json and the rest).
+    `command` (the CLI line) is appended to the run's commands.txt, so a bundled model can say
+    exactly how it was made, resumes included."""
     config.validate()
     run_dir = Path(resume) if resume else new_run_dir(config)
+    if command:
+        with open(run_dir / COMMANDS_FILE, "a") as file:
+            file.write(f"{datetime.now():%Y-%m-%d %H:%M}  {command}\n")
     handler = _log_to_file(run_dir)
     try:
         return _train(config, run_dir, resume is not None, extra_callbacks or [])
@@ -157,8 +165,9 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     return run_dir
 
 
-def train_from_cli(config_path: Path | None, overrides: list[dict], resume: Path | None) -> Path:
+def train_from_cli(config_path: Path | None, overrides: list[dict], resume: Path | None,
+                   command: str | None = None) -> Path:
     if resume:
         config = resume_config(resume, overrides)
-        return train(config, resume=resume)
-    return train(load_config(config_path, overrides))
+        return train(config, resume=resume, command=command)
+    return train(load_config(config_path, overrides), command=command)
