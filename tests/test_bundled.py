@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REAL_FERPLUS, needs_ferplus, tiny_train_config
+from conftest import REAL_FERPLUS, needs_ferplus, tiny_train_config, write_random_model
 
 from ferkit.data import label_split, load_ferplus
 from ferkit.errors import ModelFileError
@@ -66,3 +66,21 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     import torch
 
     torch.testing.assert_close(a(torch.from_numpy(x)), b(torch.from_numpy(x)))
+
+
+def test_card_prints_every_bundled_model_default_first(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ferkit.cli import app
+
+    for name, accuracy in (("deep_cnn", 0.81), ("default", 0.86)):
+        write_random_model(tmp_path / name, metrics={"split": "test", "protocol": "majority",
+                                                     "accuracy": accuracy, "images": 3137})
+    monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path)
+    result = CliRunner().invoke(app, ["card"])
+    assert result.exit_code == 0, result.output
+    first, second = result.output.split("\n---\n")
+    assert first.startswith("# Model card: ferkit `default`") and "**Accuracy 86.0%**" in first
+    assert "# Model card: ferkit `deep_cnn`" in second and "**Accuracy 81.0%**" in second
+    result = CliRunner().invoke(app, ["card", "nope"])
+    assert result.exit_code == 1 and "no bundled model 'nope'; bundled: default, deep_cnn" in result.output

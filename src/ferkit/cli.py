@@ -467,14 +467,17 @@ def bundle_command(
 
 @app.command("card")
 @user_errors
-def card_command(name: Annotated[str, typer.Argument(help="Bundled model name.")] = "default") -> None:
-    """Print the model card (Markdown) of a bundled model, built from its metrics.json."""
+def card_command(names: Annotated[list[str] | None, typer.Argument(
+        help="Bundled model names (default: all, `default` first).")] = None) -> None:
+    """Print the model cards (Markdown) of bundled models, built from their metrics.json."""
     from ferkit.evaluation.model_card import model_card
-    from ferkit.inference.bundled import list_bundled, weights_root
+    from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, weights_root
 
-    if name not in list_bundled():
-        raise FerkitError(f"no bundled model {name!r}; bundled: {', '.join(list_bundled()) or 'none'}")
-    print(model_card(weights_root() / name, name))
+    bundled = sorted(list_bundled(), key=lambda n: (n != DEFAULT_MODEL, n))
+    for name in names or []:
+        if name not in bundled:
+            raise FerkitError(f"no bundled model {name!r}; bundled: {', '.join(bundled) or 'none'}")
+    print("\n---\n\n".join(model_card(weights_root() / name, name) for name in names or bundled))
 
 
 def main() -> None:  # pragma: no cover
