@@ -201,13 +201,20 @@ def evaluate_command(
                   f"TTA {result.tta or 'none'})", highlight=False)
     console.print(f"accuracy [bold]{m['accuracy']:.4f}[/] ({m['correct']:,}/{m['images']:,})  "
                   f"macro F1 [bold]{m['macro']['f1']:.4f}[/]", highlight=False)
-    table = Table(title="per-class recall")
-    for col in ("emotion", "recall", "support"):
-        table.add_column(col, justify="left" if col == "emotion" else "right")
-    for name, c in m["per_class"].items():
-        table.add_row(name, "-" if c["recall"] is None else f"{c['recall']:.4f}", f"{c['support']:,}")
-    console.print(table)
+    print_table("per-class recall", ("emotion", "recall", "support"),
+                [(name, "-" if c["recall"] is None else f"{c['recall']:.4f}", f"{c['support']:,}")
+                 for name, c in m["per_class"].items()])
     console.print(f"[green]report written to {result.out_dir}/report.html", highlight=False)
+
+
+def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A console table: the first column left-aligned (names), the others right-aligned (numbers)."""
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="right" if i else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 @app.command("compare")
@@ -227,16 +234,13 @@ def compare_command(
 
     result = compare(run_a, run_b, split=split, protocol=protocol, data_root=_data_for_run(run_a, data),
                      tta=tta, out=out, progress=True)
-    table = Table(title=f"A = {run_a}   B = {run_b}   ({split}, {protocol}, "
-                        f"{result.a.metrics['images']:,} images)")
-    for col in ("metric", "A", "B", "B - A"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for metric, va, vb in result.rows():
-        if va is None or vb is None:
-            table.add_row(metric, "-" if va is None else f"{va:.4f}", "-" if vb is None else f"{vb:.4f}", "-")
-        else:
-            table.add_row(metric, f"{va:.4f}", f"{vb:.4f}", f"{vb - va:+.4f}")
-    console.print(table)
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    print_table(f"A = {run_a}   B = {run_b}   ({split}, {protocol}, {result.a.metrics['images']:,} images)",
+                ("metric", "A", "B", "B - A"),
+                [(metric, cell(va), cell(vb), "-" if va is None or vb is None else f"{vb - va:+.4f}")
+                 for metric, va, vb in result.rows()])
     console.print(f"[green]comparison written to {result.out_dir}/compare.md", highlight=False)
 
 
