@@ -47,7 +47,9 @@ class TrainConfig:
     plateau_factor: float = 0.2
     plateau_patience: int = 3
     early_stopping_patience: int = 8  # 0 = off
-    max_hours: float = 0.0  # wall-time budget per session (0 = none); stops after the current step
+    # wall-time budget of the whole run, resumes included (Lightning's Timer state is in the checkpoint);
+    # 0 = none. Stops after the current step; extend with `--resume RUN --set max_hours=H`.
+    max_hours: float = 0.0
     label_smoothing: float = 0.0
     class_balance: str = "none"  # none | weights (loss weights ~ 1/sqrt(frequency))
     ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of weights
