@@ -13,29 +13,35 @@ from ferkit.errors import ModelFileError
 from ferkit.inference import bundled
 from ferkit.models import load_model
 
-shipped = pytest.mark.skipif("default" not in bundled.list_bundled(), reason="no bundled default model")
+SHIPPED = ("default", "deep_cnn")  # ferkit's most accurate model and the seed's Phase 2 network
+shipped = pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.skipif(name not in bundled.list_bundled(),
+                                                reason=f"no bundled {name!r} model"))
+    for name in SHIPPED])
 
 
 @shipped
-def test_default_model_ships_with_its_test_metrics():
-    folder = bundled.weights_root() / "default"
+def test_shipped_models_carry_their_test_metrics(name):
+    folder = bundled.weights_root() / name
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["protocol"] == "majority"
     assert metrics["images"] == 3137
     assert set(metrics["per_class"]) == {"neutral", "happiness", "surprise", "sadness", "anger",
                                          "disgust", "fear", "contempt"}
+    assert metrics["training"]["commands"] and metrics["training"]["train_seconds"] > 0
     assert (folder / "model.safetensors").stat().st_size < 25_000_000
     assert load_model(folder) is not None
 
 
 @shipped
 @needs_ferplus
-def test_predictor_reproduces_the_shipped_test_accuracy():
+def test_predictor_reproduces_the_shipped_test_accuracy(name):
     from ferkit import Predictor
 
-    metrics = json.loads((bundled.weights_root() / "default" / "metrics.json").read_text())
+    metrics = json.loads((bundled.weights_root() / name / "metrics.json").read_text())
     test = label_split(load_ferplus(REAL_FERPLUS, splits=("test",))["test"], "majority")
-    proba = Predictor().predict_faces(test.images)
+    predictor = Predictor() if name == "default" else Predictor(model=name)
+    proba = predictor.predict_faces(test.images)
     correct = int((proba.argmax(axis=1) == test.labels).sum())
     assert correct == metrics["correct"]
     assert correct / len(test) == pytest.approx(metrics["accuracy"], abs=1e-12)
