@@ -1,5 +1,5 @@
 """The model card of a bundled model, written from its metrics.json and model.json alone, so no
-accuracy figure in the docs is typed by hand: `ferkit card default > docs/model_card.md`."""
+accuracy figure in the docs is typed by hand: `ferkit card > docs/model_card.md`."""
 
 from __future__ import annotations
 
