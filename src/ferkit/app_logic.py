@@ -115,8 +115,7 @@ def model_choices(environ: Mapping[str, str] = os.environ) -> list[str]:
     chosen = environ.get(MODEL_ENV, "").strip()
     if chosen:
         return [chosen]
-    names = list_bundled()
-    return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name)) or [DEFAULT_MODEL]
+    return list_bundled() or [DEFAULT_MODEL]
 
 
 # ---------------------------------------------------------------- photos

@@ -475,9 +475,9 @@ def card_command(names: Annotated[list[str] | None, typer.Argument(
         help="Bundled model names (default: all, `default` first).")] = None) -> None:
     """Print the model cards (Markdown) of bundled models, built from their metrics.json."""
     from ferkit.evaluation.model_card import model_card
-    from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, weights_root
+    from ferkit.inference.bundled import list_bundled, weights_root
 
-    bundled = sorted(list_bundled(), key=lambda n: (n != DEFAULT_MODEL, n))
+    bundled = list_bundled()
     for name in names or []:
         if name not in bundled:
             raise FerkitError(f"no bundled model {name!r}; bundled: {', '.join(bundled) or 'none'}")

@@ -25,11 +25,13 @@ def weights_root() -> Path:
 
 
 def list_bundled() -> list[str]:
-    """Names of the bundled models: folders under ferkit/weights with a model.json."""
+    """Names of the bundled models (folders under ferkit/weights with a model.json), `default`
+    first, then by name: the order the app and `ferkit card` show them in."""
     root = weights_root()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "model.json").is_file())
+    names = [p.name for p in root.iterdir() if (p / "model.json").is_file()]
+    return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name))
 
 
 @dataclass(frozen=True)
