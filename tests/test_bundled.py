@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,37 @@ def test_card_prints_every_bundled_model_default_first(tmp_path, monkeypatch):
     assert "# Model card: ferkit `deep_cnn`" in second and "**Accuracy 81.0%**" in second
     result = CliRunner().invoke(app, ["card", "nope"])
     assert result.exit_code == 1 and "no bundled model 'nope'; bundled: default, deep_cnn" in result.output
+
+
+def test_bundled_ensemble_reports_each_member_run_and_the_totals(tmp_path, monkeypatch):
+    from ferkit.evaluation.model_card import model_card
+    from ferkit.models.ensemble import save_ensemble
+    from ferkit.models.io import append_command
+
+    monkeypatch.chdir(tmp_path)  # member runs are recorded as given, relative to here
+    for seed, seconds in ((0, [60, 60]), (1, [30, 30, 30])):
+        run = write_random_model(Path(f"runs/m{seed}"), seed=seed)
+        (run / "history.json").write_text(json.dumps([{"epoch": i + 1, "seconds": s}
+                                                      for i, s in enumerate(seconds)]))
+        (run / "config.yaml").write_text(f"optimizer: sgd\nseed: {seed}\n")
+        append_command(run, f"ferkit train --config configs/resnet.yaml --set seed={seed}")
+    ensemble = save_ensemble([Path("runs/m0"), Path("runs/m1")], Path("runs/ens"),
+                             command="ferkit ensemble runs/m0 runs/m1 --out runs/ens")
+    (ensemble / "eval-test").mkdir()
+    (ensemble / "eval-test" / "metrics.json").write_text(json.dumps(
+        {"split": "test", "protocol": "majority", "accuracy": 0.9}))
+    monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path / "weights")
+    training = json.loads((bundled.bundle_run(ensemble, "default") / "metrics.json").read_text())["training"]
+    assert [m["run"] for m in training["members"]] == ["m0", "m1"]
+    assert training["epochs_trained"] == 5 and training["train_seconds"] == 210
+    assert training["longest_member_seconds"] == 120
+    assert training["commands"] == ["ferkit train --config configs/resnet.yaml --set seed=0",
+                                    "ferkit train --config configs/resnet.yaml --set seed=1",
+                                    "ferkit ensemble runs/m0 runs/m1 --out runs/ens"]
+    card = model_card(tmp_path / "weights" / "default", "default")
+    assert "An ensemble of 2 independently trained runs" in card and "run `m1`: `baseline`" in card
+    import shutil
+
+    shutil.rmtree("runs/m1")
+    with pytest.raises(ModelFileError, match="ensemble member runs not found: runs/m1"):
+        bundled.bundle_run(ensemble, "default")

@@ -176,3 +176,17 @@ def test_resnet_defaults_to_its_penultimate_stage_and_others_to_forward_features
     resnet = gradcam(create_model("resnet", widths=(8, 16, 16), stem_width=8), faces)
     assert resnet.layer == "stages.1" and resnet.heatmaps.shape == (2, 48, 48)
     assert gradcam(create_model("baseline"), faces).layer == "forward_features"
+
+
+def test_ensemble_gradcam_sums_its_members_maps():
+    import numpy as np
+
+    from ferkit.explain import gradcam
+    from ferkit.models import create_model
+
+    faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    members = [{"architecture": "resnet", "model_args": {"widths": [8, 16, 16], "stem_width": 8}}] * 2
+    result = gradcam(create_model("ensemble", members=members).eval(), faces, target="happiness")
+    assert result.layer == "members.0.stages.1, members.1.stages.1"
+    assert result.heatmaps.shape == (2, 48, 48) and result.heatmaps.min() >= 0
+    assert result.heatmaps.max() <= 1 and (result.classes == 1).all()

@@ -76,3 +76,49 @@ def test_load_model_errors_name_the_problem(tmp_path):
     save_model(create_model("baseline"), tmp_path, model_config("deep_cnn", {}))
     with pytest.raises(ModelFileError, match="weights do not fit deep_cnn"):
         load_model(tmp_path)
+
+
+def _small_resnet(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("resnet", widths=(8, 16, 16), stem_width=8).eval()
+
+
+def test_ensemble_is_the_mean_of_its_members_log_probabilities():
+    from ferkit.models.ensemble import Ensemble
+
+    members = [_small_resnet(0), _small_resnet(1)]
+    model = Ensemble(members).eval()
+    x = torch.randn(3, 1, 48, 48)
+    expected = (torch.log_softmax(members[0](x), 1) + torch.log_softmax(members[1](x), 1)) / 2
+    torch.testing.assert_close(model(x), expected)
+    assert model.forward_features(x).shape == (3, 32, 6, 6)  # the members' 16 + 16 channels
+    assert model.cam_layer == ["members.0.stages.1", "members.1.stages.1"]
+    with pytest.raises(ValueError, match="feature maps differ in size"):
+        Ensemble([_small_resnet(0), create_model("baseline")])
+    with pytest.raises(ValueError, match=r"members\[1\]: expected"):
+        create_model("ensemble", members=[{"architecture": "resnet"}, {"model_args": {}}])
+
+
+def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):
+    from ferkit.models.ensemble import save_ensemble
+    from ferkit.models.io import read_commands
+
+    folders = []
+    for seed in (0, 1):
+        folders.append(tmp_path / f"run{seed}")
+        save_model(_small_resnet(seed), folders[-1], model_config("resnet", {"widths": [8, 16, 16],
+                                                                             "stem_width": 8}))
+    out = save_ensemble(folders, tmp_path / "ens", command="ferkit ensemble run0 run1 --out ens")
+    config = json.loads((out / "model.json").read_text())
+    assert config["architecture"] == "ensemble" and config["member_runs"] == [str(f) for f in folders]
+    assert config["params"] == 2 * sum(p.numel() for p in _small_resnet(0).parameters())
+    assert read_commands(out) == ["ferkit ensemble run0 run1 --out ens"]
+    x = torch.randn(2, 1, 48, 48)
+    expected = sum(torch.log_softmax(load_model(f)(x), 1) for f in folders) / 2
+    torch.testing.assert_close(load_model(out)(x), expected)
+    with pytest.raises(ValueError, match="already exists"):
+        save_ensemble(folders, out)
+    with pytest.raises(ValueError, match="at least two runs"):
+        save_ensemble(folders[:1], tmp_path / "one")
+    with pytest.raises(ModelFileError, match="model not found"):
+        save_ensemble([folders[0], tmp_path / "nope"], tmp_path / "bad")

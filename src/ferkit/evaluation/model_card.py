@@ -13,6 +13,35 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _recipe(training: dict) -> str:
+    config = training.get("config", {})
+    return (f"{config.get('optimizer')} lr {config.get('lr')}, schedule {config.get('schedule')}, "
+            f"batch {config.get('batch_size')}, class balance {config.get('class_balance', 'none')}, "
+            f"seed {config.get('seed')}, {training.get('epochs_trained')} epochs "
+            f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), best epoch "
+            f"{training.get('best_epoch')} by validation loss")
+
+
+def _architecture_lines(model: dict, training: dict) -> list[str]:
+    """Architecture and recipe; an ensemble gets one line per member run."""
+    lines = [f"- Architecture: `{model['architecture']}`, {model.get('params', 0):,} parameters",
+             f"- Training labels: `{model.get('protocol')}` protocol; input normalisation "
+             f"`{model.get('normalization', {}).get('formula')}`"]
+    members = training.get("members")
+    if not members:
+        lines[0] = (f"- Architecture: `{model['architecture']}` {json.dumps(model.get('model_args', {}))}, "
+                    f"{model.get('params', 0):,} parameters")
+        return [*lines, f"- Recipe: {_recipe(training)}"]
+    lines.append(f"- An ensemble of {len(members)} independently trained runs (mean of their "
+                 f"log-probabilities), {training.get('train_seconds', 0) / 60:.0f} min of training in all "
+                 f"(the longest run {training.get('longest_member_seconds', 0) / 60:.0f} min; runs side by "
+                 "side on the two cores take the longest run's wall time):")
+    for spec, info in zip(model.get("model_args", {}).get("members", []), members, strict=False):
+        lines.append(f"  - run `{info.get('run')}`: `{spec.get('architecture')}` "
+                     f"{json.dumps(spec.get('model_args', {}))}; {_recipe(info)}")
+    return lines
+
+
 def model_card(folder: Path, name: str) -> str:
     model = json.loads((folder / "model.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -41,14 +70,7 @@ def model_card(folder: Path, name: str) -> str:
         "ethnicity, pose and lighting, with many posed and watermarked pictures) relabelled by 10 crowd "
         "workers each. Trained on `FER2013Train`, selected on `FER2013Valid`, tested once on `FER2013Test`.",
         "",
-        f"- Architecture: `{model['architecture']}` {json.dumps(model.get('model_args', {}))}, "
-        f"{model.get('params', 0):,} parameters",
-        f"- Training labels: `{model.get('protocol')}` protocol; input normalisation "
-        f"`{model.get('normalization', {}).get('formula')}`",
-        f"- Recipe: {config.get('optimizer')} lr {config.get('lr')}, schedule {config.get('schedule')}, "
-        f"batch {config.get('batch_size')}, {training.get('epochs_trained')} epochs "
-        f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), "
-        f"best epoch {training.get('best_epoch')} by validation loss",
+        *_architecture_lines(model, training),
         f"- Provisional: {'yes' if metrics.get('provisional') else 'no'}",
         "",
         "## Metrics (FERPlus Test)",
@@ -84,8 +106,8 @@ def model_card(folder: Path, name: str) -> str:
     run = training.get("run", "NAME")
     protocol = metrics.get("protocol", "majority")
     commands = training.get("commands") or [f"ferkit train --config configs/{config.get('model')}.yaml"]
-    lines += ["The commands that made this model (run `" + run + "`; a `--resume` line continued it after a "
-              "stop), then its evaluation and bundling:", "", "```"]
+    lines += ["The commands that made this model (run `" + run + "`; a `--resume` line continued a run after "
+              "a stop; `ferkit ensemble` combined runs), then its evaluation and bundling:", "", "```"]
     lines += [*commands, f"ferkit evaluate runs/{run} --split test --protocol {protocol}",
               f"ferkit bundle runs/{run} --name {name}", "```", ""]
     return "\n".join(lines)

@@ -83,18 +83,23 @@ def resolve_target(target: int | str | None, n: int, predicted: np.ndarray) -> n
                      f"{', '.join(EMOTIONS)}")
 
 
-def _layer(model: FerModel, layer: str | None) -> tuple[nn.Module, nn.Module, str]:
-    """(forward function, hooked layer, layer label) for captum. Without a name, the model's own
-    `cam_layer` choice if it has one, else the output of forward_features."""
+def _layers(model: FerModel, layer: str | list[str] | None) -> tuple[nn.Module, list[nn.Module], str]:
+    """(forward function, hooked layers, layer label) for captum. Without a name, the model's own
+    `cam_layer` choice if it has one (an ensemble names one layer per member), else the output of
+    forward_features."""
     layer = layer or getattr(model, "cam_layer", None)
     if layer is None:
         split = _Split(model)
-        return split, split.features, "forward_features"
-    try:
-        return model, model.get_submodule(layer), layer
-    except AttributeError:
-        raise ValueError(f"layer {layer!r} not found in {type(model).__name__}; conv layers: "
-                         f"{', '.join(conv_layer_names(model))}") from None
+        return split, [split.features], "forward_features"
+    names = [layer] if isinstance(layer, str) else list(layer)
+    hooked = []
+    for name in names:
+        try:
+            hooked.append(model.get_submodule(name))
+        except AttributeError:
+            raise ValueError(f"layer {name!r} not found in {type(model).__name__}; conv layers: "
+                             f"{', '.join(conv_layer_names(model))}") from None
+    return model, hooked, ", ".join(names)
 
 
 def _faces(faces_uint8: np.ndarray) -> np.ndarray:
@@ -119,17 +124,18 @@ def _normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 
 
 def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None = None,
-            layer: str | None = None) -> GradCamResult:
+            layer: str | list[str] | None = None) -> GradCamResult:
     """Grad-CAM heatmaps of uint8 faces (N, 48, 48) (or one face (48, 48)).
 
     target: None explains each face's predicted class; an index or emotion name explains that
     class for every face. layer: a module name (e.g. "features.2.3", "stages.1"); default is the
     model's `cam_layer` if it names one (ResNets: the stage before the last), else the output of
-    `forward_features`, the last convolutional stage.
+    `forward_features`, the last convolutional stage. Several layers (an ensemble's members) give
+    the ReLU of the sum of their maps, each upsampled to 48x48 first.
     The model is run in eval mode and its training mode restored afterwards."""
     faces = _faces(faces_uint8)
-    forward, hooked, label = _layer(model, layer)
-    explainer = LayerGradCam(forward, hooked)
+    forward, hooked, label = _layers(model, layer)
+    explainers = [LayerGradCam(forward, module) for module in hooked]
     device = next(model.parameters()).device
     heatmaps, classes, probabilities = [], [], []
     with eval_mode(model):
@@ -139,9 +145,12 @@ def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None =
                 proba = torch.softmax(model(x).float(), dim=1)
             wanted = resolve_target(target, len(x), proba.argmax(dim=1).cpu().numpy())
             with torch.enable_grad():
-                raw = explainer.attribute(x, target=torch.as_tensor(wanted, device=device),
-                                          relu_attributions=True)
-            heatmaps.append(_normalize_maps(raw.detach().float()).cpu().numpy())
+                raws = [explainer.attribute(x, target=torch.as_tensor(wanted, device=device)).detach().float()
+                        for explainer in explainers]
+            raw = raws[0] if len(raws) == 1 else sum(
+                F.interpolate(r, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+                for r in raws)
+            heatmaps.append(_normalize_maps(raw).cpu().numpy())
             classes.append(wanted)
             probabilities.append(proba.cpu().numpy())
     if not heatmaps:

@@ -86,8 +86,44 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+def training_info(run: Path) -> dict[str, Any]:
+    """How a run folder was trained, for metrics.json: epochs, seconds, Valid metrics, config and the
+    CLI lines that made it. An ensemble folder (model.json `member_runs`) reports each member and the
+    totals; its members train independently, so their wall time is the longest member's when they
+    run side by side and the sum when they run one after another."""
+    import yaml
+
+    from ferkit.models.io import read_commands
+
+    model_json = read_json_file(run / "model.json")
+    members = model_json.get("member_runs")
+    if members:
+        missing = [m for m in members if not (Path(m) / "model.json").is_file()]
+        if missing:
+            raise ModelFileError(f"{run}: ensemble member runs not found: {', '.join(missing)} "
+                                 "(paths are relative to where `ferkit ensemble` ran)")
+        infos = [training_info(Path(member)) for member in members]
+        return {
+            "run": run.name,
+            "members": infos,
+            "epochs_trained": sum(info["epochs_trained"] for info in infos),
+            "train_seconds": round(sum(info["train_seconds"] for info in infos), 1),
+            "longest_member_seconds": max(info["train_seconds"] for info in infos),
+            "config": infos[0]["config"],
+            "commands": [c for info in infos for c in info["commands"]] + read_commands(run),
+        }
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    return {
+        "run": run.name,
+        "epochs_trained": len(history),
+        "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
+        "best_epoch": model_json.get("metrics", {}).get("best_epoch"),
+        "valid": {k: model_json.get("metrics", {}).get(k) for k in ("val_acc", "val_loss", "val_protocol")},
+        "config": config,
+        # the exact CLI lines that made the run (train, then any --resume), from commands.txt
+        "commands": read_commands(run),
+    }
 
 
 def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
@@ -96,8 +132,6 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     model.json, metrics.json (the run's Test evaluation + how it was trained) and the confusion
     matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json."""
     import shutil
-
-    import yaml
 
     run = Path(run)
     evaluation = Path(evaluation) if evaluation else run / "eval-test"
@@ -114,21 +148,9 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     metrics = json.loads((evaluation / "metrics.json").read_text())
     for bulky in ("calibration", "run", "data"):
         metrics.pop(bulky, None)
-    model_json = json.loads((run / "model.json").read_text())
-    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     metrics["provisional"] = provisional
     metrics["evaluate_command"] = (f"ferkit evaluate {name} --split {metrics.get('split', 'test')} "
                                    f"--protocol {metrics.get('protocol', 'majority')}")
-    metrics["training"] = {
-        "run": run.name,
-        "epochs_trained": len(history),
-        "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
-        "best_epoch": model_json.get("metrics", {}).get("best_epoch"),
-        "valid": {k: model_json.get("metrics", {}).get(k) for k in ("val_acc", "val_loss", "val_protocol")},
-        "config": config,
-        # the exact CLI lines that made the run (train, then any --resume), from commands.txt
-        "commands": [line.split("  ", 1)[-1] for line in _read_lines(run / "commands.txt")],
-    }
+    metrics["training"] = training_info(run)
     (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return target

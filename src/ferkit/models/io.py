@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ferkit.models.registry import create_model
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
+COMMANDS_FILE = "commands.txt"  # the CLI lines that made a model folder, one per line, oldest first
 
 
 def model_config(architecture: str, model_args: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -38,6 +40,19 @@ def save_model(model: FerModel, folder: Path, config: dict[str, Any]) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"architecture": config["architecture"]})
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def append_command(folder: Path, command: str) -> None:
+    """Record a CLI line (train, --resume, ensemble) in folder/commands.txt with its time."""
+    with open(Path(folder) / COMMANDS_FILE, "a") as file:
+        file.write(f"{datetime.now():%Y-%m-%d %H:%M}  {command}\n")
+
+
+def read_commands(folder: Path) -> list[str]:
+    """The CLI lines recorded by `append_command`, without their times ([] if none)."""
+    path = Path(folder) / COMMANDS_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.split("  ", 1)[-1] for line in lines if line.strip()]
 
 
 def resolve_model_folder(path: str | Path) -> Path:

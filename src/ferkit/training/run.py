@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 import ferkit
 from ferkit.errors import ConfigError
 from ferkit.models import model_config, save_model, summarize_model
+from ferkit.models.io import append_command
 from ferkit.training.callbacks import HistoryCallback
 from ferkit.training.config import TrainConfig, load_config, save_config
 from ferkit.training.data import FerplusDataModule
@@ -63,8 +64,6 @@ def resume_config(run_dir: Path, overrides: list[dict] | None = None) -> TrainCo
     return load_config(run_dir / "config.yaml", overrides)
 
 
-COMMANDS_FILE = "commands.txt"
-
 
 def train(config: TrainConfig, resume: Path | None = None,
           extra_callbacks: list[L.Callback] | None = None, command: str | None = None) -> Path:
@@ -74,8 +73,7 @@ def train(config: TrainConfig, resume: Path | None = None,
     config.validate()
     run_dir = Path(resume) if resume else new_run_dir(config)
     if command:
-        with open(run_dir / COMMANDS_FILE, "a") as file:
-            file.write(f"{datetime.now():%Y-%m-%d %H:%M}  {command}\n")
+        append_command(run_dir, command)
     handler = _log_to_file(run_dir)
     try:
         return _train(config, run_dir, resume is not None, extra_callbacks or [])

@@ -1,0 +1,106 @@
+"""An ensemble of trained ferkit models as one model: the mean of the members' log-probabilities.
+
+Averaging independently trained networks is the cheapest accuracy lever once single runs have
+converged (docs/results/README.md). The ensemble is an ordinary FerModel, so everything that takes
+a model (Predictor, evaluate, ONNX export, the app) takes it unchanged:
+
+- forward_features: the members' last feature maps concatenated on the channel axis
+  (N, sum C_i, h, w); members must share the map side (all ferkit ResNets end at 6x6).
+- forward_head: each member's head on its own channel slice; the log-softmax outputs are averaged
+  (a normalised geometric mean of the probabilities, insensitive to a member's logit scale).
+- cam_layer: every member's own Grad-CAM layer; Grad-CAM sums the members' maps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ferkit.models.base import INPUT_SIZE, FerModel
+from ferkit.models.io import append_command, load_model, model_config, read_model_config, save_model
+from ferkit.models.registry import create_model, register_model
+
+
+class Ensemble(FerModel):
+    def __init__(self, members: list[FerModel]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        # channels each member contributes to forward_features, measured once on a blank face
+        with torch.no_grad():
+            blank = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
+            shapes = [_eval_features_shape(m, blank) for m in members]
+        if len({shape[1:] for shape in shapes}) > 1:
+            raise ValueError(f"ensemble members' feature maps differ in size: {[s[1:] for s in shapes]}")
+        self.channels = [shape[0] for shape in shapes]
+
+    @property
+    def cam_layer(self) -> list[str]:
+        """Each member's Grad-CAM layer (its `cam_layer`, else its last conv layer)."""
+        layers = []
+        for i, member in enumerate(self.members):
+            own = getattr(member, "cam_layer", None)
+            if own is None:
+                own = [n for n, m in member.named_modules() if isinstance(m, nn.Conv2d)][-1]
+            layers.append(f"members.{i}.{own}")
+        return layers
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.forward_features(x) for m in self.members], dim=1)  # (N, sum C_i, h, w)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(features, self.channels, dim=1)
+        log_probs = [torch.log_softmax(m.forward_head(f).float(), dim=1)
+                     for m, f in zip(self.members, parts, strict=True)]
+        return torch.stack(log_probs).mean(dim=0)  # (N, 8)
+
+
+def _eval_features_shape(member: FerModel, blank: torch.Tensor) -> tuple[int, ...]:
+    was_training = member.training
+    member.eval()  # a blank batch must not touch BatchNorm running statistics
+    shape = tuple(member.forward_features(blank).shape[1:])
+    member.train(was_training)
+    return shape
+
+
+@register_model
+def ensemble(members: list[dict[str, Any]] | None = None) -> Ensemble:
+    """Ensemble of models: mean log-probability of members [{architecture, model_args}, ...]."""
+    if members is None:  # what `create_model("ensemble")` shows: two default ResNets
+        members = [{"architecture": "resnet"}, {"architecture": "resnet"}]
+    for i, member in enumerate(members):
+        if not isinstance(member, dict) or "architecture" not in member:
+            raise ValueError(f"members[{i}]: expected {{'architecture': ..., 'model_args': ...}}")
+    return Ensemble([create_model(m["architecture"], **m.get("model_args", {})) for m in members])
+
+
+def load_ensemble(folders: list[str | Path]) -> tuple[Ensemble, dict[str, Any]]:
+    """Trained models (run or model folders) -> (their ensemble, its model_args for model.json)."""
+    configs = [read_model_config(folder) for folder in folders]
+    members = [{"architecture": c["architecture"], "model_args": c.get("model_args", {})} for c in configs]
+    model = Ensemble([load_model(folder) for folder in folders])
+    return model.eval(), {"members": members}
+
+
+def save_ensemble(folders: list[str | Path], out: str | Path, command: str | None = None) -> Path:
+    """Write the ensemble of trained runs as a model folder `out` (model.json + model.safetensors),
+    usable wherever a run folder is (evaluate, bundle, export, Predictor). model.json lists the
+    member runs (`member_runs`), so `ferkit bundle` can report how each was trained."""
+    if len(folders) < 2:
+        raise ValueError("an ensemble needs at least two runs")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: already exists and is not empty")
+    model, model_args = load_ensemble(folders)
+    first = read_model_config(folders[0])
+    config = model_config("ensemble", model_args, params=sum(p.numel() for p in model.parameters()),
+                          protocol=first.get("protocol"),
+                          member_runs=[str(Path(folder)) for folder in folders])
+    save_model(model, out, config)
+    if command:
+        append_command(out, command)
+    return out
