@@ -190,3 +190,19 @@ def test_ensemble_gradcam_sums_its_members_maps():
     assert result.layer == "members.0.stages.1, members.1.stages.1"
     assert result.heatmaps.shape == (2, 48, 48) and result.heatmaps.min() >= 0
     assert result.heatmaps.max() <= 1 and (result.classes == 1).all()
+
+
+def test_flip_ensemble_gradcam_of_a_mirrored_face_is_the_mirrored_map():
+    import numpy as np
+
+    from ferkit.explain import gradcam
+    from ferkit.models import create_model
+
+    face = np.random.default_rng(1).integers(0, 256, (1, 48, 48), dtype=np.uint8)
+    members = [{"architecture": "resnet", "model_args": {"widths": [8, 16, 16], "stem_width": 8}}] * 2
+    model = create_model("ensemble", members=members, flip=True).eval()
+    plain = gradcam(model, face)  # explains the predicted class, the same for both views
+    mirrored = gradcam(model, face[:, :, ::-1].copy())
+    assert plain.heatmaps.shape == (1, 48, 48) and plain.heatmaps.max() > 0
+    np.testing.assert_allclose(mirrored.heatmaps[0], plain.heatmaps[0][:, ::-1], atol=1e-5)
+    np.testing.assert_allclose(mirrored.probabilities, plain.probabilities, atol=1e-6)

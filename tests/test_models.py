@@ -122,3 +122,15 @@ def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):
         save_ensemble(folders[:1], tmp_path / "one")
     with pytest.raises(ModelFileError, match="model not found"):
         save_ensemble([folders[0], tmp_path / "nope"], tmp_path / "bad")
+
+
+def test_flip_ensemble_averages_plain_and_mirrored_faces_and_is_mirror_invariant():
+    from ferkit.models.ensemble import Ensemble
+
+    members = [_small_resnet(0), _small_resnet(1)]
+    model = Ensemble(members, flip=True).eval()
+    x = torch.randn(3, 1, 48, 48)
+    views = [torch.log_softmax(m(v), 1) for v in (x, x.flip(-1)) for m in members]
+    torch.testing.assert_close(model(x), sum(views) / 4)
+    torch.testing.assert_close(model(x.flip(-1)), model(x))
+    assert model.forward_features(x).shape == (3, 64, 6, 6)  # (plain, mirrored) x 2 members x 16

@@ -458,12 +458,15 @@ def export_command(
 def ensemble_command(
     runs: Annotated[list[Path], typer.Argument(help="Two or more trained run folders.")],
     out: Annotated[Path, typer.Option(help="Output model folder, e.g. runs/ensemble-3.")],
+    flip: Annotated[bool, typer.Option(
+        "--flip", help="Build flip test-time augmentation into the model (average with the mirrored "
+                       "face; twice the compute).")] = False,
 ) -> None:
     """Combine trained runs into one model (mean of their log-probabilities), written like a run
     folder: evaluate, export, bundle and --model take it as they take a run."""
     from ferkit.models.ensemble import save_ensemble
 
-    folder = save_ensemble(runs, out, command=shlex.join(["ferkit", *sys.argv[1:]]))
+    folder = save_ensemble(runs, out, flip, command=shlex.join(["ferkit", *sys.argv[1:]]))
     console.print(f"[green]ensemble of {len(runs)} runs written to {folder}", highlight=False)
 
 

@@ -123,6 +123,15 @@ def _normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     return (maps / peak).clamp(0, 1)
 
 
+def _one_map_per_face(model: FerModel, raw: torch.Tensor, faces: int) -> torch.Tensor:
+    """A model with built-in flip TTA (ensemble flip=True) runs its layers on faces then mirrored
+    faces (2N maps): mirror the second half back and add it to the first."""
+    if getattr(model, "flip", False) and raw.shape[0] == 2 * faces:
+        plain, mirrored = raw.chunk(2)
+        return plain + mirrored.flip(-1)
+    return raw
+
+
 def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None = None,
             layer: str | list[str] | None = None) -> GradCamResult:
     """Grad-CAM heatmaps of uint8 faces (N, 48, 48) (or one face (48, 48)).
@@ -145,7 +154,8 @@ def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None =
                 proba = torch.softmax(model(x).float(), dim=1)
             wanted = resolve_target(target, len(x), proba.argmax(dim=1).cpu().numpy())
             with torch.enable_grad():
-                raws = [explainer.attribute(x, target=torch.as_tensor(wanted, device=device)).detach().float()
+                goal = torch.as_tensor(wanted, device=device)
+                raws = [_one_map_per_face(model, explainer.attribute(x, target=goal).detach().float(), len(x))
                         for explainer in explainers]
             raw = raws[0] if len(raws) == 1 else sum(
                 F.interpolate(r, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)

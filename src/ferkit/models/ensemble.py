@@ -9,6 +9,11 @@ a model (Predictor, evaluate, ONNX export, the app) takes it unchanged:
 - forward_head: each member's head on its own channel slice; the log-softmax outputs are averaged
   (a normalised geometric mean of the probabilities, insensitive to a member's logit scale).
 - cam_layer: every member's own Grad-CAM layer; Grad-CAM sums the members' maps.
+
+With `flip=True` the model also averages over the mirrored face (flip test-time augmentation built
+into the model, so `Predictor()`, `ferkit evaluate`, ONNX and the app all get it): each member
+runs once on a 2N batch (faces, then mirrored faces), and forward_features puts the mirrored view's
+channels after the plain view's. Grad-CAM maps the mirrored view's heatmap back before summing.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from ferkit.models.registry import create_model, register_model
 
 
 class Ensemble(FerModel):
-    def __init__(self, members: list[FerModel]):
+    def __init__(self, members: list[FerModel], flip: bool = False):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
+        self.flip = flip
         # channels each member contributes to forward_features, measured once on a blank face
         with torch.no_grad():
             blank = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
@@ -50,12 +56,19 @@ class Ensemble(FerModel):
         return layers
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m.forward_features(x) for m in self.members], dim=1)  # (N, sum C_i, h, w)
+        if self.flip:
+            x = torch.cat([x, x.flip(-1)])  # (2N, 1, 48, 48): faces, then mirrored faces
+        features = torch.cat([m.forward_features(x) for m in self.members], dim=1)  # (B, sum C_i, h, w)
+        if self.flip:
+            plain, mirrored = features.chunk(2)
+            features = torch.cat([plain, mirrored], dim=1)  # (N, 2 sum C_i, h, w)
+        return features
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(features, self.channels, dim=1)
+        views = features.chunk(2, dim=1) if self.flip else (features,)
         log_probs = [torch.log_softmax(m.forward_head(f).float(), dim=1)
-                     for m, f in zip(self.members, parts, strict=True)]
+                     for view in views
+                     for m, f in zip(self.members, torch.split(view, self.channels, dim=1), strict=True)]
         return torch.stack(log_probs).mean(dim=0)  # (N, 8)
 
 
@@ -68,25 +81,26 @@ def _eval_features_shape(member: FerModel, blank: torch.Tensor) -> tuple[int, ..
 
 
 @register_model
-def ensemble(members: list[dict[str, Any]] | None = None) -> Ensemble:
+def ensemble(members: list[dict[str, Any]] | None = None, flip: bool = False) -> Ensemble:
     """Ensemble of models: mean log-probability of members [{architecture, model_args}, ...]."""
     if members is None:  # what `create_model("ensemble")` shows: two default ResNets
         members = [{"architecture": "resnet"}, {"architecture": "resnet"}]
     for i, member in enumerate(members):
         if not isinstance(member, dict) or "architecture" not in member:
             raise ValueError(f"members[{i}]: expected {{'architecture': ..., 'model_args': ...}}")
-    return Ensemble([create_model(m["architecture"], **m.get("model_args", {})) for m in members])
+    return Ensemble([create_model(m["architecture"], **m.get("model_args", {})) for m in members], flip)
 
 
-def load_ensemble(folders: list[str | Path]) -> tuple[Ensemble, dict[str, Any]]:
+def load_ensemble(folders: list[str | Path], flip: bool = False) -> tuple[Ensemble, dict[str, Any]]:
     """Trained models (run or model folders) -> (their ensemble, its model_args for model.json)."""
     configs = [read_model_config(folder) for folder in folders]
     members = [{"architecture": c["architecture"], "model_args": c.get("model_args", {})} for c in configs]
-    model = Ensemble([load_model(folder) for folder in folders])
-    return model.eval(), {"members": members}
+    model = Ensemble([load_model(folder) for folder in folders], flip)
+    return model.eval(), {"members": members, "flip": flip}
 
 
-def save_ensemble(folders: list[str | Path], out: str | Path, command: str | None = None) -> Path:
+def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False,
+                  command: str | None = None) -> Path:
     """Write the ensemble of trained runs as a model folder `out` (model.json + model.safetensors),
     usable wherever a run folder is (evaluate, bundle, export, Predictor). model.json lists the
     member runs (`member_runs`), so `ferkit bundle` can report how each was trained."""
@@ -95,7 +109,7 @@ def save_ensemble(folders: list[str | Path], out: str | Path, command: str | Non
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: already exists and is not empty")
-    model, model_args = load_ensemble(folders)
+    model, model_args = load_ensemble(folders, flip)
     first = read_model_config(folders[0])
     config = model_config("ensemble", model_args, params=sum(p.numel() for p in model.parameters()),
                           protocol=first.get("protocol"),
