@@ -498,3 +498,21 @@ def test_probability_panels_never_cover_a_face_or_each_other():
     image = np.zeros((400, 400, 3), np.uint8)
     out = draw_faces(image, [Face(b) for b in boxes])
     assert out.shape == image.shape and out.any() and not image.any()
+
+
+def test_labels_never_cover_each_other_or_another_face():
+    from ferkit.inference.annotate import Style, _overlaps, layout
+
+    class Face:
+        def __init__(self, box):
+            self.box, self.probabilities = box, np.eye(8)[2] * 0.9 + 0.0125  # "surprise 91%"
+
+    # small faces in two tight rows: full labels ("3: surprise 91%") are wider than a face
+    boxes = [(10 + 40 * i, 60 + 45 * row, 30, 30) for row in range(2) for i in range(8)]
+    placements = layout([Face(b) for b in boxes], (340, 200), Style.for_image(340, 200))
+    rects = [p.label_rect for p in placements]
+    for i, rect in enumerate(rects):
+        assert not any(_overlaps(rect, other) for other in rects[:i] + rects[i + 1:]), placements[i]
+        assert not any(_overlaps(rect, box) for j, box in enumerate(boxes) if j != i)
+    assert placements[0].label == "0: surprise 91%"  # the first face still gets the full label
+    assert any(p.label.isdigit() for p in placements)  # crowded ones fall back to their number

@@ -7,6 +7,7 @@ both a 640x480 video frame and a 12-megapixel photo.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -44,15 +45,21 @@ def _overlaps(a: Rect, b: Rect) -> bool:
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
+SIDES = ("right", "left", "below", "above")
+
+
 def place_panel(box: Rect, size: tuple[int, int], image_size: tuple[int, int], occupied: Sequence[Rect],
-                gap: int = 2) -> Rect | None:
-    """Where a (width, height) panel goes beside `box`: right, left, below or above it, the first
-    spot inside the image that covers no face box and no earlier panel; None when there is none
-    (on crowded photos the numbers are still in the CSV)."""
+                gap: int = 2, sides: Sequence[str] = SIDES) -> Rect | None:
+    """Where a (width, height) rectangle goes beside `box`: the first of `sides` (right, left, below,
+    above) that lies inside the image and covers no rectangle in `occupied` (faces, labels, other
+    panels); None when there is none (on crowded photos the numbers are still in the CSV)."""
     x, y, w, h = box
     pw, ph = size
     width, height = image_size
-    for px, py in ((x + w + gap, y), (x - pw - gap, y), (x, y + h + gap), (x, y - ph - gap)):
+    spots = {"right": (x + w + gap, y), "left": (x - pw - gap, y), "below": (x, y + h + gap),
+             "above": (x, y - ph - gap)}
+    for side in sides:
+        px, py = spots[side]
         rect = (px, py, pw, ph)
         inside = px >= 0 and py >= 0 and px + pw <= width and py + ph <= height
         if inside and not any(_overlaps(rect, other) for other in occupied):
@@ -60,42 +67,106 @@ def place_panel(box: Rect, size: tuple[int, int], image_size: tuple[int, int], o
     return None
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one face's label and probability chart go (chart None: no free spot)."""
+
+    label: str
+    label_rect: Rect
+    panel_rect: Rect | None
+
+
+@dataclass(frozen=True)
+class Style:
+    """Sizes scaled to the image, so labels read alike on a video frame and a 12-megapixel photo."""
+
+    thickness: int
+    scale: float
+    line: int
+    text_w: int
+    bar_w: int
+
+    @classmethod
+    def for_image(cls, width: int, height: int) -> Style:
+        unit = max(min(height, width) / 480.0, 0.6)
+        return cls(max(1, int(round(2 * unit))), 0.5 * unit, int(round(14 * unit)), int(round(70 * unit)),
+                   int(round(60 * unit)))
+
+    @property
+    def panel_size(self) -> tuple[int, int]:
+        return self.text_w + self.bar_w, len(EMOTIONS) * self.line + 4
+
+    @property
+    def label_weight(self) -> int:
+        return max(1, self.thickness - 1)
+
+    def text_metrics(self, text: str) -> tuple[int, int, int]:
+        """(width, height, baseline) of a label, background strip included as `_text` draws it."""
+        import cv2
+
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.scale, self.label_weight)
+        return tw, th + 2 * base, base
+
+    def text_size(self, text: str) -> tuple[int, int]:
+        return self.text_metrics(text)[:2]
+
+
+def layout(faces: Sequence[Drawable], image_size: tuple[int, int], style: Style,
+           probabilities: bool = True) -> list[Placement]:
+    """Labels first (above the box, else below; on a crowded photo only the face number, and inside
+    the box when even that has no free spot), then charts: nothing covers a face, a label or
+    another chart."""
+    occupied: list[Rect] = [tuple(int(v) for v in f.box) for f in faces]
+    labels = []
+    for index, face in enumerate(faces):
+        box = occupied[index]
+        probs = np.asarray(face.probabilities, dtype=float)
+        top = int(np.argmax(probs))
+        for text in (f"{index}: {EMOTIONS[top]} {probs[top]:.0%}", f"{index}"):
+            rect = place_panel(box, style.text_size(text), image_size, occupied, gap=style.thickness,
+                               sides=("above", "below"))
+            if rect is not None:
+                break
+        else:
+            rect = (box[0], box[1], *style.text_size(text))
+        occupied.append(rect)
+        labels.append((text, rect))
+    placements = []
+    for face, (text, rect) in zip(faces, labels, strict=True):
+        panel = None
+        if probabilities:
+            panel = place_panel(tuple(int(v) for v in face.box), style.panel_size, image_size, occupied,
+                                gap=style.thickness + 2)
+            if panel is not None:
+                occupied.append(panel)
+        placements.append(Placement(text, rect, panel))
+    return placements
+
+
 def draw_faces(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool = True) -> np.ndarray:
     """A copy of the RGB image with each face's box and label drawn; with `probabilities`, a
-    small bar chart of all 8 emotions beside each box where it fits without covering a face or
-    another chart (`place_panel`)."""
+    small bar chart of all 8 emotions beside each box where it fits (`layout`)."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
     height, width = out.shape[:2]
-    unit = max(min(height, width) / 480.0, 0.6)
-    thickness = max(1, int(round(2 * unit)))
-    scale = 0.5 * unit
-    line = int(round(14 * unit))
-    text_w, bar_w = int(round(70 * unit)), int(round(60 * unit))
-    panel_size = (text_w + bar_w, len(EMOTIONS) * line + 4)
-    # face boxes and the label strip above each: no chart may cover them
-    label_h = line + thickness
-    occupied: list[Rect] = [(int(f.box[0]), int(f.box[1]) - label_h, int(f.box[2]), int(f.box[3]) + label_h)
-                            for f in faces]
-    for index, face in enumerate(faces):
+    style = Style.for_image(width, height)
+    line = style.line
+    for face, placed in zip(faces, layout(faces, (width, height), style, probabilities), strict=True):
         x, y, w, h = (int(v) for v in face.box)
         probs = np.asarray(face.probabilities, dtype=float)
-        top = int(np.argmax(probs))
-        color = COLORS[EMOTIONS[top]]
-        cv2.rectangle(out, (x, y), (x + w, y + h), color, thickness)
-        label = f"{index}: {EMOTIONS[top]} {probs[top]:.0%}"
-        _text(out, label, (x, max(line, y - thickness - 2)), scale, color, max(1, thickness - 1))
-        if not probabilities:
+        color = COLORS[EMOTIONS[int(np.argmax(probs))]]
+        cv2.rectangle(out, (x, y), (x + w, y + h), color, style.thickness)
+        lx, ly, _, lh = placed.label_rect
+        base = style.text_metrics(placed.label)[2]
+        _text(out, placed.label, (lx, ly + lh - base), style.scale, color, style.label_weight)
+        if placed.panel_rect is None:
             continue
-        panel = place_panel((x, y, w, h), panel_size, (width, height), occupied, gap=thickness + 2)
-        if panel is None:
-            continue
-        occupied.append(panel)
-        px, py0 = panel[0], panel[1]
+        px, py0 = placed.panel_rect[:2]
         for k, (name, p) in enumerate(zip(EMOTIONS, probs, strict=True)):
             py = py0 + (k + 1) * line
-            _text(out, f"{name[:4]} {p:.2f}", (px, py), scale * 0.8, (255, 255, 255), 1)
-            bx = px + text_w
-            cv2.rectangle(out, (bx, py - line + 4), (bx + int(bar_w * p), py - 2), COLORS[name], -1)
+            _text(out, f"{name[:4]} {p:.2f}", (px, py), style.scale * 0.8, (255, 255, 255), 1)
+            bx = px + style.text_w
+            cv2.rectangle(out, (bx, py - line + 4), (bx + int(style.bar_w * p), py - 2), COLORS[name], -1)
     return out
+
