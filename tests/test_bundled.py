@@ -14,7 +14,7 @@ from ferkit.errors import ModelFileError
 from ferkit.inference import bundled
 from ferkit.models import load_model
 
-SHIPPED = ("default", "deep_cnn")  # ferkit's most accurate model and the seed's Phase 2 network
+SHIPPED = ("default", "fast", "deep_cnn")  # most accurate, a single fast network, the seed's Phase 2
 shipped = pytest.mark.parametrize("name", [
     pytest.param(name, marks=pytest.mark.skipif(name not in bundled.list_bundled(),
                                                 reason=f"no bundled {name!r} model"))
