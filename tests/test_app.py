@@ -161,6 +161,10 @@ def test_model_report_reads_metrics_and_says_when_absent(tmp_path):
     assert valid.accuracy_label == "FERPlus valid accuracy"  # never claims "test" for another split
     bare = logic.model_report({"name": "x", "model": {"architecture": "resnet"}, "metrics": {}}, None)
     assert bare.accuracy is None and bare.recall == {} and bare.confusion_image is None
+    members = [{"architecture": "resnet", "model_args": {}}] * 3
+    ensemble = logic.model_report({"name": "e", "model": {"architecture": "ensemble",
+                                                          "model_args": {"members": members}}}, None)
+    assert ensemble.architecture == "ensemble of 3 resnet"
 
 
 def test_rtc_configuration_defaults_to_no_servers_and_reads_env():

@@ -268,6 +268,18 @@ def gradcam_overlays(model: Any, crops: Sequence[np.ndarray], factor: int = 3) -
 # ---------------------------------------------------------------- about the model
 
 
+def describe_architecture(config: dict[str, Any]) -> str:
+    """model.json's architecture for people: "resnet", or "ensemble of 3 resnet" for an ensemble."""
+    name = str(config.get("architecture", "unknown"))
+    args = config.get("model_args")
+    members = args.get("members") if isinstance(args, dict) else None
+    if name == "ensemble" and isinstance(members, list) and members:
+        kinds = sorted({str(m.get("architecture", "?")) for m in members if isinstance(m, dict)})
+        flip = " (flip TTA)" if args.get("flip") else ""
+        return f"ensemble of {len(members)} {' + '.join(kinds)}{flip}"
+    return name
+
+
 @dataclass(frozen=True)
 class ModelReport:
     """The facts "About the model" shows, each read from the model's own files (never typed in)."""
@@ -352,7 +364,7 @@ def model_report(info: dict[str, Any], model: Any) -> ModelReport:
                       if (folder / n).is_file()), None)
     return ModelReport(
         name=str(info.get("name") or (folder.name if folder else "") or "model"),
-        architecture=str(config.get("architecture", "unknown")),
+        architecture=describe_architecture(config),
         parameters=count_parameters(model, config),
         accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
         recall=recall,
