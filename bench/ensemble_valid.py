@@ -21,18 +21,15 @@ from sklearn.metrics import f1_score, recall_score
 from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS, emotion_index
-from ferkit.models import load_model, normalize
+from ferkit.evaluation.predict import predict_proba
+from ferkit.models import load_model
 
 
-def log_proba(run: Path, images: np.ndarray, flip: bool) -> np.ndarray:
+def log_proba_views(run: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities of the faces and of their mirrors, from one load of the model."""
     model = load_model(run)
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), 512):
-            x = normalize(images[start:start + 512])
-            x = torch.flip(x, dims=[3]) if flip else x
-            out.append(torch.log_softmax(model(x).float(), dim=1).numpy())
-    return np.concatenate(out)
+    mirrored = np.ascontiguousarray(images[:, :, ::-1])
+    return tuple(np.log(predict_proba(model, faces) + 1e-12) for faces in (images, mirrored))
 
 
 def main() -> None:
@@ -45,8 +42,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     valid = label_split(load_ferplus(args.data, splits=("valid",))["valid"], "majority")
     y = valid.labels
-    plain = {run: log_proba(run, valid.images, flip=False) for run in args.runs}
-    mirrored = {run: log_proba(run, valid.images, flip=True) for run in args.runs}
+    views_of = {run: log_proba_views(run, valid.images) for run in args.runs}
+    plain = {run: views[0] for run, views in views_of.items()}
+    mirrored = {run: views[1] for run, views in views_of.items()}
     rare = [emotion_index("disgust"), emotion_index("contempt")]
     rows = []
     for size in range(args.min_size, len(args.runs) + 1):

@@ -24,13 +24,12 @@ def _recipe(training: dict) -> str:
 
 def _architecture_lines(model: dict, training: dict) -> list[str]:
     """Architecture and recipe; an ensemble gets one line per member run."""
-    lines = [f"- Architecture: `{model['architecture']}`, {model.get('params', 0):,} parameters",
+    members = training.get("members")
+    args = "" if members else f" {json.dumps(model.get('model_args', {}))}"
+    lines = [f"- Architecture: `{model['architecture']}`{args}, {model.get('params', 0):,} parameters",
              f"- Training labels: `{model.get('protocol')}` protocol; input normalisation "
              f"`{model.get('normalization', {}).get('formula')}`"]
-    members = training.get("members")
     if not members:
-        lines[0] = (f"- Architecture: `{model['architecture']}` {json.dumps(model.get('model_args', {}))}, "
-                    f"{model.get('params', 0):,} parameters")
         return [*lines, f"- Recipe: {_recipe(training)}"]
     lines.append(f"- An ensemble of {len(members)} independently trained runs (mean of their "
                  f"log-probabilities), {training.get('train_seconds', 0) / 60:.0f} min of training in all "
