@@ -17,6 +17,7 @@ from ferkit.models import load_model
 from ferkit.training.augment import BatchAugment
 from ferkit.training.callbacks import SimulatedCrash, StopAfterEpochs
 from ferkit.training.config import AugmentConfig, load_config, parse_override
+from ferkit.training.distill import TEACHER_FILE, cached_teacher_probabilities, mix_targets
 from ferkit.training.run import train
 
 
@@ -79,6 +80,59 @@ def test_every_protocol_trains(learnable_root, tmp_path, protocol):
     assert json.loads((run / "model.json").read_text())["protocol"] == protocol
 
 
+def test_distillation_trains_on_the_teachers_predictions(learnable_root, tiny_runs, tmp_path):
+    import numpy as np
+
+    from ferkit.data import label_split, load_ferplus
+    from ferkit.evaluation.model_card import _recipe
+    from ferkit.evaluation.predict import predict_proba
+    from ferkit.inference.bundled import training_info
+
+    teacher = tiny_runs[0]
+    run = train(tiny_train_config(learnable_root, tmp_path, "student", teacher=str(teacher),
+                                  distill_weight=0.7, epochs=2))
+    train_faces = label_split(load_ferplus(learnable_root, splits=("train",))["train"], "crossentropy")
+    probs = np.load(run / TEACHER_FILE, allow_pickle=False)
+    # T=1: the teacher's own softmax on every training face, in the split's order
+    np.testing.assert_allclose(probs, predict_proba(load_model(teacher), train_faces.images), atol=1e-5)
+    assert "distillation: weight 0.7" in (run / "train.log").read_text()
+    info = training_info(run)
+    assert info["teacher"]["run"] == teacher.name
+    assert info["train_seconds_with_teacher"] > info["train_seconds"]
+    assert f"distilled from `{teacher}`" in _recipe(info)  # the model card names the teacher
+    assert load_model(run)(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
+
+
+def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
+    import numpy as np
+    from conftest import learnable_image
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([learnable_image(i % 4, rng) for i in range(8)])
+    sharp = cached_teacher_probabilities(tmp_path, str(tiny_runs[0]), faces, temperature=1.0)
+    flat = cached_teacher_probabilities(tmp_path, str(tiny_runs[0]), faces, temperature=4.0)
+    entropy = lambda p: -(p * np.log(p + 1e-12)).sum(1)  # noqa: E731
+    assert (entropy(flat) > entropy(sharp)).all()  # a higher temperature passes on more of the rest
+    np.testing.assert_allclose(flat.sum(1), 1, atol=1e-5)
+    # the cache answers for the same (teacher, T, faces) without loading the teacher again
+    missing = tmp_path / "gone"
+    (tmp_path / (TEACHER_FILE + ".json")).write_text(json.dumps(
+        {"teacher": str(missing), "temperature": 4.0, "faces": len(faces)}))
+    np.testing.assert_array_equal(cached_teacher_probabilities(tmp_path, str(missing), faces, 4.0), flat)
+    votes = np.eye(8, dtype=np.float32)[[0, 1, 2, 3, 0, 1, 2, 3]]
+    np.testing.assert_array_equal(mix_targets(votes, flat, 0.0), votes)
+    np.testing.assert_allclose(mix_targets(votes, flat, 0.25).sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(mix_targets(votes, flat, 1.0), flat)
+
+
+def test_bad_teacher_is_a_clear_error(learnable_root, tmp_path):
+    with pytest.raises(ConfigError, match="teacher=.*nope.*unknown model"):
+        train(tiny_train_config(learnable_root, tmp_path, "orphan", teacher="runs/nope"))
+    with pytest.raises(ConfigError, match="teacher='default' is invalid: expected no teacher with "
+                                          "protocol multi_target"):
+        load_config(None, [{"teacher": "default", "protocol": "multi_target"}])
+
+
 @pytest.mark.parametrize("override,message", [
     ({"epochs": 0}, "epochs=0 is invalid"),
     ({"protocol": "soft"}, "protocol='soft' is invalid"),
@@ -88,6 +142,8 @@ def test_every_protocol_trains(learnable_root, tmp_path, protocol):
     ({"colour": True}, "unknown config key 'colour'"),
     ({"augment": {"erasing": 2}}, "augment.erasing=2"),
     ({"augment": 3}, "config key augment: expected a mapping"),
+    ({"distill_weight": 1.5}, "distill_weight=1.5 is invalid"),
+    ({"distill_temperature": 0}, "distill_temperature=0.0 is invalid"),
 ])
 def test_bad_config_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):

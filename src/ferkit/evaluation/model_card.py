@@ -19,7 +19,17 @@ def _recipe(training: dict) -> str:
             f"batch {config.get('batch_size')}, class balance {config.get('class_balance', 'none')}, "
             f"seed {config.get('seed')}, {training.get('epochs_trained')} epochs "
             f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), best epoch "
-            f"{training.get('best_epoch')} by validation loss")
+            f"{training.get('best_epoch')} by validation loss{_distillation(training)}")
+
+
+def _distillation(training: dict) -> str:
+    config = training.get("config", {})
+    if not config.get("teacher"):
+        return ""
+    teacher_minutes = training.get("teacher", {}).get("train_seconds", 0) / 60
+    return (f"; distilled from `{config['teacher']}` (its {teacher_minutes:.0f} min of training not "
+            f"counted above), weight {config.get('distill_weight')}, temperature "
+            f"{config.get('distill_temperature')}")
 
 
 def _architecture_lines(model: dict, training: dict) -> list[str]:

@@ -90,7 +90,8 @@ def training_info(run: Path) -> dict[str, Any]:
     """How a run folder was trained, for metrics.json: epochs, seconds, Valid metrics, config and the
     CLI lines that made it. An ensemble folder (model.json `member_runs`) reports each member and the
     totals; its members train independently, so their wall time is the longest member's when they
-    run side by side and the sum when they run one after another."""
+    run side by side and the sum when they run one after another. A distilled run (config `teacher`)
+    reports its teacher too, and the commands that made the teacher come first."""
     import yaml
 
     from ferkit.models.io import read_commands
@@ -114,7 +115,7 @@ def training_info(run: Path) -> dict[str, Any]:
         }
     history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    return {
+    info = {
         "run": run.name,
         "epochs_trained": len(history),
         "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
@@ -124,6 +125,16 @@ def training_info(run: Path) -> dict[str, Any]:
         # the exact CLI lines that made the run (train, then any --resume), from commands.txt
         "commands": read_commands(run),
     }
+    teacher = (config or {}).get("teacher")
+    if teacher:
+        # a distilled model's cost includes its teacher's training
+        folder = Path(teacher)
+        teacher_info = training_info(folder) if (folder / "model.json").is_file() else {"run": teacher}
+        info["teacher"] = teacher_info
+        info["train_seconds_with_teacher"] = round(info["train_seconds"]
+                                                   + teacher_info.get("train_seconds", 0), 1)
+        info["commands"] = teacher_info.get("commands", []) + info["commands"]
+    return info
 
 
 def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,

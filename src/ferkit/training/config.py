@@ -53,6 +53,11 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_balance: str = "none"  # none | weights (loss weights ~ 1/sqrt(frequency))
     ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of weights
+    # knowledge distillation (training/distill.py): a model folder or bundled name whose tempered
+    # softmax on each training face is mixed into the target with weight distill_weight; "" = off
+    teacher: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # bf16-mixed is ~15x slower than fp32 on CPUs without AVX512-BF16 (bench/train_throughput.py)
     precision: str = "32-true"
@@ -87,6 +92,11 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
             (self.class_balance in ("none", "weights"), "class_balance", "none or weights"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
+            (self.distill_temperature > 0, "distill_temperature", "positive"),
+            (not self.teacher or self.protocol != "multi_target", "teacher",
+             "no teacher with protocol multi_target (its targets are sets of accepted emotions, "
+             "not a distribution to mix with)"),
             (self.precision in ("bf16-mixed", "32-true", "16-mixed"), "precision",
              "bf16-mixed, 32-true or 16-mixed"),
             (self.threads >= 0, "threads", "zero or positive"),

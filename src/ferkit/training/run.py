@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from ferkit.models.io import append_command
 from ferkit.training.callbacks import HistoryCallback
 from ferkit.training.config import TrainConfig, load_config, save_config
 from ferkit.training.data import FerplusDataModule
+from ferkit.training.distill import cached_teacher_probabilities, mix_targets
 from ferkit.training.module import FerClassifier
 
 log = logging.getLogger("ferkit.training")
@@ -98,6 +100,15 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     log.info("data: %d train, %d valid images (protocol %s)", len(datamodule.train_split),
              len(datamodule.valid_split), config.protocol)
     weights = _class_weights(datamodule.class_frequencies()) if config.class_balance == "weights" else None
+    if config.teacher:
+        train_split = datamodule.train_split
+        teacher_probs = cached_teacher_probabilities(run_dir, config.teacher, train_split.images,
+                                                     config.distill_temperature)
+        datamodule.train_split = dataclasses.replace(train_split, targets=mix_targets(
+            train_split.targets, teacher_probs, config.distill_weight))
+        agreement = float((teacher_probs.argmax(1) == train_split.labels).mean())
+        log.info("distillation: weight %g, teacher agrees with the vote label on %.1f%% of training faces",
+                 config.distill_weight, 100 * agreement)
     module = FerClassifier(config, weights)
     summary = summarize_model(module.model)
     (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
