@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from ferkit.errors import ConfigError, FerkitError
-from ferkit.evaluation.predict import eval_mode
-from ferkit.models import NUM_CLASSES, normalize
+from ferkit.evaluation.predict import predict_proba
+from ferkit.models import NUM_CLASSES
 
 log = logging.getLogger("ferkit.training")
 
@@ -32,15 +32,11 @@ TEACHER_FILE = "teacher_probs.npy"
 
 def teacher_probabilities(teacher: torch.nn.Module, images: np.ndarray, temperature: float = 1.0,
                           batch_size: int = 512) -> np.ndarray:
-    """softmax(log_softmax(teacher(x)) / T) for uint8 faces (N, 48, 48): (N, 8) float32.
-    T > 1 flattens the teacher's distribution, passing on more of its second choices."""
-    out = np.zeros((len(images), NUM_CLASSES), dtype=np.float32)
-    with eval_mode(teacher), torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            logits = teacher(normalize(images[start:start + batch_size])).float()
-            p = torch.softmax(torch.log_softmax(logits, dim=1) / temperature, dim=1)
-            out[start:start + len(p)] = p.numpy()
-    return out
+    """softmax(log p_teacher / T) for uint8 faces (N, 48, 48): (N, 8) float32, i.e. p^(1/T)
+    renormalised. T > 1 flattens the teacher's distribution, passing on more of its second choices."""
+    probs = predict_proba(teacher, images, batch_size=batch_size).astype(np.float64)
+    tempered = np.exp(np.log(np.maximum(probs, 1e-12)) / temperature)
+    return (tempered / tempered.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def mix_targets(targets: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
