@@ -68,6 +68,7 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     assert metrics["training"]["commands"] == [command]
     card = model_card(target, "tiny")
     assert f"```\n{command}\nferkit evaluate runs/tiny --split test" in card
+    assert "ferkit bundle runs/tiny --name tiny --provisional\n" in card  # reproduces the flag too
     a, b = load_model(run), load_model(target)
     x = np.zeros((1, 1, 48, 48), np.float32)
     import torch

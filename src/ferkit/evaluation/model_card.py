@@ -118,5 +118,6 @@ def model_card(folder: Path, name: str) -> str:
     lines += ["The commands that made this model (run `" + run + "`; a `--resume` line continued a run after "
               "a stop; `ferkit ensemble` combined runs), then its evaluation and bundling:", "", "```"]
     lines += [*commands, f"ferkit evaluate runs/{run} --split test --protocol {protocol}",
-              f"ferkit bundle runs/{run} --name {name}", "```", ""]
+              f"ferkit bundle runs/{run} --name {name}"
+              + (" --provisional" if metrics.get("provisional") else ""), "```", ""]
     return "\n".join(lines)
