@@ -16,8 +16,9 @@ from ferkit.errors import ConfigError
 from ferkit.models import load_model
 from ferkit.training.augment import BatchAugment
 from ferkit.training.callbacks import SimulatedCrash, StopAfterEpochs
-from ferkit.training.config import AugmentConfig, load_config, parse_override
+from ferkit.training.config import AugmentConfig, TrainConfig, load_config, parse_override
 from ferkit.training.distill import TEACHER_FILE, cached_teacher_probabilities, mix_targets
+from ferkit.training.module import FerClassifier
 from ferkit.training.run import train
 
 
@@ -183,3 +184,15 @@ def test_batch_augmentation_keeps_shape_range_and_changes_pixels():
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert not torch.allclose(out, x)
     assert torch.equal(BatchAugment(AugmentConfig(enabled=False))(x), x)
+
+
+def test_weight_ema_warms_up_from_the_live_weights():
+    """The EMA copy follows the trained weights from the first step (decay ramps up as
+    (1 + step) / (10 + step)), instead of keeping the random init in the average."""
+    module = FerClassifier(TrainConfig(model="resnet", model_args=TINY_RESNET, ema_decay=0.999))
+    live, ema = module.model.stem[0].weight, module.ema_model.stem[0].weight
+    before = ema.detach().clone()
+    with torch.no_grad():
+        live.add_(1.0)
+    module.on_train_batch_end(None, None, 0)  # step 0: decay 0.1, so 90% of the new weights
+    assert torch.allclose(ema, 0.1 * before + 0.9 * live.detach(), atol=1e-6)
