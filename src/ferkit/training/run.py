@@ -115,9 +115,13 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
 
     history = HistoryCallback(run_dir, title=config.model)
     best = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val_loss",
-                           mode="min", save_top_k=1, save_last=True, save_on_train_epoch_end=True,
+                           mode="min", save_top_k=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
-    callbacks: list[L.Callback] = [history, *extra_callbacks, best]
+    # its own callback: Lightning's save_last=True only writes last.ckpt when a new best is saved,
+    # so a killed run lost every epoch since its last val_loss improvement (6 epochs, measured)
+    every_epoch = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="last", monitor=None,
+                                  save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    callbacks: list[L.Callback] = [history, *extra_callbacks, best, every_epoch]
     if config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min",
                                        patience=config.early_stopping_patience))
