@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -63,6 +64,23 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(learnable_root, tmp_p
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     reference = json.loads((straight / "history.json").read_text())
     assert [round(h["val_loss"], 5) for h in history] == [round(h["val_loss"], 5) for h in reference]
+
+
+class ValLossWorsensAfterFirstEpoch(L.Callback):
+    """Makes epoch 1 the best for good: later epochs report a higher val_loss to the checkpoints."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        trainer.callback_metrics["val_loss"] = torch.tensor(1.0 + trainer.current_epoch)
+
+
+def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(learnable_root, tmp_path):
+    # a killed run resumes from last.ckpt: it must hold the last finished epoch, not the best one
+    run = train(tiny_train_config(learnable_root, tmp_path, "no-new-best", epochs=3),
+                extra_callbacks=[ValLossWorsensAfterFirstEpoch()])
+    # our own checkpoints, written by the run above: Lightning's format needs the full unpickler
+    last = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(run / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)
+    assert (best["epoch"], last["epoch"]) == (0, 2)
 
 
 def test_time_budget_stops_the_run_and_still_exports_the_model(learnable_root, tmp_path):
