@@ -93,10 +93,25 @@ def test_ensemble_is_the_mean_of_its_members_log_probabilities():
     torch.testing.assert_close(model(x), expected)
     assert model.forward_features(x).shape == (3, 32, 6, 6)  # the members' 16 + 16 channels
     assert model.cam_layer == ["members.0.stages.1", "members.1.stages.1"]
-    with pytest.raises(ValueError, match="feature maps differ in size"):
-        Ensemble([_small_resnet(0), create_model("baseline")])
+    with pytest.raises(ValueError, match="feature maps differ in size"):  # 3x3 and 2x2 maps
+        Ensemble([create_model("resnet", widths=(8,) * 4, depths=(1,) * 4, stem_width=8),
+                  create_model("resnet", widths=(8,) * 5, depths=(1,) * 5, stem_width=8)])
     with pytest.raises(ValueError, match=r"members\[1\]: expected"):
         create_model("ensemble", members=[{"architecture": "resnet"}, {"model_args": {}}])
+
+
+def test_ensemble_of_members_with_different_map_sides_is_still_their_mean():
+    from ferkit.models.ensemble import Ensemble
+
+    torch.manual_seed(2)
+    four_stages = create_model("resnet", widths=(8, 8, 16, 16), depths=(1, 1, 1, 1), stem_width=8).eval()
+    members = [_small_resnet(0), four_stages]  # maps 6x6 and 3x3
+    for flip in (False, True):
+        model = Ensemble(members, flip=flip).eval()
+        x = torch.randn(3, 1, 48, 48)
+        views = [torch.log_softmax(m(v), 1) for v in ((x, x.flip(-1)) if flip else (x,)) for m in members]
+        torch.testing.assert_close(model(x), sum(views) / len(views))
+        assert model.forward_features(x).shape == (3, 32 * (2 if flip else 1), 6, 6)
 
 
 def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):

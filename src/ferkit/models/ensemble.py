@@ -5,8 +5,10 @@ converged (docs/results/README.md). The ensemble is an ordinary FerModel, so eve
 a model (Predictor, evaluate, ONNX export, the app) takes it unchanged:
 
 - forward_features: the members' last feature maps concatenated on the channel axis
-  (N, sum C_i, h, w); members must share the map side (all ferkit ResNets end at 6x6).
-- forward_head: each member's head on its own channel slice; the log-softmax outputs are averaged
+  (N, sum C_i, h, w), h the largest member's side. A smaller map (a four-stage ResNet ends at 3x3,
+  a three-stage one at 6x6) is repeated up to h (nearest neighbour) when its side divides h.
+- forward_head: each member's head on its own channel slice, average-pooled back to the member's
+  own side first (which undoes the repetition exactly); the log-softmax outputs are averaged
   (a normalised geometric mean of the probabilities, insensitive to a member's logit scale).
 - cam_layer: every member's own Grad-CAM layer; Grad-CAM sums the members' maps.
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ferkit.models.base import INPUT_SIZE, FerModel
@@ -40,9 +43,12 @@ class Ensemble(FerModel):
         with torch.no_grad():
             blank = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
             shapes = [_eval_features_shape(m, blank) for m in members]
-        if len({shape[1:] for shape in shapes}) > 1:
-            raise ValueError(f"ensemble members' feature maps differ in size: {[s[1:] for s in shapes]}")
+        side = max(shape[1] for shape in shapes)
+        if any(shape[1] != shape[2] or side % shape[1] for shape in shapes):
+            raise ValueError("ensemble members' feature maps differ in size and are not square maps "
+                             f"whose sides divide {side}: {[s[1:] for s in shapes]}")
         self.channels = [shape[0] for shape in shapes]
+        self.repeats = [side // shape[1] for shape in shapes]  # nearest-neighbour factor to the side
 
     @property
     def cam_layer(self) -> list[str]:
@@ -58,7 +64,9 @@ class Ensemble(FerModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.flip:
             x = torch.cat([x, x.flip(-1)])  # (2N, 1, 48, 48): faces, then mirrored faces
-        features = torch.cat([m.forward_features(x) for m in self.members], dim=1)  # (B, sum C_i, h, w)
+        features = torch.cat([_repeat(m.forward_features(x), k) for m, k in zip(self.members, self.repeats,
+                                                                              strict=True)],
+                             dim=1)  # (B, sum C_i, h, w)
         if self.flip:
             plain, mirrored = features.chunk(2)
             features = torch.cat([plain, mirrored], dim=1)  # (N, 2 sum C_i, h, w)
@@ -66,10 +74,21 @@ class Ensemble(FerModel):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         views = features.chunk(2, dim=1) if self.flip else (features,)
-        log_probs = [torch.log_softmax(m.forward_head(f).float(), dim=1)
+        log_probs = [torch.log_softmax(m.forward_head(_unrepeat(f, k)).float(), dim=1)
                      for view in views
-                     for m, f in zip(self.members, torch.split(view, self.channels, dim=1), strict=True)]
+                     for m, f, k in zip(self.members, torch.split(view, self.channels, dim=1), self.repeats,
+                                        strict=True)]
         return torch.stack(log_probs).mean(dim=0)  # (N, 8)
+
+
+def _repeat(features: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C, k*h, k*w), each value repeated in a k x k block."""
+    return features if k == 1 else F.interpolate(features, scale_factor=k, mode="nearest")
+
+
+def _unrepeat(features: torch.Tensor, k: int) -> torch.Tensor:
+    """The inverse of _repeat: the mean of each k x k block of equal values is that value."""
+    return features if k == 1 else F.avg_pool2d(features, k)
 
 
 def _eval_features_shape(member: FerModel, blank: torch.Tensor) -> tuple[int, ...]:
