@@ -106,6 +106,7 @@ def test_ensemble_of_members_with_different_map_sides_is_still_their_mean():
     torch.manual_seed(2)
     four_stages = create_model("resnet", widths=(8, 8, 16, 16), depths=(1, 1, 1, 1), stem_width=8).eval()
     members = [_small_resnet(0), four_stages]  # maps 6x6 and 3x3
+    assert four_stages.cam_layer == "stages.1"  # Grad-CAM on the 12x12 stage, as in three-stage nets
     for flip in (False, True):
         model = Ensemble(members, flip=flip).eval()
         x = torch.randn(3, 1, 48, 48)

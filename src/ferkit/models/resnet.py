@@ -51,10 +51,11 @@ class ResNet(FerModel):
 
     @property
     def cam_layer(self) -> str | None:
-        """Grad-CAM's default layer: the stage before the last. After global average pooling the
-        last (6x6) stage's Grad-CAM is a centred blob; the 12x12 stage localises brows, eyes and
+        """Grad-CAM's default layer: the 12x12 stage (stage i ends at 48 / 2^(i+1)), or the stage
+        before the last in nets of fewer than three stages. After global average pooling the 6x6
+        (and 3x3) stages' Grad-CAM is a centred blob; the 12x12 stage localises brows, eyes and
         mouth (docs/results/*/gradcam_gallery.png)."""
-        return f"stages.{len(self.stages) - 2}" if len(self.stages) > 1 else None
+        return f"stages.{min(len(self.stages) - 2, 1)}" if len(self.stages) > 1 else None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))  # (N,1,48,48) -> (N,widths[-1],6,6)
