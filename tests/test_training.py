@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -214,3 +215,18 @@ def test_weight_ema_warms_up_from_the_live_weights():
         live.add_(1.0)
     module.on_train_batch_end(None, None, 0)  # step 0: decay 0.1, so 90% of the new weights
     assert torch.allclose(ema, 0.1 * before + 0.9 * live.detach(), atol=1e-6)
+
+
+def test_channels_last_is_kept_off_only_for_nets_whose_shortcut_crashes_torch():
+    from ferkit.models import create_model
+    from ferkit.training.module import channels_last_is_safe
+
+    # tiny nets' strided 1x1 shortcuts (8->8) crash torch's channels_last backward on AVX-512
+    assert not channels_last_is_safe(create_model("resnet", **TINY_RESNET))
+    for config in ("configs/resnet.yaml", "configs/resnet18h.yaml"):
+        model_args = yaml.safe_load((Path(__file__).parents[1] / config).read_text())["model_args"]
+        assert channels_last_is_safe(create_model("resnet", **model_args)), config
+    tiny = FerClassifier(TrainConfig(model="resnet", model_args=TINY_RESNET, channels_last=True))
+    assert not tiny.channels_last
+    images = torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8)
+    tiny.model(tiny._inputs(images, train=True)).sum().backward()  # trains, does not crash

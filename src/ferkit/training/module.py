@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import lightning as L
 import torch
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 from ferkit.models import PIXEL_MEAN, PIXEL_STD, create_model
 from ferkit.training.augment import BatchAugment
 from ferkit.training.config import TrainConfig
+
+log = logging.getLogger("ferkit.training")
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
@@ -33,6 +36,15 @@ def multi_target_loss(logits: torch.Tensor, targets: torch.Tensor,
     return per_sample.mean()
 
 
+def channels_last_is_safe(model: torch.nn.Module) -> bool:
+    """False if the model has a strided 1x1 convolution with fewer than 16 channels both in and out
+    (e.g. a tiny ResNet's shortcut): torch 2.13's channels_last backward of that convolution
+    corrupts the heap on AVX-512 CPUs (measured: 8->8 / 12->12 / 15->15 crash, 8->16 and 16->8 do
+    not), so such models train in the default memory format."""
+    return not any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)
+                   and m.in_channels < 16 and m.out_channels < 16 for m in model.modules())
+
+
 class FerClassifier(L.LightningModule):
     def __init__(self, config: TrainConfig, class_weights: torch.Tensor | None = None):
         super().__init__()
@@ -40,7 +52,11 @@ class FerClassifier(L.LightningModule):
         self.model = create_model(config.model, **config.model_args)
         self.augment = BatchAugment(config.augment)
         self.register_buffer("class_weights", class_weights, persistent=False)
-        if config.channels_last:
+        self.channels_last = config.channels_last and channels_last_is_safe(self.model)
+        if config.channels_last and not self.channels_last:
+            log.warning("channels_last off for this model: it has a strided 1x1 convolution with under "
+                        "16 channels in and out, whose channels_last backward crashes torch on AVX-512 CPUs")
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None
 
@@ -50,7 +66,7 @@ class FerClassifier(L.LightningModule):
         if train:
             x = self.augment(x)
         x = (x - PIXEL_MEAN) / PIXEL_STD  # the formula of models.normalize, on [0, 1] input
-        if self.config.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
