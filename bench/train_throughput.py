@@ -1,11 +1,13 @@
 """Training and inference throughput of every registered model on this CPU.
 
     .venv/bin/python bench/train_throughput.py [--models resnet deep_cnn] [--repeats 5]
+    .venv/bin/python bench/train_throughput.py --models --configs configs/resnet18h.yaml --full-bf16
 
-Training: images/s of one optimiser step (forward + backward + Adam) at batch 64 and 128,
-fp32 and bf16 autocast, channels_last on and off. Inference: faces/s at batch 1 and 64 (fp32,
-eval mode, no_grad). Median of --repeats timed runs after one warm-up. GFLOP/s counts the
-forward FLOPs from torch's FlopCounterMode, x3 for a training step (forward + backward).
+Training: images/s of one optimiser step (forward + backward + Adam) at batch 64 and 128 (and a
+config's own batch size), fp32 and bf16 autocast, channels_last on and off. `--configs` adds the
+models of training configs (their `model` + `model_args`), named by the file. Inference: faces/s at
+batch 1 and 64 (fp32, eval mode, no_grad). Median of --repeats timed runs after one warm-up.
+GFLOP/s counts the forward FLOPs from torch's FlopCounterMode, x3 for a training step.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from itertools import product
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ferkit.models import create_model, list_models
+from ferkit.training.config import load_config
 
 
 def forward_flops(model: torch.nn.Module) -> int:
@@ -39,8 +45,9 @@ def median_seconds(step, repeats: int) -> float:
     return statistics.median(times)
 
 
-def train_rate(name: str, batch: int, bf16: bool, channels_last: bool, repeats: int) -> float:
-    model = create_model(name).train()
+def train_rate(make: Callable[[], torch.nn.Module], batch: int, bf16: bool, channels_last: bool,
+               repeats: int) -> float:
+    model = make().train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
@@ -57,8 +64,8 @@ def train_rate(name: str, batch: int, bf16: bool, channels_last: bool, repeats: 
     return batch / median_seconds(step, repeats)
 
 
-def infer_rate(name: str, batch: int, repeats: int) -> float:
-    model = create_model(name).eval().to(memory_format=torch.channels_last)
+def infer_rate(make: Callable[[], torch.nn.Module], batch: int, repeats: int) -> float:
+    model = make().eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 1, 48, 48).contiguous(memory_format=torch.channels_last)
 
     def step():
@@ -76,8 +83,16 @@ def main() -> None:
                         help="bf16 is emulated (slow) on CPUs without AVX512-BF16: fewer repeats")
     parser.add_argument("--full-bf16", action="store_true",
                         help="time bf16 in every batch/memory-format configuration (slow here)")
+    parser.add_argument("--configs", nargs="*", default=[], type=Path,
+                        help="training configs whose model (and batch size) to time as well")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
+    # (label, model factory, batch sizes): registered models at their defaults, then configs' models
+    models = [(name, partial(create_model, name), (64, 128)) for name in args.models]
+    for path in args.configs:
+        config = load_config(path)
+        models.append((path.stem, partial(create_model, config.model, **config.model_args),
+                       tuple(sorted({64, 128, config.batch_size}))))
     torch.set_num_threads(args.threads)
     cpu = platform.processor() or platform.machine()
     print(f"# torch {torch.__version__}, {args.threads} threads, {cpu},"
@@ -85,23 +100,23 @@ def main() -> None:
     print("| model | params | fwd MFLOP/face | batch | precision | channels_last | train img/s "
           "| train GFLOP/s |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in args.models:
-        model = create_model(name)
+    for name, make, batches in models:
+        model = make()
         params = sum(p.numel() for p in model.parameters())
         flops = forward_flops(model)
-        for batch, bf16, cl in product((64, 128), (False, True), (True, False)):
+        for batch, bf16, cl in product(batches, (False, True), (True, False)):
             if bf16 and not args.full_bf16 and (batch, cl) != (64, True):
-                continue  # emulated bf16 is ~15x slower here: one configuration tells the story
-            rate = train_rate(name, batch, bf16, cl, args.bf16_repeats if bf16 else args.repeats)
+                continue  # emulated bf16 is ~15x slower without AVX512-BF16: one configuration tells it
+            rate = train_rate(make, batch, bf16, cl, args.bf16_repeats if bf16 else args.repeats)
             print(f"| {name} | {params:,} | {flops / 1e6:.0f} | {batch} | {'bf16' if bf16 else 'fp32'} "
                   f"| {'on' if cl else 'off'} | {rate:.0f} | {rate * 3 * flops / 1e9:.1f} |", flush=True)
     print()
     print("| model | inference batch | faces/s (fp32) | GFLOP/s |")
     print("|---|---|---|---|")
-    for name in args.models:
-        flops = forward_flops(create_model(name))
+    for name, make, _ in models:
+        flops = forward_flops(make())
         for batch in (1, 64):
-            rate = infer_rate(name, batch, args.repeats)
+            rate = infer_rate(make, batch, args.repeats)
             print(f"| {name} | {batch} | {rate:.0f} | {rate * flops / 1e9:.1f} |", flush=True)
 
 
