@@ -16,7 +16,8 @@ def _pct(value: float | None) -> str:
 def _recipe(training: dict) -> str:
     config = training.get("config", {})
     return (f"{config.get('optimizer')} lr {config.get('lr')}, schedule {config.get('schedule')}, "
-            f"batch {config.get('batch_size')}, class balance {config.get('class_balance', 'none')}, "
+            f"batch {config.get('batch_size')}, precision {config.get('precision', '32-true')}, "
+            f"class balance {config.get('class_balance', 'none')}, "
             f"seed {config.get('seed')}, {training.get('epochs_trained')} epochs "
             f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), best epoch "
             f"{training.get('best_epoch')} by validation loss{_distillation(training)}")
