@@ -126,3 +126,13 @@ def test_bundled_ensemble_reports_each_member_run_and_the_totals(tmp_path, monke
     shutil.rmtree("runs/m1")
     with pytest.raises(ModelFileError, match="ensemble member runs not found: runs/m1"):
         bundled.bundle_run(ensemble, "default")
+
+
+def test_a_bundled_models_training_record_is_reported_when_it_is_reused(tmp_path):
+    """Members written out of a bundled ensemble have no history, only the record the bundle kept."""
+    record = {"run": "old-m0", "epochs_trained": 38, "train_seconds": 6840.0, "commands": ["ferkit train"]}
+    member = write_random_model(tmp_path / "old-m0")
+    (member / "metrics.json").write_text(json.dumps({"training": record}))
+    assert bundled.training_info(member) == record
+    (member / "history.json").write_text(json.dumps([{"epoch": 1, "seconds": 5}]))  # a run of its own
+    assert bundled.training_info(member)["epochs_trained"] == 1

@@ -91,11 +91,16 @@ def training_info(run: Path) -> dict[str, Any]:
     CLI lines that made it. An ensemble folder (model.json `member_runs`) reports each member and the
     totals; its members train independently, so their wall time is the longest member's when they
     run side by side and the sum when they run one after another. A distilled run (config `teacher`)
-    reports its teacher too, and the commands that made the teacher come first."""
+    reports its teacher too, and the commands that made the teacher come first. A folder without
+    history.json whose metrics.json has a `training` record (a bundled model) reports that record."""
     import yaml
 
     from ferkit.models.io import read_commands
 
+    recorded = read_json_file(run / METRICS_FILE).get("training")
+    if recorded and not (run / "history.json").is_file():
+        # a bundled model, or a member written out of a bundled ensemble, carries its own record
+        return recorded
     model_json = read_json_file(run / "model.json")
     members = model_json.get("member_runs")
     if members:
