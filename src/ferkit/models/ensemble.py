@@ -64,9 +64,8 @@ class Ensemble(FerModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if self.flip:
             x = torch.cat([x, x.flip(-1)])  # (2N, 1, 48, 48): faces, then mirrored faces
-        features = torch.cat([_repeat(m.forward_features(x), k) for m, k in zip(self.members, self.repeats,
-                                                                              strict=True)],
-                             dim=1)  # (B, sum C_i, h, w)
+        maps = [_repeat(m.forward_features(x), k) for m, k in zip(self.members, self.repeats, strict=True)]
+        features = torch.cat(maps, dim=1)  # (B, sum C_i, h, w)
         if self.flip:
             plain, mirrored = features.chunk(2)
             features = torch.cat([plain, mirrored], dim=1)  # (N, 2 sum C_i, h, w)

@@ -58,7 +58,7 @@ class ResNet(FerModel):
         return f"stages.{min(len(self.stages) - 2, 1)}" if len(self.stages) > 1 else None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))  # (N,1,48,48) -> (N,widths[-1],6,6)
+        return self.stages(self.stem(x))  # (N,1,48,48) -> (N,widths[-1],6,6); 3x3 with four stages
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.pool(features).flatten(1)))  # (N, 8)
