@@ -64,6 +64,31 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
 
 
+def test_float16_storage_halves_the_file_and_keeps_predictions(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    model = create_model("resnet", widths=(8, 16, 16), stem_width=8)
+    model.train()(torch.randn(16, 1, 48, 48))  # non-trivial BatchNorm running statistics
+    model.eval()
+    config = model_config("resnet", {"widths": [8, 16, 16], "stem_width": 8})
+    save_model(model, tmp_path / "fp32", config)
+    save_model(model, tmp_path / "fp16", config, storage="float16")
+    state = load_file(str(tmp_path / "fp16" / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for k, v in state.items() if k.endswith(".weight"))
+    assert all(v.dtype == torch.float32 for k, v in state.items() if "running_" in k)
+    sizes = [(tmp_path / kind / "model.safetensors").stat().st_size for kind in ("fp32", "fp16")]
+    assert sizes[1] < 0.6 * sizes[0]
+    assert json.loads((tmp_path / "fp16" / "model.json").read_text())["weight_storage"] == "float16"
+    x = torch.randn(32, 1, 48, 48)
+    loaded = load_model(tmp_path / "fp16")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    torch.testing.assert_close(loaded(x), model(x), atol=2e-2, rtol=2e-2)
+    assert torch.equal(loaded(x).argmax(1), model(x).argmax(1))
+    with pytest.raises(ValueError, match="storage"):
+        save_model(model, tmp_path / "bad", config, storage="int4")
+
+
 def test_load_model_errors_name_the_problem(tmp_path):
     with pytest.raises(ModelFileError, match="model not found"):
         load_model(tmp_path / "missing")

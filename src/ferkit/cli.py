@@ -461,12 +461,16 @@ def ensemble_command(
     flip: Annotated[bool, typer.Option(
         "--flip", help="Build flip test-time augmentation into the model (average with the mirrored "
                        "face; twice the compute).")] = False,
+    half: Annotated[bool, typer.Option(
+        "--half", help="Store the weights in float16 (half the file; computed in float32). "
+                       "Evaluate the written folder: that is the model you ship.")] = False,
 ) -> None:
     """Combine trained runs into one model (mean of their log-probabilities), written like a run
     folder: evaluate, export, bundle and --model take it as they take a run."""
     from ferkit.models.ensemble import save_ensemble
 
-    folder = save_ensemble(runs, out, flip, command=shlex.join(["ferkit", *sys.argv[1:]]))
+    folder = save_ensemble(runs, out, flip, command=shlex.join(["ferkit", *sys.argv[1:]]),
+                           storage="float16" if half else "float32")
     console.print(f"[green]ensemble of {len(runs)} runs written to {folder}", highlight=False)
 
 

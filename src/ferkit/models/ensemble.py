@@ -118,10 +118,11 @@ def load_ensemble(folders: list[str | Path], flip: bool = False) -> tuple[Ensemb
 
 
 def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False,
-                  command: str | None = None) -> Path:
+                  command: str | None = None, storage: str = "float32") -> Path:
     """Write the ensemble of trained runs as a model folder `out` (model.json + model.safetensors),
     usable wherever a run folder is (evaluate, bundle, export, Predictor). model.json lists the
-    member runs (`member_runs`), so `ferkit bundle` can report how each was trained."""
+    member runs (`member_runs`), so `ferkit bundle` can report how each was trained.
+    storage="float16" stores the weights in half precision (see `save_model`)."""
     if len(folders) < 2:
         raise ValueError("an ensemble needs at least two runs")
     out = Path(out)
@@ -132,7 +133,7 @@ def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False
     config = model_config("ensemble", model_args, params=sum(p.numel() for p in model.parameters()),
                           protocol=first.get("protocol"),
                           member_runs=[str(Path(folder)) for folder in folders])
-    save_model(model, out, config)
+    save_model(model, out, config, storage)
     if command:
         append_command(out, command)
     return out

@@ -33,11 +33,25 @@ def model_config(architecture: str, model_args: dict[str, Any], **extra: Any) ->
     }
 
 
-def save_model(model: FerModel, folder: Path, config: dict[str, Any]) -> None:
-    """Write folder/model.safetensors (fp32 state dict, buffers included) and folder/model.json."""
+WEIGHT_STORAGE = ("float32", "float16")
+
+
+def save_model(model: FerModel, folder: Path, config: dict[str, Any],
+               storage: str = "float32") -> None:
+    """Write folder/model.safetensors (state dict, buffers included) and folder/model.json.
+
+    storage="float16" halves the file (for bundled ensembles under the package size budget):
+    weights are stored in fp16, BatchNorm running statistics stay fp32 (a variance can be too
+    small for fp16's precision). load_model computes in fp32 either way."""
+    if storage not in WEIGHT_STORAGE:
+        raise ValueError(f"storage must be one of {', '.join(WEIGHT_STORAGE)}, not {storage!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if storage == "float16":
+        state = {k: v.half() if v.is_floating_point() and "running_" not in k else v
+                 for k, v in state.items()}
+        config = {**config, "weight_storage": storage}
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"architecture": config["architecture"]})
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
