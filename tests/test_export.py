@@ -84,8 +84,9 @@ def test_int8_export_with_and_without_calibration_data(tiny_model, tmp_path):
 
 
 def test_ensemble_of_members_with_different_map_sides_exports_with_parity(tmp_path):
-    """A three-stage (6x6) and a four-stage (3x3) ResNet in one ensemble: the repeat/pool that
-    aligns their maps exports to ONNX and matches PyTorch (export refuses a mismatch)."""
+    """A three-stage (6x6), a four-stage (3x3) and a four-stage ResNet fed 64x64 faces (4x4) in one
+    ensemble: the upsampling and the repeat/pool that aligns their maps export to ONNX and match
+    PyTorch (export refuses a mismatch)."""
     import torch
 
     from ferkit.models import create_model, model_config, save_model
@@ -93,10 +94,12 @@ def test_ensemble_of_members_with_different_map_sides_exports_with_parity(tmp_pa
 
     members = [{"architecture": "resnet", "model_args": {"widths": [8, 16, 16], "stem_width": 8}},
                {"architecture": "resnet", "model_args": {"widths": [16, 16, 16, 16], "depths": [1] * 4,
-                                                         "stem_width": 8}}]
+                                                         "stem_width": 8}},
+               {"architecture": "resnet", "model_args": {"widths": [16, 16, 16, 16], "depths": [1] * 4,
+                                                         "stem_width": 8, "input_side": 64}}]
     torch.manual_seed(0)
     model = ensemble(members, flip=True).eval()
-    assert model.repeats == [1, 2] and create_model("ensemble", members=members).repeats == [1, 2]
+    assert model.repeats == [2, 4, 3] and create_model("ensemble", members=members).repeats == [2, 4, 3]
     save_model(model, tmp_path / "ens", model_config("ensemble", {"members": members, "flip": True}))
     report = export_onnx(tmp_path / "ens", tmp_path / "ens.onnx", measure_accuracy=False)
     assert report.max_abs_diff <= PARITY_ATOL

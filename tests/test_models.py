@@ -16,6 +16,7 @@ from ferkit.models import (
     save_model,
     summarize_model,
 )
+from ferkit.models.base import FerModel
 
 
 def test_deep_cnn_has_the_seed_parameter_counts():
@@ -118,9 +119,19 @@ def test_ensemble_is_the_mean_of_its_members_log_probabilities():
     torch.testing.assert_close(model(x), expected)
     assert model.forward_features(x).shape == (3, 32, 6, 6)  # the members' 16 + 16 channels
     assert model.cam_layer == ["members.0.stages.1", "members.1.stages.1"]
-    with pytest.raises(ValueError, match="feature maps differ in size"):  # 3x3 and 2x2 maps
-        Ensemble([create_model("resnet", widths=(8,) * 4, depths=(1,) * 4, stem_width=8),
-                  create_model("resnet", widths=(8,) * 5, depths=(1,) * 5, stem_width=8)])
+    odd_sides = Ensemble([create_model("resnet", widths=(8,) * 4, depths=(1,) * 4, stem_width=8),
+                          create_model("resnet", widths=(8,) * 5, depths=(1,) * 5, stem_width=8)])
+    assert odd_sides.repeats == [2, 3]  # 3x3 and 2x2 maps meet at 6x6
+
+    class FlatFeatures(FerModel):  # features without a spatial map cannot be aligned
+        def forward_features(self, x):
+            return x.flatten(1)
+
+        def forward_head(self, features):
+            return features[:, :8]
+
+    with pytest.raises(ValueError, match="not square"):
+        Ensemble([members[0], FlatFeatures()])
     with pytest.raises(ValueError, match=r"members\[1\]: expected"):
         create_model("ensemble", members=[{"architecture": "resnet"}, {"model_args": {}}])
 
@@ -130,14 +141,29 @@ def test_ensemble_of_members_with_different_map_sides_is_still_their_mean():
 
     torch.manual_seed(2)
     four_stages = create_model("resnet", widths=(8, 8, 16, 16), depths=(1, 1, 1, 1), stem_width=8).eval()
-    members = [_small_resnet(0), four_stages]  # maps 6x6 and 3x3
+    at_64 = create_model("resnet", widths=(8, 8, 16, 16), depths=(1, 1, 1, 1), stem_width=8,
+                         input_side=64).eval()
+    members = [_small_resnet(0), four_stages, at_64]  # maps 6x6, 3x3 and 4x4: aligned at 12x12
     assert four_stages.cam_layer == "stages.1"  # Grad-CAM on the 12x12 stage, as in three-stage nets
     for flip in (False, True):
         model = Ensemble(members, flip=flip).eval()
+        assert model.repeats == [2, 4, 3]
         x = torch.randn(3, 1, 48, 48)
         views = [torch.log_softmax(m(v), 1) for v in ((x, x.flip(-1)) if flip else (x,)) for m in members]
         torch.testing.assert_close(model(x), sum(views) / len(views))
-        assert model.forward_features(x).shape == (3, 32 * (2 if flip else 1), 6, 6)
+        assert model.forward_features(x).shape == (3, 48 * (2 if flip else 1), 12, 12)
+
+
+def test_resnet_input_side_upsamples_the_face_inside_the_model():
+    torch.manual_seed(0)
+    model = create_model("resnet", widths=(8, 16, 16, 16), depths=(1, 1, 1, 1), stem_width=8,
+                         input_side=64).eval()
+    x = torch.randn(2, 1, 48, 48)
+    assert model.forward_features(x).shape == (2, 16, 4, 4)  # 64 -> 32 -> 16 -> 8 -> 4
+    upsampled = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(model(x), model.forward_head(model.stages(model.stem(upsampled))))
+    with pytest.raises(ValueError, match="input_side"):
+        create_model("resnet", input_side=32)
 
 
 def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):

@@ -5,8 +5,9 @@ converged (docs/results/README.md). The ensemble is an ordinary FerModel, so eve
 a model (Predictor, evaluate, ONNX export, the app) takes it unchanged:
 
 - forward_features: the members' last feature maps concatenated on the channel axis
-  (N, sum C_i, h, w), h the largest member's side. A smaller map (a four-stage ResNet ends at 3x3,
-  a three-stage one at 6x6) is repeated up to h (nearest neighbour) when its side divides h.
+  (N, sum C_i, h, w), h the least common multiple of the members' sides. A smaller map (a
+  four-stage ResNet ends at 3x3, a three-stage one at 6x6, one fed 64x64 faces at 4x4) is repeated
+  up to h (nearest neighbour).
 - forward_head: each member's head on its own channel slice, average-pooled back to the member's
   own side first (which undoes the repetition exactly); the log-softmax outputs are averaged
   (a normalised geometric mean of the probabilities, insensitive to a member's logit scale).
@@ -20,6 +21,7 @@ channels after the plain view's. Grad-CAM maps the mirrored view's heatmap back 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,9 @@ class Ensemble(FerModel):
         with torch.no_grad():
             blank = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
             shapes = [_eval_features_shape(m, blank) for m in members]
-        side = max(shape[1] for shape in shapes)
-        if any(shape[1] != shape[2] or side % shape[1] for shape in shapes):
-            raise ValueError("ensemble members' feature maps differ in size and are not square maps "
-                             f"whose sides divide {side}: {[s[1:] for s in shapes]}")
+        if any(len(shape) != 3 or shape[1] != shape[2] for shape in shapes):
+            raise ValueError(f"ensemble members' feature maps are not square: {[s[1:] for s in shapes]}")
+        side = math.lcm(*(shape[1] for shape in shapes))
         self.channels = [shape[0] for shape in shapes]
         self.repeats = [side // shape[1] for shape in shapes]  # nearest-neighbour factor to the side
 

@@ -2,14 +2,18 @@
 
 The stem keeps full resolution for one cheap conv, then each stage halves the side:
 48 -> 24 -> 12 -> 6. Global average pooling makes the head independent of the input side.
+`input_side` > 48 upsamples the face (bilinear) inside the model first, as the FERPlus paper fed
+its VGG13 64x64 faces: more spatial resolution in every stage for (side/48)^2 the compute, while
+the model still takes the 48x48 faces of every other part of ferkit.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ferkit.models.base import NUM_CLASSES, FerModel
+from ferkit.models.base import INPUT_SIZE, NUM_CLASSES, FerModel
 from ferkit.models.registry import register_model
 
 
@@ -34,8 +38,11 @@ class BasicBlock(nn.Module):
 
 class ResNet(FerModel):
     def __init__(self, widths: tuple[int, ...] = (64, 128, 256), depths: tuple[int, ...] = (2, 2, 2),
-                 stem_width: int = 32, dropout: float = 0.2):
+                 stem_width: int = 32, dropout: float = 0.2, input_side: int = INPUT_SIZE):
         super().__init__()
+        if input_side < INPUT_SIZE:
+            raise ValueError(f"input_side must be at least {INPUT_SIZE}, not {input_side}")
+        self.input_side = input_side
         self.stem = nn.Sequential(nn.Conv2d(1, stem_width, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
         stages, in_ch = [], stem_width
@@ -58,6 +65,9 @@ class ResNet(FerModel):
         return f"stages.{min(len(self.stages) - 2, 1)}" if len(self.stages) > 1 else None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_side != x.shape[-1]:
+            x = F.interpolate(x, size=(self.input_side, self.input_side), mode="bilinear",
+                              align_corners=False)  # (N,1,48,48) -> (N,1,side,side)
         return self.stages(self.stem(x))  # (N,1,48,48) -> (N,widths[-1],6,6); 3x3 with four stages
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -66,6 +76,6 @@ class ResNet(FerModel):
 
 @register_model
 def resnet(widths: tuple[int, ...] = (64, 128, 256), depths: tuple[int, ...] = (2, 2, 2),
-           stem_width: int = 32, dropout: float = 0.2) -> ResNet:
+           stem_width: int = 32, dropout: float = 0.2, input_side: int = INPUT_SIZE) -> ResNet:
     """ResNet for 48x48: stem 32, stages 64/128/256 x 2 basic blocks, GAP; ~2.8M params."""
-    return ResNet(tuple(widths), tuple(depths), stem_width, dropout)
+    return ResNet(tuple(widths), tuple(depths), stem_width, dropout, input_side)
