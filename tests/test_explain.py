@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import learnable_image
+from conftest import REAL_FACES, learnable_image, needs_faces
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -14,6 +14,7 @@ from ferkit.cli import app
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS
 from ferkit.explain import colorize, gradcam, overlay
+from ferkit.explain.figures import explain_files
 from ferkit.models import create_model, list_models, load_model, normalize
 from ferkit.models.cnn import PlainCNN
 
@@ -127,21 +128,60 @@ def test_overlay_blends_a_resized_jet_heatmap_over_gray_or_rgb():
 def test_cli_explain_writes_one_figure_per_image(tiny_runs, tmp_path):
     rng = np.random.default_rng(3)
     Image.fromarray(learnable_image(1, rng)).save(tmp_path / "face.png")
-    Image.fromarray(np.zeros((100, 80, 3), np.uint8)).save(tmp_path / "photo.jpg")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), str(tmp_path / "photo.jpg"),
-                                 "--model", str(tiny_runs[0]), "--out", str(out)])
+    result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), "--model", str(tiny_runs[0]),
+                                 "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert (out / "face-gradcam.png").is_file() and (out / "photo-gradcam.png").is_file()
+    assert (out / "face-gradcam.png").is_file()
     printed = " ".join(result.output.split())
     assert "face.png: happiness p=" in printed  # patch top-right -> happiness, the predicted class
-    assert "photo.jpg" in printed and "resized whole to 48x48" in printed
     with Image.open(out / "face-gradcam.png") as figure:
         assert figure.width > 2 * figure.height  # face | heatmap | overlay side by side
 
     result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), "--model", str(tiny_runs[0]),
                                  "--class", "sadness", "--out", str(out)])
     assert result.exit_code == 0 and "face.png: sadness p=" in " ".join(result.output.split())
+
+
+def test_cli_explain_takes_a_bundled_model_name_and_writes_outside_the_package(tmp_path, monkeypatch):
+    Image.fromarray(learnable_image(1, np.random.default_rng(3))).save(tmp_path / "face.png")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["explain", "face.png", "--model", "fast", "--class", "happiness"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "explain-fast" / "face-gradcam.png").is_file()
+    assert "face.png: happiness p=" in " ".join(result.output.split())
+
+
+@needs_faces
+def test_cli_explain_finds_the_faces_in_photos_and_lists_photos_without_one(tiny_runs, tmp_path):
+    """A photo is not squeezed whole into 48x48: each detected face gets its own figure, on the
+    crop `ferkit predict` classifies; a photo without a face is named at the end (exit code 1)
+    after the other figures are written."""
+    from ferkit.inference import Predictor
+
+    photos = [REAL_FACES / "Tom_Cruise_avp_2014_4.jpg", REAL_FACES / "2008_002506.jpg"]
+    Image.fromarray(np.zeros((100, 80, 3), np.uint8)).save(tmp_path / "blank.jpg")
+    Image.fromarray(learnable_image(1, np.random.default_rng(3))).save(tmp_path / "face.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["explain", *map(str, photos), str(tmp_path / "blank.jpg"),
+                                 str(tmp_path / "face.png"), "--model", str(tiny_runs[0]),
+                                 "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    printed = " ".join(result.output.split())
+    assert "blank.jpg: no face found" in printed and (out / "face-gradcam.png").is_file()
+    predictor = Predictor(model=str(tiny_runs[0]))
+    single, group = (predictor.predict(photo) for photo in photos)
+    assert len(single) == 1 and len(group) >= 2
+    assert (out / "Tom_Cruise_avp_2014_4-gradcam.png").is_file()
+    assert sorted(p.name for p in out.glob("2008_002506-face*-gradcam.png")) == \
+        [f"2008_002506-face{i}-gradcam.png" for i in range(1, len(group) + 1)]
+    assert f"Tom_Cruise_avp_2014_4.jpg face {single[0].box}:" in printed
+    # the explained face is the aligned crop `ferkit predict` classified, not the resized photo
+    done, no_face = explain_files(load_model(tiny_runs[0]), [photos[0]], tmp_path / "again",
+                                  find_faces=lambda path: [(f.crop, f.box) for f in predictor.predict(path)])
+    assert no_face == [] and len(done) == 1 and done[0].box == single[0].box and not done[0].resized
+    expected = predictor.predict_faces(single[0].crop[None])[0]
+    assert done[0].predicted == EMOTIONS[int(expected.argmax())]
 
 
 def test_cli_explain_errors_are_one_readable_line(tiny_runs, tmp_path):

@@ -247,9 +247,9 @@ def compare_command(
 @app.command("explain")
 @user_errors
 def explain_command(
-    model: Annotated[Path, typer.Option(help="Run folder of the model to explain.")],
+    model: Annotated[Path, typer.Option(help="Run folder or bundled model name (e.g. default).")],
     images: Annotated[list[Path] | None, typer.Argument(
-        help="48x48 face images (other sizes are resized whole to 48x48).")] = None,
+        help="48x48 face crops, or photos: every face the detector finds is explained.")] = None,
     class_: Annotated[str | None, typer.Option(
         "--class", help="Explain this emotion instead of the predicted one.")] = None,
     gallery: Annotated[bool, typer.Option(
@@ -258,8 +258,12 @@ def explain_command(
     data: Annotated[Path | None, typer.Option(help=f"For --gallery: {DATA_HELP}")] = None,
     layer: Annotated[str | None, typer.Option(
         help="Layer to explain (module name, e.g. features.2.3); default the last conv stage.")] = None,
+    detector: Annotated[str | None, typer.Option(
+        help="Face detector for photos (default: ferkit.faces' default).")] = None,
 ) -> None:
-    """Grad-CAM: where in the face the model looked (face | heatmap | overlay PNGs)."""
+    """Grad-CAM: where in the face the model looked (face | heatmap | overlay PNGs). A photo's
+    faces are found and aligned as `ferkit predict` does; photos without a face are listed at
+    the end (exit code 1)."""
     from ferkit.emotions import emotion_index
     from ferkit.errors import EvaluationError
     from ferkit.models import load_model
@@ -268,15 +272,20 @@ def explain_command(
         raise EvaluationError("nothing to explain: give IMAGE files and/or --gallery")
     if class_ is not None:
         emotion_index(class_)  # unknown names fail here, before the model loads
+    model, bundled = _run_or_bundled(model)
     net = load_model(model)
-    out_dir = out or model / "explain"
+    # never write into the installed package
+    out_dir = out or (Path(f"explain-{model.name}") if bundled else model / "explain")
+    no_face = []
     if images:
         from ferkit.explain.figures import explain_files
 
-        for item in explain_files(net, images, out_dir, target=class_, layer=layer):
-            note = " (resized whole to 48x48: not a 48x48 face crop)" if item.resized else ""
-            console.print(f"{item.source}: {item.class_name} p={item.probability:.2f} "
-                          f"(predicted {item.predicted}) -> {item.figure}{note}", highlight=False)
+        done, no_face = explain_files(net, images, out_dir, target=class_, layer=layer,
+                                      find_faces=_face_finder(model, detector))
+        for item in done:
+            where = f" face {item.box}" if item.box is not None else ""
+            console.print(f"{item.source}{where}: {item.class_name} p={item.probability:.2f} "
+                          f"(predicted {item.predicted}) -> {item.figure}", highlight=False)
     if gallery:
         from ferkit.evaluation import load_eval_split
         from ferkit.explain.figures import gallery as plot_gallery
@@ -285,6 +294,24 @@ def explain_command(
         path = plot_gallery(net, split, out_dir / "gallery.png",
                             f"{model.name}: Grad-CAM on FERPlus test (majority)", layer=layer, progress=True)
         console.print(f"[green]gallery written to {path}", highlight=False)
+    if no_face:
+        for path in no_face:
+            console.print(f"[yellow]{path}: no face found", highlight=False)
+        raise typer.Exit(1)
+
+
+def _face_finder(model: Path, detector: str | None):
+    """Photos -> their faces as `ferkit predict` crops them (same detector and alignment)."""
+    from ferkit.inference import Predictor
+
+    predictor = None
+
+    def find_faces(path: Path) -> list:
+        nonlocal predictor  # the detector loads only when a photo needs it
+        predictor = predictor or Predictor(model=str(model), detector=detector)
+        return [(face.crop, face.box) for face in predictor.predict(path)]
+
+    return find_faces
 
 
 MODEL_HELP = ("Model: a bundled name (default: the bundled default), a run folder, or an .onnx file "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,36 +17,101 @@ from ferkit.evaluation.predict import cpu_threads, predict_proba
 from ferkit.explain.gradcam import gradcam, overlay
 from ferkit.models import INPUT_SIZE, FerModel
 
+Box = tuple[int, int, int, int]  # (x, y, width, height) in the photo's pixels
+# A photo file -> its faces as (48x48 uint8 grayscale crop, box), largest first; [] if none.
+# The CLI passes a Predictor's detector + aligner, so a face is explained on the same crop that
+# `ferkit predict` classifies.
+FaceFinder = Callable[[Path], list[tuple[np.ndarray, Box]]]
+
 
 @dataclass
 class Explained:
-    """One explained image file and where its figure went."""
+    """One explained face and where its figure went."""
 
     source: Path
     figure: Path
     class_name: str
     probability: float
     predicted: str
-    resized: bool  # the file was not 48x48 and was resized whole
+    resized: bool  # the file was not 48x48 and, with no face finder, was resized whole
+    box: Box | None = None  # where the face was found, for a photo
+
+
+@dataclass
+class _Face:
+    source: Path
+    face: np.ndarray  # (48, 48) uint8
+    stem: str  # figure name without "-gradcam.png"
+    resized: bool = False
+    box: Box | None = None
 
 
 def load_face(path: str | Path) -> tuple[np.ndarray, bool]:
-    """A face image file -> (48x48 uint8 grayscale, whether it had to be resized).
-
-    TODO(face detection): a photo that is not a 48x48 face crop is, for now, resized whole to
-    48x48; once ferkit has a face detector, crop the face first instead."""
+    """A face image file -> (48x48 uint8 grayscale, whether it had to be resized whole)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image not found")
     try:
         with Image.open(path) as image:
             gray = image.convert("L")
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
     resized = gray.size != (INPUT_SIZE, INPUT_SIZE)
     if resized:
         gray = gray.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(gray, dtype=np.uint8), resized
+
+
+def _image_side(path: Path) -> tuple[int, int]:
+    """Width and height from the header (no pixel decoded)."""
+    if not path.is_file():
+        raise DataError(f"{path}: image not found")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+def _faces_of(path: Path, find_faces: FaceFinder | None) -> list[_Face]:
+    """A 48x48 file is one face crop; a larger photo gives its detected faces (or, with no
+    finder, itself resized whole)."""
+    if find_faces is None or _image_side(path) == (INPUT_SIZE, INPUT_SIZE):
+        face, resized = load_face(path)
+        return [_Face(path, face, path.stem, resized)]
+    found = find_faces(path)
+    if len(found) == 1:
+        return [_Face(path, found[0][0], path.stem, box=found[0][1])]
+    return [_Face(path, crop, f"{path.stem}-face{i}", box=box) for i, (crop, box) in enumerate(found, 1)]
+
+
+def explain_files(model: FerModel, paths: list[Path], out_dir: Path, target: str | int | None = None,
+                  layer: str | None = None, find_faces: FaceFinder | None = None
+                  ) -> tuple[list[Explained], list[Path]]:
+    """Grad-CAM figure `<out_dir>/<stem>-gradcam.png` for each 48x48 face file, and for each face
+    found in a photo (`<stem>-face<i>-gradcam.png` when it has several). Returns the figures and
+    the photos in which no face was found. Every file is read before any figure is drawn."""
+    paths = [Path(p) for p in paths]
+    found = [(path, _faces_of(path, find_faces)) for path in paths]
+    no_face = [path for path, faces in found if not faces]
+    items = [face for _, faces in found for face in faces]
+    if not items:
+        return [], no_face
+    result = gradcam(model, np.stack([item.face for item in items]), target=target, layer=layer)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for i, item in enumerate(items):
+        k = int(result.classes[i])
+        p = float(result.probabilities[i, k])
+        predicted = EMOTIONS[int(result.probabilities[i].argmax())]
+        where = f" face at {item.box}" if item.box is not None else ""
+        title = f"{item.source.name}{where}: {EMOTIONS[k]} (p = {p:.2f})"
+        if EMOTIONS[k] != predicted:
+            title += f", predicted {predicted}"
+        figure = plot_explanation(item.face, result.heatmaps[i], title, out_dir / f"{item.stem}-gradcam.png")
+        done.append(Explained(item.source, figure, EMOTIONS[k], p, predicted, item.resized, item.box))
+    return done, no_face
 
 
 def plot_explanation(face: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> Path:
@@ -63,29 +129,6 @@ def plot_explanation(face: np.ndarray, heatmap: np.ndarray, title: str, path: Pa
         ax.axis("off")
     fig.suptitle(title)
     return save(fig, path)
-
-
-def explain_files(model: FerModel, paths: list[Path], out_dir: Path, target: str | int | None = None,
-                  layer: str | None = None) -> list[Explained]:
-    """Grad-CAM figure `<out_dir>/<stem>-gradcam.png` for each image file."""
-    loaded = [load_face(p) for p in paths]  # every file is checked before any work
-    if not loaded:
-        return []
-    faces = np.stack([face for face, _ in loaded])
-    result = gradcam(model, faces, target=target, layer=layer)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done = []
-    for i, (path, (face, resized)) in enumerate(zip(paths, loaded, strict=True)):
-        k = int(result.classes[i])
-        p = float(result.probabilities[i, k])
-        predicted = EMOTIONS[int(result.probabilities[i].argmax())]
-        title = f"{Path(path).name}: {EMOTIONS[k]} (p = {p:.2f})"
-        if EMOTIONS[k] != predicted:
-            title += f", predicted {predicted}"
-        figure = plot_explanation(face, result.heatmaps[i], title, out_dir / f"{Path(path).stem}-gradcam.png")
-        done.append(Explained(Path(path), figure, EMOTIONS[k], p, predicted, resized))
-    return done
 
 
 def _pick(proba: np.ndarray, y_true: np.ndarray, k: int, correct: bool) -> int | None:
