@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,37 +47,37 @@ class _Face:
     box: Box | None = None
 
 
-def load_face(path: str | Path) -> tuple[np.ndarray, bool]:
-    """A face image file -> (48x48 uint8 grayscale, whether it had to be resized whole)."""
-    path = Path(path)
+@contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    """PIL's lazy open (header only until pixels are asked for), with file errors named."""
     if not path.is_file():
         raise DataError(f"{path}: image not found")
     try:
         with Image.open(path) as image:
-            gray = image.convert("L")
+            yield image
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+def load_face(path: str | Path) -> tuple[np.ndarray, bool]:
+    """A face image file -> (48x48 uint8 grayscale, whether it had to be resized whole)."""
+    with _open_image(Path(path)) as image:
+        gray = image.convert("L")
     resized = gray.size != (INPUT_SIZE, INPUT_SIZE)
     if resized:
         gray = gray.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(gray, dtype=np.uint8), resized
 
 
-def _image_side(path: Path) -> tuple[int, int]:
-    """Width and height from the header (no pixel decoded)."""
-    if not path.is_file():
-        raise DataError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+def _is_face_crop(path: Path) -> bool:
+    with _open_image(path) as image:  # the header only
+        return image.size == (INPUT_SIZE, INPUT_SIZE)
 
 
 def _faces_of(path: Path, find_faces: FaceFinder | None) -> list[_Face]:
     """A 48x48 file is one face crop; a larger photo gives its detected faces (or, with no
     finder, itself resized whole)."""
-    if find_faces is None or _image_side(path) == (INPUT_SIZE, INPUT_SIZE):
+    if find_faces is None or _is_face_crop(path):
         face, resized = load_face(path)
         return [_Face(path, face, path.stem, resized)]
     found = find_faces(path)
