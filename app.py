@@ -46,6 +46,7 @@ class Settings:
     detector: str
     gradcam: bool
     min_face: int
+    prior: str | None = None  # None: the model's own default (see ferkit.priors)
 
 
 # ---------------------------------------------------------------- cached work
@@ -63,16 +64,22 @@ def load_predictor(model: str | None, detector: str) -> Any:
     return Predictor(model=model, detector=detector, min_face=logic.DEFAULT_MIN_FACE)
 
 
+def predictor_for(settings: Settings) -> Any:
+    """The shared Predictor of the chosen model and detector, answering under the chosen prior."""
+    return load_predictor(settings.model, settings.detector).with_prior(settings.prior)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
-def analyze(data: bytes, name: str, model: str | None, detector: str) -> logic.PhotoResult:
+def analyze(data: bytes, name: str, model: str | None, detector: str, prior: str | None) -> logic.PhotoResult:
     """Analysis of one file, cached by its content: toggling Grad-CAM or moving the face-size
     slider re-draws the page without running the detector and the model again."""
-    return logic.analyze_photo(load_predictor(model, detector), data, name)
+    return logic.analyze_photo(load_predictor(model, detector).with_prior(prior), data, name)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def gradcam_overlays(crops: np.ndarray, model: str | None, detector: str) -> list[np.ndarray]:
-    return logic.gradcam_overlays(logic.torch_model(load_predictor(model, detector)), crops)
+def gradcam_overlays(crops: np.ndarray, model: str | None, detector: str,
+                     prior: str | None) -> list[np.ndarray]:
+    return logic.gradcam_overlays(logic.torch_model(load_predictor(model, detector)), crops, prior=prior)
 
 
 # ---------------------------------------------------------------- sidebar
@@ -99,14 +106,18 @@ def sidebar() -> Settings:
         min_face = st.slider("Minimum face size (px)", min_value=logic.DEFAULT_MIN_FACE, max_value=400,
                              value=logic.DEFAULT_MIN_FACE, step=4, key="min_face",
                              help="Faces whose shorter side is smaller are ignored.")
+        prior = st.selectbox("Class prior", logic.PRIOR_CHOICES, key="prior",
+                             format_func=logic.PRIOR_CHOICES.get, help=logic.PRIOR_HELP)
     return Settings(mode=mode, model=model, detector=detector,
-                    gradcam=gradcam, min_face=min_face)
+                    gradcam=gradcam, min_face=min_face, prior=prior)
 
 
 def show_model_in_sidebar(predictor: Any) -> None:
     report = logic.model_report(predictor.model_info, logic.torch_model(predictor))
     accuracy = f"{report.accuracy:.1%} {report.accuracy_label}" if report.accuracy is not None \
         else "accuracy not measured yet"
+    if report.balanced_accuracy is not None:
+        accuracy += f", {report.balanced_accuracy:.1%} balanced"
     st.sidebar.markdown(f"**Model:** `{report.name}` ({report.architecture})  \n{accuracy}")
 
 
@@ -154,7 +165,7 @@ def face_overlays(result: logic.PhotoResult, settings: Settings) -> list[np.ndar
     crops = np.stack([f.crop for f in result.faces])
     try:
         with st.spinner("Computing Grad-CAM…"):
-            return gradcam_overlays(crops, settings.model, settings.detector)
+            return gradcam_overlays(crops, settings.model, settings.detector, settings.prior)
     except FerkitError as exc:
         st.warning(f"Grad-CAM is not available for this model: {exc}")
         return []
@@ -165,7 +176,7 @@ def analyze_files(files: list[Any], settings: Settings) -> list[tuple[logic.Phot
     out = []
     for file in files:
         with st.spinner(f"Analysing {file.name}…"):
-            full = analyze(file.getvalue(), file.name, settings.model, settings.detector)
+            full = analyze(file.getvalue(), file.name, settings.model, settings.detector, settings.prior)
         out.append((logic.keep_faces_at_least(full, settings.min_face), len(full.faces)))
     return out
 
@@ -210,7 +221,7 @@ If the live video does not start, use **Webcam (snapshot)**, which works everywh
 def live_processor(settings: Settings) -> logic.LiveProcessor:
     """This session's frame processor, kept across reruns; the sidebar's current choices are
     pushed into it on every run (the worker thread reads them on the next frame)."""
-    predictor = load_predictor(settings.model, settings.detector)
+    predictor = predictor_for(settings)
     processor = st.session_state.get("live_processor")
     if processor is None:
         processor = logic.LiveProcessor(predictor, settings.min_face)
@@ -256,7 +267,7 @@ def snapshot_page(settings: Settings) -> None:
     if shot is None:
         st.caption("A single photo from your camera; works in every browser, no WebRTC needed.")
         return
-    full = analyze(shot.getvalue(), "Your snapshot", settings.model, settings.detector)
+    full = analyze(shot.getvalue(), "Your snapshot", settings.model, settings.detector, settings.prior)
     show_photo(logic.keep_faces_at_least(full, settings.min_face), settings, len(full.faces))
 
 
@@ -266,13 +277,18 @@ def snapshot_page(settings: Settings) -> None:
 def about_page(predictor: Any) -> None:
     report = logic.model_report(predictor.model_info, logic.torch_model(predictor))
     st.header("About the model")
-    left, middle, right = st.columns(3)
+    left, middle, right, balanced = st.columns(4)
     left.metric("Architecture", report.architecture)
     middle.metric("Parameters", f"{report.parameters:,}" if report.parameters is not None else "unknown")
     right.metric(report.accuracy_label, f"{report.accuracy:.1%}" if report.accuracy is not None
                  else "not measured yet")
+    balanced.metric("Balanced accuracy", f"{report.balanced_accuracy:.1%}"
+                    if report.balanced_accuracy is not None else "not measured yet",
+                    help="Mean recall over the emotions: every emotion counts the same, however rare.")
     st.caption(f"Model `{report.name}`" + (f"; measured on the {report.evaluated_on}"
-                                            if report.evaluated_on else ""))
+                                            if report.evaluated_on else "")
+               + f". Class prior in use: {predictor.prior} (sidebar; the figures are under the FERPlus "
+                 "prior).")
     st.subheader("Recall per emotion")
     if report.recall:
         st.dataframe(logic.recall_table(report), hide_index=True,
@@ -292,7 +308,7 @@ def main() -> None:
     st.set_page_config(page_title="ferkit: facial expressions", layout="wide")
     settings = sidebar()
     try:
-        predictor = load_predictor(settings.model, settings.detector)
+        predictor = predictor_for(settings)
     except (FerkitError, ValueError) as exc:
         st.error(f"The model could not be loaded: {exc}")
         st.info(f"To use another model, start the app with `{logic.MODEL_ENV}=PATH` (a run folder with "

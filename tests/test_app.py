@@ -377,11 +377,14 @@ def test_about_page_shows_what_metrics_json_says(app, app_model):
     metrics = json.loads((app_model / "metrics.json").read_text())
     shown = {m.label: m.value for m in app.metric}
     expected_params = sum(p.numel() for p in load_model(app_model).parameters())
+    recalls = [metrics["per_class"][e]["recall"] for e in EMOTIONS]
     assert shown == {"Architecture": "baseline", "Parameters": f"{expected_params:,}",
-                     "FERPlus test accuracy": f"{metrics['accuracy']:.1%}"}
+                     "FERPlus test accuracy": f"{metrics['accuracy']:.1%}",
+                     "Balanced accuracy": f"{sum(recalls) / len(recalls):.1%}"}
     recall = app.dataframe[0].value
     assert list(recall["emotion"]) == list(EMOTIONS)
-    assert list(recall["recall"]) == [metrics["per_class"][e]["recall"] for e in EMOTIONS]
+    assert list(recall["recall"]) == recalls
+    assert list(recall["test images"]) == [metrics["per_class"][e]["support"] for e in EMOTIONS]
     assert [s.value for s in app.subheader] == ["Recall per emotion", "Confusion matrix"]
     assert len(app.image) == 1
     del torch
@@ -395,7 +398,8 @@ def test_about_page_without_metrics_says_not_measured(app_model_unmeasured, monk
     at.run()
     at.sidebar.radio(key="mode").set_value("About the model").run()
     assert not at.exception
-    assert {m.label: m.value for m in at.metric}["FERPlus test accuracy"] == "not measured yet"
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["FERPlus test accuracy"] == shown["Balanced accuracy"] == "not measured yet"
     assert any("Not measured yet" in m.value for m in at.markdown)
     assert not at.image  # no confusion matrix shipped
 

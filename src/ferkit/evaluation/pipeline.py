@@ -3,7 +3,7 @@ written report folder (`evaluate`). `compare` reuses `load_eval_split` + `evalua
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from ferkit.errors import EvaluationError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.predict import cpu_threads, predict_proba
 from ferkit.models import load_model, read_model_config
+from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.tta import check_tta
 
 
@@ -31,6 +32,9 @@ class Evaluation:
     proba: np.ndarray  # (N, 8) softmax, EMOTIONS order
     metrics: dict
     out_dir: Path | None = None
+    prior: ClassPrior = field(default_factory=lambda: resolve_prior(None))
+    command: str | None = None  # the command line that made it, named in report.md
+    photos: dict | None = None  # a photo-folder evaluation: folder, detector, missed/skipped photos
 
     @property
     def name(self) -> str:
@@ -48,6 +52,7 @@ class Evaluation:
         """metrics.json: what was evaluated (run, data, protocol, TTA), then the numbers."""
         return {"run": str(self.run), "architecture": self.architecture, "data": str(self.data_root),
                 "split": self.split, "protocol": self.protocol, "tta": self.tta or "none",
+                "prior": self.prior.to_dict(), **({"photos": self.photos} if self.photos else {}),
                 **self.metrics}
 
 
@@ -74,20 +79,24 @@ def load_eval_split(data_root: str | Path, split: str = "test", protocol: str = 
 
 
 def evaluate_run(run: str | Path, data: LabeledSplit, data_root: str | Path, tta: str | None = None,
-                 batch_size: int = 256, progress: bool = False, threads: int | None = None) -> Evaluation:
-    """Load RUN's model, predict `data` with all CPU cores (or `threads`), compute the metrics.
-    Soft protocols also get the KL divergence to their vote distributions."""
+                 batch_size: int = 256, progress: bool = False, threads: int | None = None,
+                 prior: PriorSpec | ClassPrior = "ferplus") -> Evaluation:
+    """Load RUN's model, predict `data` with all CPU cores (or `threads`), compute the metrics
+    (probabilities under `prior`, see ferkit.priors). Soft protocols also get the KL divergence to
+    their vote distributions."""
     tta = check_tta(tta)
+    prior = resolve_prior(prior)
     run = Path(run)
     config = read_model_config(run)
     model = load_model(run)
     with cpu_threads(threads):
-        proba = predict_proba(model, data.images, batch_size=batch_size, tta=tta, progress=progress)
+        proba = prior.apply(predict_proba(model, data.images, batch_size=batch_size, tta=tta,
+                                          progress=progress))
     targets = data.targets if data.protocol in SOFT_PROTOCOLS else None
     metrics = compute_metrics(data.labels, proba, targets)
     return Evaluation(run=run, architecture=config["architecture"], data_root=Path(data_root),
                       split=data.name, protocol=data.protocol, tta=tta, data=data, proba=proba,
-                      metrics=metrics)
+                      metrics=metrics, prior=prior)
 
 
 def resolve_data_root(run: str | Path, data_root: str | Path | None) -> Path:
@@ -103,9 +112,11 @@ def resolve_data_root(run: str | Path, data_root: str | Path | None) -> Path:
 
 def evaluate(run: str | Path, split: str = "test", protocol: str = "majority",
              data_root: str | Path | None = None, tta: str | None = None, out: str | Path | None = None,
-             batch_size: int = 256, progress: bool = False, threads: int | None = None) -> Evaluation:
+             batch_size: int = 256, progress: bool = False, threads: int | None = None,
+             prior: PriorSpec | ClassPrior = "ferplus", command: str | None = None) -> Evaluation:
     """Evaluate RUN on a FERPlus split and write the report folder (default RUN/eval-<split>/):
-    metrics.json, predictions.csv, the plots, report.md and a self-contained report.html."""
+    metrics.json, predictions.csv, the plots, report.md and a self-contained report.html.
+    `command` (the CLI line) is named in report.md."""
     from ferkit.evaluation.report import write_report
 
     run = Path(run)
@@ -114,7 +125,8 @@ def evaluate(run: str | Path, split: str = "test", protocol: str = "majority",
     root = resolve_data_root(run, data_root)
     data = load_eval_split(root, split, protocol)
     evaluation = evaluate_run(run, data, root, tta=tta, batch_size=batch_size, progress=progress,
-                              threads=threads)
+                              threads=threads, prior=prior)
+    evaluation.command = command
     evaluation.out_dir = Path(out) if out else run / f"eval-{split}"
     write_report(evaluation, evaluation.out_dir)
     return evaluation

@@ -166,26 +166,41 @@ def write_predictions(evaluation: Evaluation, path: Path) -> Path:
 
 def build_document(evaluation: Evaluation) -> Document:
     m = evaluation.metrics
-    doc = Document(f"Evaluation of {evaluation.name} on FERPlus {evaluation.split}")
-    doc.paragraph(f"Model `{evaluation.architecture}` from `{evaluation.run}`, data "
-                  f"`{evaluation.data_root}`, label protocol `{evaluation.protocol}`, {m['images']:,} "
-                  f"images, test-time augmentation: {evaluation.tta or 'none'}. "
-                  f"Written {datetime.now():%Y-%m-%d %H:%M}.")
+    photos = evaluation.photos
+    where = f"photos in {photos['folder']}" if photos else f"FERPlus {evaluation.split}"
+    doc = Document(f"Evaluation of {evaluation.name} on {where}")
+    if evaluation.command:
+        doc.paragraph(f"Written by `{evaluation.command}` on {datetime.now():%Y-%m-%d %H:%M}.")
+    if photos:
+        doc.paragraph(f"Model `{evaluation.architecture}` from `{evaluation.run}`, {m['images']:,} labelled "
+                      f"photos through the photo pipeline (face detector `{photos['detector']}`, the largest "
+                      f"face of each photo), class prior `{evaluation.prior}`, test-time augmentation: "
+                      f"{evaluation.tta or 'none'}. Classes present: {', '.join(photos['classes_present'])}. "
+                      f"A photo with no face found counts as an error ({m.get('missed', 0):,} of them).")
+    else:
+        doc.paragraph(f"Model `{evaluation.architecture}` from `{evaluation.run}`, data "
+                      f"`{evaluation.data_root}`, label protocol `{evaluation.protocol}`, {m['images']:,} "
+                      f"images, test-time augmentation: {evaluation.tta or 'none'}, class prior "
+                      f"`{evaluation.prior}`.")
     doc.heading("Headline numbers")
-    header = ["accuracy", "macro F1", "weighted F1", "macro recall", "macro AUC", "ECE (15 bins)", "NLL"]
-    row = [fmt(m["accuracy"]), fmt(m["macro"]["f1"]), fmt(m["weighted"]["f1"]), fmt(m["macro"]["recall"]),
+    header = ["accuracy", "balanced accuracy", "macro F1", "weighted F1", "macro AUC", "ECE (15 bins)", "NLL"]
+    row = [fmt(m["accuracy"]), fmt(m["balanced_accuracy"]), fmt(m["macro"]["f1"]), fmt(m["weighted"]["f1"]),
            fmt(m["macro_auc"]), fmt(m["ece"]), fmt(m["nll"])]
     if "kl_divergence" in m:
         header.append("KL to votes")
         row.append(fmt(m["kl_divergence"]))
     doc.table(header, [row])
-    doc.paragraph(f"{m['correct']:,} of {m['images']:,} faces classified correctly. Macro averages weigh "
-                  "every emotion with test images equally (rare classes such as contempt count as much "
-                  "as happiness); weighted averages follow the class sizes. ECE is the average gap "
+    doc.paragraph(f"{m['correct']:,} of {m['images']:,} faces classified correctly. Balanced accuracy is "
+                  "the mean recall over the emotions present (every emotion counts the same, so rare "
+                  "classes such as contempt count as much as happiness); macro averages weigh every "
+                  "emotion equally too, weighted averages follow the class sizes. ECE is the average gap "
                   "between confidence and accuracy (0 = perfectly calibrated); NLL is the mean "
                   "-log probability of the true class (lower is better)."
                   + (" KL is the mean KL divergence from the annotators' vote distribution to the "
-                     "predicted distribution." if "kl_divergence" in m else ""))
+                     "predicted distribution." if "kl_divergence" in m else "")
+                  + (" Photos with no face found count in accuracy, recall and support; the confusion "
+                     "matrix, precision, AUC and calibration are over the photos with a face."
+                     if photos else ""))
     doc.heading("Per class")
     doc.table(["emotion", "support", "precision", "recall", "F1", "ROC AUC"],
               [[name, str(c["support"]), fmt(c["precision"]), fmt(c["recall"]), fmt(c["f1"]), fmt(c["auc"])]
@@ -208,6 +223,15 @@ def build_document(evaluation: Evaluation) -> Document:
     doc.heading("Calibration")
     doc.image("reliability.png", "Reliability diagram: bars below the diagonal mean over-confidence, "
                                  "above it under-confidence")
+    if photos:
+        doc.heading("Photos with no face found")
+        doc.preformatted("\n".join(f"{m['image']} ({m['emotion']})" for m in photos["missed"]) or "none")
+        if photos["skipped"]:
+            doc.heading("Skipped (bad rows or files)")
+            doc.preformatted("\n".join(photos["skipped"]))
+        if photos["aliases"]:
+            doc.paragraph("Emotion aliases read: "
+                          + ", ".join(f"{a} ({n})" for a, n in photos["aliases"].items()))
     doc.heading("Worst-misclassified faces")
     doc.image("worst_misclassified.png", f"Per true class, up to {WORST_PER_CLASS} misclassified faces with "
                                          "the lowest probability on their true class")

@@ -17,6 +17,7 @@ from ferkit.evaluation.plots import Cell, new_figure, plot_mosaic, save
 from ferkit.evaluation.predict import cpu_threads, predict_proba
 from ferkit.explain.gradcam import gradcam, overlay
 from ferkit.models import INPUT_SIZE, FerModel
+from ferkit.priors import ClassPrior, PriorSpec
 
 Box = tuple[int, int, int, int]  # (x, y, width, height) in the photo's pixels
 # A photo file -> its faces as (48x48 uint8 grayscale crop, box), largest first; [] if none.
@@ -87,10 +88,11 @@ def _faces_of(path: Path, find_faces: FaceFinder | None) -> list[_Face]:
 
 
 def explain_files(model: FerModel, paths: list[Path], out_dir: Path, target: str | int | None = None,
-                  layer: str | None = None, find_faces: FaceFinder | None = None
-                  ) -> tuple[list[Explained], list[Path]]:
+                  layer: str | None = None, find_faces: FaceFinder | None = None,
+                  prior: PriorSpec | ClassPrior = None) -> tuple[list[Explained], list[Path]]:
     """Grad-CAM figure `<out_dir>/<stem>-gradcam.png` for each 48x48 face file, and for each face
-    found in a photo (`<stem>-face<i>-gradcam.png` when it has several). Returns the figures and
+    found in a photo (`<stem>-face<i>-gradcam.png` when it has several), with probabilities under
+    `prior` (ferkit.priors). Returns the figures and
     the photos in which no face was found. Every file is read before any figure is drawn."""
     paths = [Path(p) for p in paths]
     found = [(path, _faces_of(path, find_faces)) for path in paths]
@@ -98,7 +100,7 @@ def explain_files(model: FerModel, paths: list[Path], out_dir: Path, target: str
     items = [face for _, faces in found for face in faces]
     if not items:
         return [], no_face
-    result = gradcam(model, np.stack([item.face for item in items]), target=target, layer=layer)
+    result = gradcam(model, np.stack([item.face for item in items]), target=target, layer=layer, prior=prior)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []

@@ -21,6 +21,7 @@ from ferkit.emotions import EMOTIONS, emotion_index
 from ferkit.errors import EvaluationError
 from ferkit.evaluation.predict import eval_mode
 from ferkit.models import INPUT_SIZE, FerModel, normalize
+from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 
 BATCH_SIZE = 64
 OVERLAY_ALPHA = 0.45
@@ -133,16 +134,19 @@ def _one_map_per_face(model: FerModel, raw: torch.Tensor, faces: int) -> torch.T
 
 
 def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None = None,
-            layer: str | list[str] | None = None) -> GradCamResult:
+            layer: str | list[str] | None = None, prior: PriorSpec | ClassPrior = None) -> GradCamResult:
     """Grad-CAM heatmaps of uint8 faces (N, 48, 48) (or one face (48, 48)).
 
     target: None explains each face's predicted class; an index or emotion name explains that
     class for every face. layer: a module name (e.g. "features.2.3", "stages.1"); default is the
     model's `cam_layer` if it names one (ResNets: the stage before the last), else the output of
     `forward_features`, the last convolutional stage. Several layers (an ensemble's members) give
-    the ReLU of the sum of their maps, each upsampled to 48x48 first.
+    the ReLU of the sum of their maps, each upsampled to 48x48 first. `prior` (ferkit.priors)
+    re-weights the probabilities, and so decides the predicted class; a class's map is the same under
+    any prior (the prior adds a constant to each logit).
     The model is run in eval mode and its training mode restored afterwards."""
     faces = _faces(faces_uint8)
+    prior = resolve_prior(prior)
     forward, hooked, label = _layers(model, layer)
     explainers = [LayerGradCam(forward, module) for module in hooked]
     device = next(model.parameters()).device
@@ -151,7 +155,7 @@ def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None =
         for start in range(0, len(faces), BATCH_SIZE):
             x = normalize(faces[start:start + BATCH_SIZE]).to(device)
             with torch.no_grad():
-                proba = torch.softmax(model(x).float(), dim=1)
+                proba = torch.from_numpy(prior.apply(torch.softmax(model(x).float(), dim=1).cpu().numpy()))
             wanted = resolve_target(target, len(x), proba.argmax(dim=1).cpu().numpy())
             with torch.enable_grad():
                 goal = torch.as_tensor(wanted, device=device)

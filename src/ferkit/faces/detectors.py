@@ -64,6 +64,12 @@ class Face:
             marks = {k: (x * factor, y * factor) for k, (x, y) in self.landmarks.items()}
         return Face(self.x1 * factor, self.y1 * factor, self.x2 * factor, self.y2 * factor, self.score, marks)
 
+    def shifted(self, dx: float, dy: float) -> Face:
+        marks = None
+        if self.landmarks is not None:
+            marks = {k: (x + dx, y + dy) for k, (x, y) in self.landmarks.items()}
+        return Face(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy, self.score, marks)
+
     def to_detection(self, width: int, height: int) -> Detection:
         x1, y1 = max(0, round(self.x1)), max(0, round(self.y1))
         x2, y2 = min(width, round(self.x2)), min(height, round(self.y2))
@@ -266,6 +272,11 @@ def get_detector(name: str) -> FaceDetector:
 DEFAULT_DETECTOR = next(iter(DETECTORS))
 FALLBACK_DETECTOR = list(DETECTORS)[1]
 MAX_DETECT_SIDE = 1280  # larger images are downscaled for detection: time grows with pixels
+# A photo that is itself a face crop (the face reaches past the frame) gets no face from MTCNN, whose
+# windows never see a whole face. When the first pass finds nothing, the image is padded with its own
+# edge pixels by this fraction of its long side on each side and searched again: on the in-the-wild dev
+# set this finds 109 of the 132 photos missed (0.15: 100, 0.5: 102), and still nothing on dogs.jpg.
+TIGHT_CROP_PAD = 0.3
 
 
 def list_detectors() -> list[str]:
@@ -273,24 +284,36 @@ def list_detectors() -> list[str]:
     return list(DETECTORS)
 
 
-def detect_faces(image: np.ndarray, detector: str = DEFAULT_DETECTOR, min_size: int = 20) -> list[Detection]:
+def _detect_scaled(found: FaceDetector, rgb: np.ndarray, min_size: int) -> list[Face]:
+    """`found.detect`, on a downscaled copy when the image is larger than MAX_DETECT_SIDE."""
+    height, width = rgb.shape[:2]
+    scale = min(1.0, MAX_DETECT_SIDE / max(height, width))
+    if scale == 1.0:
+        return found.detect(rgb, min_size)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return [f.scaled(1 / scale) for f in found.detect(small, max(1, round(min_size * scale)))]
+
+
+def detect_faces(image: np.ndarray, detector: str = DEFAULT_DETECTOR, min_size: int = 20,
+                 tight_crops: bool = True) -> list[Detection]:
     """Faces in `image` (HxWx3 RGB, HxWx4 RGBA or HxW gray, uint8), largest box first; [] when none.
 
     `min_size` is the smallest face side, in input pixels, worth finding. Images whose long side exceeds
     MAX_DETECT_SIDE are downscaled for detection and the boxes mapped back, so boxes and landmarks are
     always in input pixels; faces that become smaller than the detector's smallest face are then lost.
+    `tight_crops`: when nothing is found, search once more with the image padded (TIGHT_CROP_PAD), so
+    that a photo which is itself a face crop is found; its box is clipped to the image.
     """
     if min_size < 1:
         raise FaceDetectorError(f"min_size must be >= 1 pixel, got {min_size}")
     rgb = to_rgb(image)
     found = get_detector(detector)
     height, width = rgb.shape[:2]
-    scale = min(1.0, MAX_DETECT_SIDE / max(height, width))
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        faces = [f.scaled(1 / scale) for f in found.detect(small, max(1, round(min_size * scale)))]
-    else:
-        faces = found.detect(rgb, min_size)
+    faces = _detect_scaled(found, rgb, min_size)
+    if not faces and tight_crops:
+        pad = round(TIGHT_CROP_PAD * max(height, width))
+        padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        faces = [f.shifted(-pad, -pad) for f in _detect_scaled(found, padded, min_size)]
     detections = [f.to_detection(width, height) for f in faces]
     return sorted(detections, key=lambda d: d.box[2] * d.box[3], reverse=True)

@@ -30,6 +30,7 @@ from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.images import Color, ImageSource, describe, load_image
 from ferkit.inference.scores import EmotionScores
+from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.tta import check_tta
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 
 FACE_SIZE = 48
 BATCH_SIZE = 256
+# `iter_predict_many` hands results out at least every this many images, so a caller that writes
+# as it goes (ferkit predict) keeps its work when stopped; detection costs far more than the
+# smaller classifier batches this makes.
+STREAM_EVERY = 8
 
 
 class DetectionLike(Protocol):
@@ -174,19 +179,24 @@ class Predictor:
         image -> list of detections (objects with .box, .confidence, .landmarks).
     align: detection -> 48x48 face; default ferkit.faces.align_face.
     tta: None or "flip" (average with the mirrored face); used by every predict call.
+    prior: the class prior of the material (see ferkit.priors): "ferplus" (as trained), "uniform"
+        (every emotion equally likely: posed or acted faces), or 8 expected frequencies in EMOTIONS
+        order. None: the model's own choice (metrics.json "default_prior"), else "ferplus". Every
+        probability the Predictor returns is under this prior.
     min_face: smallest face side, in pixels, that the detector reports.
     threads: ONNX Runtime intra-op threads (None: its default). PyTorch's thread count is
         process-wide: set it with torch.set_num_threads.
     """
 
     def __init__(self, model: str | Path | None = None, detector: str | DetectFn | None = None, *,
-                 align: AlignFn | None = None, tta: str | None = None, min_face: int = 20,
-                 batch_size: int = BATCH_SIZE, threads: int | None = None):
+                 align: AlignFn | None = None, tta: str | None = None, prior: PriorSpec | ClassPrior = None,
+                 min_face: int = 20, batch_size: int = BATCH_SIZE, threads: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.source = resolve_model(model)
         self.backend = _load_backend(self.source, threads)
         self.tta = check_tta(tta)
+        self.prior = resolve_prior(prior if prior is not None else self.backend.metrics.get("default_prior"))
         self.batch_size = batch_size
         self.min_face = min_face
         self._detector = detector
@@ -196,6 +206,13 @@ class Predictor:
         if isinstance(detector, str):
             self._check_detector_name(detector)
 
+    def with_prior(self, prior: PriorSpec | ClassPrior) -> Predictor:
+        """The same loaded model and detector, answering under another class prior (cheap: nothing
+        is reloaded; the app keeps one Predictor per model and switches priors per request)."""
+        other = copy.copy(self)
+        other.prior = resolve_prior(prior if prior is not None else self.backend.metrics.get("default_prior"))
+        return other
+
     # -- model --
 
     @property
@@ -203,6 +220,7 @@ class Predictor:
         """For an app's "about" page: model.json and metrics.json contents, and where they came from."""
         info: dict[str, Any] = {"name": self.source.name, "source": str(self.source.path),
                                 "backend": self.backend.kind, "classes": list(EMOTIONS),
+                                "prior": self.prior.to_dict(),
                                 "model": copy.deepcopy(self.backend.config),
                                 "metrics": copy.deepcopy(self.backend.metrics)}
         if isinstance(self.backend, OnnxBackend):
@@ -298,7 +316,7 @@ class Predictor:
         mode = check_tta(tta) if tta is not None else self.tta
         if len(images) == 0:
             return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
-        return self.backend.probabilities(images, mode, self.batch_size)
+        return self.prior.apply(self.backend.probabilities(images, mode, self.batch_size))
 
     def predict(self, image: ImageSource, color: Color = "rgb", name: str | None = None) -> list[Face]:
         """Every face in one image, largest first; [] when there is none.
@@ -314,7 +332,8 @@ class Predictor:
     def iter_predict_many(self, sources: Iterable[ImageSource],
                           progress: bool = False) -> Iterator[ImageResult]:
         """`predict_many`, streamed: results come out in input order, while faces from
-        consecutive images are classified together in batches of `batch_size`."""
+        consecutive images are classified together (up to `batch_size` faces, at most
+        STREAM_EVERY images at a time)."""
         sources = list(sources)
         pending: list[tuple[ImageResult, list[DetectionLike], np.ndarray]] = []
         queued = 0
@@ -346,7 +365,7 @@ class Predictor:
                 detections, crops = [], np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
             pending.append((result, detections, crops))
             queued += len(crops)
-            if queued >= self.batch_size:
+            if queued >= self.batch_size or len(pending) >= STREAM_EVERY:
                 yield from flush()
         yield from flush()
 
@@ -367,7 +386,7 @@ class Predictor:
     def __repr__(self) -> str:
         detector = self._detector if isinstance(self._detector, str | None) else "<callable>"
         return (f"Predictor(model={self.source.name!r}, backend={self.backend.kind!r}, "
-                f"detector={detector!r}, tta={self.tta!r})")
+                f"detector={detector!r}, tta={self.tta!r}, prior={str(self.prior)!r})")
 
 
 def _progress(items: Sequence, enabled: bool, description: str) -> Iterable:

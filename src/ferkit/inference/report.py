@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.emotions import EMOTIONS
+from ferkit.errors import ArgumentError
 from ferkit.inference.predictor import ImageResult
 
 PREDICT_COLUMNS = ["file", "face", "x", "y", "width", "height", "emotion", "confidence", *EMOTIONS, "error"]
@@ -33,6 +34,35 @@ def predict_rows(results: Iterable[ImageResult]) -> Iterator[dict[str, Any]]:
             yield {"file": result.source, "face": index, "x": x, "y": y, "width": w, "height": h,
                    "emotion": face.emotion, "confidence": round(face.confidence, 6),
                    **{e: round(p, 6) for e, p in face.scores.items()}}
+
+
+def check_output_file(path: Path, inputs: Iterable[Path], option: str) -> Path:
+    """An output file path that is safe to write: not a folder, and never one of the inputs (ferkit
+    never writes over what the user gave it). Checked before any work starts."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ArgumentError(f"{option} {path}: is a folder; give a file name (e.g. {path / 'out.csv'})")
+    resolved = path.resolve()
+    for item in inputs:
+        if Path(item).expanduser().resolve() == resolved:
+            raise ArgumentError(f"{option} {path}: is an input file; ferkit never writes over its inputs")
+    return path
+
+
+def annotated_targets(files: Sequence[Path], inputs: Sequence[Path], out_dir: Path) -> list[Path]:
+    """The annotated copy's path of each file (see `annotated_path`); an ArgumentError if any of
+    them is an input file, e.g. when --annotate names the input folder itself."""
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ArgumentError(f"--annotate {out_dir}: is a file; give a folder")
+    taken: set[Path] = set()
+    targets = [annotated_path(file, inputs, out_dir, taken) for file in files]
+    originals = {Path(f).resolve() for f in files}
+    clash = next((t for t in targets if t.resolve() in originals), None)
+    if clash is not None:
+        raise ArgumentError(f"--annotate {out_dir}: would write over the input {clash}; choose a folder "
+                            "outside the inputs")
+    return targets
 
 
 class CsvWriter:

@@ -1,0 +1,58 @@
+"""Class-prior control (ferkit.priors): what --prior does to probabilities, checked on known numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REAL_FERPLUS, needs_ferplus
+
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import ArgumentError
+from ferkit.priors import FERPLUS_TRAIN_PRIOR, PRIOR_STRENGTH, ClassPrior, resolve_prior
+
+
+def test_ferplus_prior_leaves_probabilities_unchanged():
+    proba = np.random.default_rng(0).dirichlet(np.ones(8), size=5).astype(np.float32)
+    assert resolve_prior("ferplus").apply(proba) is proba
+    assert resolve_prior(None).name == "ferplus"
+
+
+def test_uniform_prior_reweights_by_the_training_prior_and_renormalises():
+    proba = np.array([[0.40, 0.05, 0.05, 0.05, 0.05, 0.05, 0.30, 0.05]], dtype=np.float32)
+    adjusted = resolve_prior("uniform").apply(proba)
+    expected = proba[0] * (1 / 8 / np.array(FERPLUS_TRAIN_PRIOR)) ** PRIOR_STRENGTH
+    np.testing.assert_allclose(adjusted[0], expected / expected.sum(), rtol=1e-6)
+    assert adjusted.sum() == pytest.approx(1.0, abs=1e-6)
+    # neutral (34% of FERPlus training faces) loses its lead to fear (3%)
+    assert proba.argmax() == EMOTIONS.index("neutral")
+    assert adjusted.argmax() == EMOTIONS.index("fear")
+
+
+def test_full_strength_uniform_prior_is_division_by_the_training_prior():
+    proba = np.full((1, 8), 1 / 8)
+    full = ClassPrior("uniform", resolve_prior("uniform").target, strength=1.0).apply(proba)
+    expected = 1 / np.array(FERPLUS_TRAIN_PRIOR)
+    np.testing.assert_allclose(full[0], expected / expected.sum())
+
+
+def test_custom_prior_from_numbers_or_text():
+    numbers = [2, 1, 1, 1, 1, 1, 1, 1]
+    from_list, from_text = resolve_prior(numbers), resolve_prior("2,1,1,1,1,1,1,1")
+    assert from_list == from_text and from_list.name == "custom"
+    assert sum(from_list.target) == pytest.approx(1.0)
+    assert from_list.to_dict()["target"][0] == pytest.approx(0.2222, abs=1e-4)
+
+
+@pytest.mark.parametrize("bad", ["flat", "1,2,3", "a,b,c,d,e,f,g,h", [1, 1, 1, 1, 1, 1, 1, 0],
+                                 [1, 1, 1, 1, 1, 1, 1, float("nan")]])
+def test_bad_prior_is_an_error_naming_the_option(bad):
+    with pytest.raises(ArgumentError, match="--prior"):
+        resolve_prior(bad)
+
+
+@needs_ferplus
+def test_the_training_prior_is_ferplus_trains_mean_vote_distribution():
+    from ferkit.data import label_split, load_ferplus
+
+    train = label_split(load_ferplus(REAL_FERPLUS, splits=("train",))["train"], "crossentropy")
+    np.testing.assert_allclose(train.targets.mean(axis=0), FERPLUS_TRAIN_PRIOR, atol=5e-6)
