@@ -142,7 +142,7 @@ def show_photo(result: logic.PhotoResult, settings: Settings, all_faces: int) ->
     caption = f"{count} face{'s' if count > 1 else ''} · {result.seconds * 1000:.0f} ms"
     if hidden:
         caption += f" · {hidden} smaller than {settings.min_face} px hidden"
-    st.image(logic.draw_faces(result.image, result.faces), caption=caption)
+    st.image(logic.draw_faces(result.image, result.faces, box_scale=result.display_scale), caption=caption)
     overlays = face_overlays(result, settings)
     for face in result.faces:
         widths = [1, 1, 4] if overlays else [1, 4]
@@ -185,7 +185,7 @@ def photo_page(settings: Settings) -> None:
     st.header("Photos")
     files = st.file_uploader(
         "Photos with faces", type=list(logic.ACCEPTED_TYPES), accept_multiple_files=True,
-        max_upload_size=logic.MAX_UPLOAD_MB, key="photos",
+        max_upload_size=logic.UPLOADER_LIMIT_MB, key="photos",
         help=f"JPEG, PNG or WebP, up to {logic.MAX_UPLOAD_MB} MB and "
              f"{logic.MAX_PIXELS / 1e6:.0f} megapixels each.")
     if not files:

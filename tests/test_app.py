@@ -68,10 +68,17 @@ def png_claiming(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def test_faces_numbered_left_to_right():
-    faces = logic.to_face_results([fake_face((300, 10, 40, 40)), fake_face((10, 50, 60, 60), top=3)])
+def test_faces_numbered_left_to_right_within_a_row():
+    faces = logic.to_face_results([fake_face((300, 10, 40, 40)), fake_face((10, 20, 60, 60), top=3)])
     assert [(f.number, f.box[0], f.emotion) for f in faces] == [(1, 10, "sadness"), (2, 300, "happiness")]
     assert faces[0].probabilities.shape == (8,) and faces[0].confidence == pytest.approx(0.7)
+
+
+def test_faces_numbered_in_reading_order_row_by_row():
+    # a back row (slightly uneven heights) above a front row: 1 2 3 in the back, 4 5 in front
+    boxes = [(300, 210, 50, 50), (20, 20, 40, 40), (160, 28, 40, 40), (280, 12, 40, 40), (10, 200, 60, 60)]
+    faces = logic.to_face_results([fake_face(b) for b in boxes])
+    assert [f.box[:2] for f in faces] == [(20, 20), (160, 28), (280, 12), (10, 200), (300, 210)]
 
 
 def test_analyze_photo_reads_bytes_and_keeps_faces():
@@ -91,6 +98,23 @@ def test_analyze_photo_bad_files_become_one_readable_error(data, expected):
     result = logic.analyze_photo(predictor, data, "upload.jpg")
     assert not result.ok and "upload.jpg" in result.error and expected in result.error.lower()
     assert "Traceback" not in result.error and predictor.calls == 0
+
+
+def test_a_large_upload_is_kept_only_at_display_size_with_boxes_in_its_own_pixels():
+    """What the app caches per upload is bounded: a 7000x7000 photo (147 MB decoded) is kept at
+    1600 px (7.7 MB), while faces keep the uploaded image's coordinates and are drawn scaled."""
+    buf = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (90, 100, 110)).save(buf, format="PNG")
+    predictor = ListPredictor([fake_face((3500, 3500, 700, 700))])
+    result = logic.analyze_photo(predictor, buf.getvalue(), "big.png")
+    assert result.ok and result.image.shape == (logic.DISPLAY_SIDE, logic.DISPLAY_SIDE, 3)
+    assert result.image.nbytes <= logic.DISPLAY_SIDE ** 2 * 3
+    assert result.faces[0].box == (3500, 3500, 700, 700)
+    drawn = logic.draw_faces(result.image, result.faces, box_scale=result.display_scale)
+    x = round(3500 * result.display_scale)
+    assert (drawn[x + 20, x] != result.image[x + 20, x]).any()  # the box's left edge, at display scale
+    small = logic.analyze_photo(ListPredictor([]), png_bytes(), "small.png")
+    assert small.display_scale == 1.0 and small.image.shape == (48, 64, 3)
 
 
 def test_analyze_photo_size_limit_is_enforced_before_decoding():

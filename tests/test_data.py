@@ -150,6 +150,44 @@ def test_kaggle_bad_pixels_row(kaggle_root):
     assert len(load_ferplus(kaggle_root, skip_bad=True)["train"]) == 1
 
 
+def test_kaggle_pixel_out_of_range_names_the_value(kaggle_root):
+    path = kaggle_root / "fer2013.csv"
+    rows = list(csv.reader(path.open()))
+    values = rows[1][1].split()
+    values[5] = "300"
+    rows[1][1] = " ".join(values)
+    _write_rows(path, rows)
+    with pytest.raises(DataError, match=r"fer2013.csv row 2: field 'pixels': value 300 is outside 0..255"):
+        load_ferplus(kaggle_root)
+
+
+@pytest.mark.parametrize("missing", [1, 2])
+def test_kaggle_files_out_of_step_are_an_error_naming_the_first_bad_row(kaggle_root, missing):
+    """A row deleted from fer2013new.csv must not shift every later image's votes onto its neighbour."""
+    path = kaggle_root / "fer2013new.csv"
+    rows = list(csv.reader(path.open()))
+    del rows[1:1 + missing]  # data row 0 (fer0000000.png), and with 2 the next one, gone
+    _write_rows(path, rows)
+    for _ in range(2):  # the first load and any later one: no cache hides it
+        with pytest.raises(DataError, match=r"fer2013new.csv row (2|3): 'Image name' is 'fer000000[13].png' "
+                                            r"but this is data row (0|1) \(expected 'fer000000[01].png'\)"):
+            load_ferplus(kaggle_root)
+
+
+def test_kaggle_files_of_different_lengths_are_an_error(kaggle_root):
+    with (kaggle_root / "fer2013.csv").open("a") as fh:
+        fh.write("0," + " ".join(["1"] * 2304) + ",Training\n")
+    with pytest.raises(DataError, match="different row counts: .*fer2013.csv has a row 9 and "
+                                        ".*fer2013new.csv ends before it"):
+        load_ferplus(kaggle_root)
+
+
+def test_label_csv_with_a_byte_order_mark_reads_as_without(microsoft_root):
+    label = microsoft_root / "FER2013Train" / "label.csv"
+    label.write_bytes(b"\xef\xbb\xbf" + label.read_bytes())
+    assert len(load_ferplus(microsoft_root)["train"]) == 6
+
+
 def test_kaggle_missing_label_file(kaggle_root):
     (kaggle_root / "fer2013new.csv").unlink()
     with pytest.raises(DataError, match="fer2013new.csv: file not found"):

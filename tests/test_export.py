@@ -103,3 +103,31 @@ def test_ensemble_of_members_with_different_map_sides_exports_with_parity(tmp_pa
     save_model(model, tmp_path / "ens", model_config("ensemble", {"members": members, "flip": True}))
     report = export_onnx(tmp_path / "ens", tmp_path / "ens.onnx", measure_accuracy=False)
     assert report.max_abs_diff <= PARITY_ATOL
+
+
+def test_onnx_files_of_the_wrong_shape_are_refused_at_load(exported, tmp_path):
+    """A file with ferkit's metadata but another input side or more outputs fails when loaded,
+    naming itself, not on the first face of a long predict run."""
+    from onnx import TensorProto, helper
+
+    meta = {p.key: p.value for p in onnx.load(str(exported[0])).metadata_props}
+
+    def save(graph, name: str):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        for key, value in meta.items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(tmp_path / name))
+        return tmp_path / name
+
+    x64 = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 64, 64])
+    flat = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4096])
+    wrong_side = save(helper.make_graph([helper.make_node("Flatten", ["x"], ["y"])], "g", [x64], [flat]),
+                      "side64.onnx")
+    with pytest.raises(ModelFileError, match=r"side64.onnx: input shape .*64.* is not \(N, 1, 48, 48\)"):
+        Predictor(model=wrong_side)
+    x48 = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 48, 48])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 1, 48, 48]) for n in "abc"]
+    nodes = [helper.make_node("Identity", ["x"], [n]) for n in "abc"]
+    three = save(helper.make_graph(nodes, "g", [x48], outs), "three.onnx")
+    with pytest.raises(ModelFileError, match="three.onnx: expected 1 input and 1 output, got 1 and 3"):
+        Predictor(model=three)

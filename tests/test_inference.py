@@ -516,3 +516,132 @@ def test_labels_never_cover_each_other_or_another_face():
         assert not any(_overlaps(rect, box) for j, box in enumerate(boxes) if j != i)
     assert placements[0].label == "0: surprise 91%"  # the first face still gets the full label
     assert any(p.label.isdigit() for p in placements)  # crowded ones fall back to their number
+
+
+# ---- awkward but valid arrays, and values that must be refused ------------------------------
+
+def test_predict_faces_accepts_any_strides_and_a_single_path(tiny_model, tmp_path):
+    predictor = Predictor(model=tiny_model)
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    expected = predictor.predict_faces(np.ascontiguousarray(np.flip(faces, 2)))
+    np.testing.assert_allclose(predictor.predict_faces(np.flip(faces, 2)), expected, rtol=1e-6)
+    np.testing.assert_allclose(predictor.predict_faces(faces[::-1]), predictor.predict_faces(
+        np.ascontiguousarray(faces[::-1])), rtol=1e-6)
+    Image.fromarray(faces[0]).save(tmp_path / "a.png")
+    one = predictor.predict_faces(str(tmp_path / "a.png"))  # one image, not its characters
+    assert one.shape == (1, 8)
+    np.testing.assert_allclose(one, predictor.predict_faces(faces[:1]), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("faces", "message"), [
+    (np.zeros((3, 0, 0), np.uint8), "no pixels"),
+    (np.full((2, 48, 48), np.nan, np.float32), "NaN or infinite"),
+    (np.full((1, 60, 60), np.inf), "NaN or infinite"),
+])
+def test_predict_faces_refuses_empty_and_non_finite_input(tiny_model, faces, message):
+    with pytest.raises(ImageError, match=message):
+        Predictor(model=tiny_model).predict_faces(faces)
+
+
+def test_model_files_with_bad_args_non_finite_or_damaged_weights_are_refused(tiny_model, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ferkit.models.io import weights_sha256
+
+    def copy(name: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(tiny_model, folder)
+        return folder
+
+    bad_args = copy("bad-args")
+    config = json.loads((bad_args / "model.json").read_text())
+    (bad_args / "model.json").write_text(json.dumps({**config, "model_args": [1, 2]}))
+    with pytest.raises(ModelFileError, match="'model_args' must be an object"):
+        load_model(bad_args)
+    (bad_args / "model.json").write_text(json.dumps({**config, "model_args": {"widths": 3}}))
+    with pytest.raises(ModelFileError, match="model.json"):
+        load_model(bad_args)
+
+    nan = copy("nan")
+    state = load_file(str(nan / "model.safetensors"))
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, str(nan / "model.safetensors"))
+    with pytest.raises(ModelFileError, match=f"tensor '{key}' holds NaN or infinite values"):
+        Predictor(model=nan)
+
+    damaged = copy("damaged")
+    config = json.loads((damaged / "model.json").read_text())
+    (damaged / "model.json").write_text(json.dumps({**config, "weights_sha256": weights_sha256(damaged)}))
+    assert load_model(damaged) is not None  # the recorded hash matches
+    data = bytearray((damaged / "model.safetensors").read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside the weights: loads silently without the hash
+    (damaged / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="damaged"):
+        load_model(damaged)
+
+
+def test_every_bundled_model_records_and_matches_its_weights_hash():
+    from ferkit.inference.bundled import list_bundled, weights_root
+    from ferkit.models.io import weights_sha256
+
+    for name in list_bundled():
+        config = json.loads((weights_root() / name / "model.json").read_text())
+        assert config["weights_sha256"] == weights_sha256(weights_root() / name), name
+
+
+def test_a_huge_image_is_refused_without_pils_own_warning_first():
+    import warnings
+
+    data = bytearray(png_bytes(np.zeros((1, 1, 3), np.uint8)))
+    ihdr = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 2, 0, 0, 0)  # 100 MP: PIL warns, ferkit refuses
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError, match="megapixels"):
+            load_image(bytes(data), name="huge.png")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_a_broken_link_in_a_folder_is_reported_not_skipped(tmp_path):
+    from ferkit.inference import find_images
+
+    (tmp_path / "a.png").write_bytes(png_bytes(scene()))
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    files, problems = find_images([tmp_path])
+    assert files == [tmp_path / "a.png"]
+    assert problems == [f"{tmp_path / 'gone.jpg'}: broken link (its target does not exist)"]
+
+
+def test_evaluating_an_onnx_file_on_ferplus_says_what_to_do(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"onnx")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 1 and "ONNX file cannot be evaluated on FERPlus" in result.output
+    assert "missing model.json" not in result.output
+
+
+def test_a_video_with_damaged_frames_in_the_middle_is_read_to_its_end(tmp_path, fake_cli_predictor):
+    """100 frames, bytes zeroed in the middle: reading used to stop at the damage (rows for frames
+    0-39, exit 0). It goes on past it, and says how many frames could not be read."""
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    for i in range(100):
+        writer.write(cv2.cvtColor(scene(160, 120, boxes=((10 + (i % 20) * 5, 20, 40, 40),), seed=i),
+                                  cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = bytearray(clip.read_bytes())
+    start = len(data) * 2 // 5
+    data[start:start + len(data) // 10] = bytes(len(data) // 10)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["video", str(damaged), "--csv", str(tmp_path / "rows.csv")])
+    assert result.exit_code == 0, result.output
+    frames = [int(line.split(",")[0]) for line in (tmp_path / "rows.csv").read_text().splitlines()[1:]]
+    assert max(frames) > 90  # rows after the damaged stretch
+    assert "unreadable (skipped)" in result.stderr and "100 frames its header declares" in result.stderr
+    read = int(result.stderr.split(" frames read")[0].split()[-1])
+    unreadable = int(result.stderr.split(" unreadable")[0].split()[-1])
+    assert read == len(set(frames)) and read + unreadable == 100 and unreadable > 0

@@ -65,6 +65,77 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(learnable_root, tmp_p
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     reference = json.loads((straight / "history.json").read_text())
     assert [round(h["val_loss"], 5) for h in history] == [round(h["val_loss"], 5) for h in reference]
+    # the CSV log keeps the epoch logged before the crash: rows are appended, not started afresh
+    import csv
+
+    with (run / "logs" / "metrics.csv").open() as fh:
+        epochs = sorted({int(r["epoch"]) for r in csv.DictReader(fh) if r.get("val_loss")})
+    assert epochs == [0, 1, 2]
+
+
+def crashed_run(root: Path, runs: Path, name: str) -> Path:
+    with pytest.raises(SimulatedCrash):
+        train(tiny_train_config(root, runs, name), extra_callbacks=[StopAfterEpochs(1)])
+    return runs / name
+
+
+class RunsCode:
+    """Unpickling this executes code: what a tampered checkpoint would carry."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch ferkit-tampered-checkpoint-ran",))
+
+
+def test_resume_refuses_a_tampered_or_truncated_checkpoint_whatever_the_environment(
+        learnable_root, tmp_path, monkeypatch):
+    run = crashed_run(learnable_root, tmp_path, "crashed")
+    last = run / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    last.write_bytes(good[:len(good) // 2])  # truncated (disk full, killed while copying)
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 1 and "damaged or not a ferkit checkpoint" in result.output
+    assert "Traceback" not in result.output
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch's own default is off then
+    torch.save({"state_dict": {}, "payload": RunsCode()}, last)
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 1 and "damaged or not a ferkit checkpoint" in result.output
+    assert not (tmp_path / "ferkit-tampered-checkpoint-ran").exists()
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder_and_skip_bad_trains(tmp_path):
+    from conftest import write_learnable_root
+
+    root = write_learnable_root(tmp_path / "data", {"train": 64, "valid": 16, "test": 8})
+    (root / "FER2013Train" / "train00003.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(app, ["train", "--config", str(_tiny_yaml(tmp_path, root)), "--name", "r"])
+    assert result.exit_code == 1 and "train00003.png" in result.output and "--skip-bad" in result.output
+    assert not (tmp_path / "runs" / "r").exists()  # the same command can simply be run again
+    result = CliRunner().invoke(app, ["train", "--config", str(_tiny_yaml(tmp_path, root)), "--name", "r",
+                                      "--skip-bad", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "skipped (--skip-bad)" in (tmp_path / "runs" / "r" / "train.log").read_text()
+
+
+def test_an_empty_split_is_named_before_training(tmp_path):
+    from conftest import write_learnable_root
+
+    root = write_learnable_root(tmp_path / "data", {"train": 32, "valid": 0, "test": 8})
+    result = CliRunner().invoke(app, ["train", "--config", str(_tiny_yaml(tmp_path, root)), "--name", "e"])
+    assert result.exit_code == 1, result.output
+    assert "the valid split has no images" in result.output and "Traceback" not in result.output
+
+
+def _tiny_yaml(folder: Path, root: Path) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": "resnet", "model_args": TINY_RESNET, "data": str(root),
+                                    "runs_dir": str(folder / "runs"), "epochs": 1, "batch_size": 16,
+                                    "threads": 1, "progress_bar": False, "early_stopping_patience": 0,
+                                    "augment": {"enabled": False}}))
+    return path
 
 
 class ValLossWorsensAfterFirstEpoch(L.Callback):

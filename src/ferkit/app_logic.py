@@ -39,6 +39,12 @@ ACCEPTED_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 # Upload limit in MB. .streamlit/config.toml sets the same `server.maxUploadSize`; app.py passes this
 # to the uploader too, so the limit holds even when the app is started from another folder.
 MAX_UPLOAD_MB = 20
+# Streamlit's own uploader limit, above the app's: a file between the two reaches the app and is
+# refused with a sentence saying why (Streamlit itself shows only a red icon).
+UPLOADER_LIMIT_MB = 4 * MAX_UPLOAD_MB
+# Analysed photos are kept (cached) for display only, shrunk to this long side: a 7000x7000 upload
+# would otherwise hold 147 MB of decoded pixels per cache entry for as long as the server runs.
+DISPLAY_SIDE = 1600
 # Pixel limit, checked from the image header before decoding: a phone photo (12-50 MP) passes, a
 # decompression bomb does not. Lower than the library's 64 MP because a web server holds several at once.
 MAX_PIXELS = 50_000_000
@@ -92,10 +98,11 @@ class PhotoResult:
     """One uploaded image after analysis: the image, its faces, or a readable error."""
 
     name: str
-    image: np.ndarray | None = None  # RGB uint8; None when the file could not be read
-    faces: tuple[FaceResult, ...] = ()
+    image: np.ndarray | None = None  # RGB uint8, long side <= DISPLAY_SIDE; None if unreadable
+    faces: tuple[FaceResult, ...] = ()  # boxes in the uploaded image's pixels
     error: str | None = None
     seconds: float = 0.0  # decode + detect + classify
+    display_scale: float = 1.0  # `image` pixels per uploaded-image pixel
 
     @property
     def ok(self) -> bool:
@@ -122,9 +129,23 @@ def model_choices(environ: Mapping[str, str] = os.environ) -> list[str]:
 # ---------------------------------------------------------------- photos
 
 
+def reading_order(faces: Sequence[FaceLike]) -> list[FaceLike]:
+    """Faces in the order people read a group photo: rows top to bottom (a face whose centre is
+    within half a face height of a row's first face joins that row), each row left to right."""
+    rows: list[list[FaceLike]] = []
+    for face in sorted(faces, key=lambda f: f.box[1] + f.box[3] / 2):
+        first = rows[-1][0] if rows else None
+        if first is not None and (face.box[1] + face.box[3] / 2) - (first.box[1] + first.box[3] / 2) \
+                <= first.box[3] / 2:
+            rows[-1].append(face)
+        else:
+            rows.append([face])
+    return [face for row in rows for face in sorted(row, key=lambda f: f.box[0])]
+
+
 def to_face_results(faces: Sequence[FaceLike]) -> tuple[FaceResult, ...]:
-    """Predictor faces -> FaceResults numbered left to right (how people read a group photo)."""
-    ordered = sorted(faces, key=lambda f: (int(f.box[0]), int(f.box[1])))
+    """Predictor faces -> FaceResults numbered in reading order (see `reading_order`)."""
+    ordered = reading_order(faces)
     return tuple(
         FaceResult(
             number=i,
@@ -167,13 +188,23 @@ def analyze_photo(predictor: PredictorLike, data: bytes, name: str, *, max_mb: f
     try:
         faces = predictor.predict(image)
     except FerkitError as exc:
-        return PhotoResult(name, image=image, error=str(exc))
+        return PhotoResult(name, image=shrink_for_display(image)[0], error=str(exc))
     except Exception:  # a bug, not the user's fault: keep the page alive, keep the traceback in the log
         log.exception("analysing %s failed", name)
-        return PhotoResult(name, image=image, error=f"{name}: the analysis failed unexpectedly "
-                                                    "(details are in the server log)")
-    return PhotoResult(name, image=image, faces=to_face_results(faces),
-                       seconds=time.perf_counter() - start)
+        return PhotoResult(name, image=shrink_for_display(image)[0],
+                           error=f"{name}: the analysis failed unexpectedly (details are in the server log)")
+    display, scale = shrink_for_display(image)
+    return PhotoResult(name, image=display, faces=to_face_results(faces),
+                       seconds=time.perf_counter() - start, display_scale=scale)
+
+
+def shrink_for_display(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, float]:
+    """The image with its long side at most `side` (area-averaged), and the scale applied."""
+    scale = min(1.0, side / max(image.shape[:2]))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
 def keep_faces_at_least(result: PhotoResult, min_face: int) -> PhotoResult:
@@ -187,16 +218,18 @@ def face_label(face: FaceResult, with_emotion: bool = False) -> str:
     return f"{face.number} {face.emotion} {face.confidence:.0%}" if with_emotion else str(face.number)
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], with_emotion: bool = False) -> np.ndarray:
+def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], with_emotion: bool = False,
+               box_scale: float = 1.0) -> np.ndarray:
     """A copy of the RGB image with each face boxed and labelled (its number, and for the webcam
     its emotion and confidence). Line width and text size follow the image size so the labels
-    stay readable on a 400 px photo and on a 4000 px one."""
+    stay readable on a 400 px photo and on a 4000 px one. `box_scale`: image pixels per box pixel
+    (a PhotoResult's display_scale)."""
     out = np.ascontiguousarray(image.copy())
     height, width = out.shape[:2]
     thickness = max(2, round(min(height, width) / 250))
     scale = max(0.5, min(height, width) / 700)
     for face in faces:
-        x, y, w, h = face.box
+        x, y, w, h = (round(v * box_scale) for v in face.box)
         cv2.rectangle(out, (x, y), (x + w, y + h), BOX_COLOR, thickness)
         text = face_label(face, with_emotion)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thickness // 2))

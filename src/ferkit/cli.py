@@ -135,6 +135,9 @@ def train_command(
     strategy: Annotated[str | None, typer.Option(help="auto, ddp, ... (Lightning).")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue a killed run from its last checkpoint.")] = None,
+    skip_bad: Annotated[bool | None, typer.Option(
+        "--skip-bad", help="Skip bad label rows and unreadable images (listed in train.log) instead of "
+                           "stopping at the first.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override any config key: --set augment.mixup=0.2")] = None,
 ) -> None:
@@ -145,7 +148,7 @@ def train_command(
     options = {"model": model, "data": str(data) if data else None, "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "protocol": protocol, "name": name,
                "limit_train_batches": limit_train_batches, "limit_val_batches": limit_val_batches,
-               "accelerator": accelerator, "devices": devices, "strategy": strategy}
+               "accelerator": accelerator, "devices": devices, "strategy": strategy, "skip_bad": skip_bad}
     overrides = [{k: v for k, v in options.items() if v is not None}]
     overrides += [parse_override(text) for text in set_ or []]
     if data is None and config is None and resume is None and os.environ.get("FERKIT_DATA"):
@@ -176,6 +179,9 @@ def _run_or_bundled(run: Path) -> tuple[Path, bool]:
 
     if not run.exists() and str(run) in list_bundled():
         return weights_root() / str(run), True
+    if run.suffix.lower() == ".onnx":
+        raise ArgumentError(f"{run}: an ONNX file cannot be evaluated on FERPlus here; evaluate the run "
+                            "folder it was exported from, or use --photos (photo folders take .onnx models)")
     return run, False
 
 
@@ -401,15 +407,6 @@ def interrupt_between_steps() -> Iterator[_StopRequest]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _quiet_pil_bomb_warning() -> None:
-    """ferkit refuses large images itself (with a clear error), so PIL's warning is noise here."""
-    import warnings
-
-    from PIL import Image
-
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-
-
 @app.command("predict")
 @user_errors
 def predict_command(
@@ -440,7 +437,6 @@ def predict_command(
 
     if as_json and csv_file is not None:
         raise ArgumentError("choose one of --json and --csv")
-    _quiet_pil_bomb_warning()
     files, failures = find_images(paths)
     if not files:
         raise FerkitError("no image to predict on: " + "; ".join(failures))
@@ -525,14 +521,15 @@ def video_command(
     from collections import Counter
 
     from ferkit.inference.report import VIDEO_COLUMNS, CsvWriter, check_output_file
-    from ferkit.inference.video import open_video
+    from ferkit.inference.video import VideoReport, open_video
 
     open_video(video).release()  # a bad video fails before the model loads
     for path, option in ((out, "--out"), (csv_file, "--csv")):
         if path is not None:
             check_output_file(path, [video], option)
     predictor = _predictor(model, detector, tta, prior)
-    rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True)
+    report = VideoReport()
+    rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True, report=report)
     writer = CsvWriter(csv_file, VIDEO_COLUMNS) if csv_file is not None else None
     counts: Counter[str] = Counter()
     frames: set[int] = set()
@@ -555,6 +552,11 @@ def video_command(
         console.print(f"wrote {writer.rows:,} rows to {csv_file}", highlight=False)
     if out is not None:
         console.print(f"[green]annotated video written to {out}", highlight=False)
+    if report.unreadable or report.missing:
+        err_console.print(f"[yellow]{video}: {report.frames_read:,} frames read, {report.unreadable:,} "
+                          f"unreadable (skipped), {report.missing:,} missing against the "
+                          f"{report.header_frames:,} frames its header declares",
+                          highlight=False, soft_wrap=True)
 
 
 @app.command("export")

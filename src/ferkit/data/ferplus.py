@@ -14,8 +14,8 @@ row; with `skip_bad=True` the bad rows are skipped and listed in `LoadReport.ski
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,7 +166,7 @@ def read_microsoft_split(root: Path, split: str, skip_bad: bool = False,
     if not label_file.is_file():
         raise DataError(f"{label_file}: label file not found")
     images, votes, names = [], [], []
-    with label_file.open(newline="") as fh:
+    with label_file.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a BOM is not part of a name
         for row_number, fields in enumerate(csv.reader(fh), start=1):
             if not fields or all(not f.strip() for f in fields):
                 continue
@@ -212,7 +212,8 @@ def read_kaggle(root: Path, skip_bad: bool = False,
             raise DataError(f"{f}: file not found (the Kaggle layout needs both CSV files)")
     rows: dict[str, tuple[list, list, list]] = {s: ([], [], []) for s in SPLITS}
     unlabeled = dict.fromkeys(SPLITS, 0)
-    with pixels_file.open(newline="") as pf, labels_file.open(newline="") as lf:
+    with pixels_file.open(newline="", encoding="utf-8-sig") as pf, \
+            labels_file.open(newline="", encoding="utf-8-sig") as lf:
         pixel_rows, label_rows = csv.reader(pf), csv.reader(lf)
         pixel_header, label_header = next(pixel_rows, None), next(label_rows, None)
         if pixel_header is None or [h.strip() for h in pixel_header[:3]] != [
@@ -221,8 +222,15 @@ def read_kaggle(root: Path, skip_bad: bool = False,
         if label_header is None or len(label_header) != LABEL_FIELDS:
             raise DataError(f"{labels_file} row 1: expected header Usage,Image name + 10 counts")
         row_number = 1
-        for pixel_fields, label_fields in zip(pixel_rows, label_rows, strict=False):
+        # zip_longest, not zip: zip drops the first extra row of the longer file unseen
+        for pixel_fields, label_fields in itertools.zip_longest(pixel_rows, label_rows):
             row_number += 1
+            if pixel_fields is None or label_fields is None:
+                longer, shorter = ((pixels_file, labels_file) if label_fields is None
+                                   else (labels_file, pixels_file))
+                raise DataError(f"{pixels_file} and {labels_file} have different row counts: {longer} has a "
+                                f"row {row_number} and {shorter} ends before it; the two files must have one "
+                                "row per FER2013 image, in the same order")
             if len(label_fields) != LABEL_FIELDS:
                 errors.bad(labels_file, row_number,
                            f"expected {LABEL_FIELDS} fields, got {len(label_fields)}")
@@ -235,6 +243,11 @@ def read_kaggle(root: Path, skip_bad: bool = False,
                 errors.bad(pixels_file, row_number, f"field 'Usage': unknown {pixel_fields[2]!r}")
                 continue
             name = label_fields[1].strip()
+            expected = f"fer{row_number - 2:07d}.png"  # FERPlus names each image after its row
+            if name and name != expected:
+                raise DataError(f"{labels_file} row {row_number}: 'Image name' is {name!r} but this is "
+                                f"data row {row_number - 2} (expected {expected!r}): fer2013.csv and "
+                                "fer2013new.csv are out of step (a row missing or added in one of them)")
             if not name:  # no FERPlus label for this FER2013 image
                 unlabeled[split] += 1
                 continue
@@ -246,17 +259,17 @@ def read_kaggle(root: Path, skip_bad: bool = False,
             except ValueError:
                 errors.bad(pixels_file, row_number, "field 'pixels': not space-separated integers")
                 continue
-            if values.size != IMAGE_SIZE * IMAGE_SIZE or values.min() < 0 or values.max() > 255:
+            if values.size != IMAGE_SIZE * IMAGE_SIZE:
                 errors.bad(pixels_file, row_number,
-                           f"field 'pixels': expected {IMAGE_SIZE * IMAGE_SIZE} values in 0..255,"
-                           f" got {values.size}")
+                           f"field 'pixels': expected {IMAGE_SIZE * IMAGE_SIZE} values, got {values.size}")
+                continue
+            if values.min() < 0 or values.max() > 255:
+                bad = values[(values < 0) | (values > 255)][0]
+                errors.bad(pixels_file, row_number, f"field 'pixels': value {bad} is outside 0..255")
                 continue
             images, votes, names = rows[split]
             images.append(values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
             votes.append(row_votes)
             names.append(name)
-        if next(pixel_rows, None) is not None or next(label_rows, None) is not None:
-            warnings.warn(f"{pixels_file} and {labels_file} have different row counts; "
-                          f"joined the first {row_number - 1} rows", stacklevel=2)
     report.unlabeled = unlabeled
     return {s: _make_split(s, *rows[s]) for s in SPLITS}

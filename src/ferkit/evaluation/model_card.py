@@ -114,6 +114,13 @@ def model_card(folder: Path, name: str) -> str:
               "lighting unlike FER2013's do worse. Accuracy may differ across demographic groups; FERPlus "
               "carries no demographic labels to measure it.",
               "",
+              "Posed and acted expressions: the model learned FERPlus's crowd labels and class prior "
+              "(a third of its faces neutral). On a posed set (14 people acting 7 emotions, "
+              "`../shared/datasets/posed-expressions`), posed anger, fear and disgust are subtle and "
+              "mostly read as neutral. `--prior uniform` (every emotion equally likely) recovers part of "
+              "it at a cost on FERPlus and on photos in the wild; per-class figures on both development "
+              "sets are in docs/results/README.md (\"Class priors and photos beyond FERPlus\").",
+              "",
               "## Reproduce"]
     run = training.get("run", "NAME")
     protocol = metrics.get("protocol", "majority")

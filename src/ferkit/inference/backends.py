@@ -30,6 +30,9 @@ META_OPSET = "ferkit.opset"
 META_PRECISION = "ferkit.precision"
 META_VERSION = "ferkit.version"
 
+FACE_SIDE = 48
+
+
 class Backend(Protocol):
     kind: str
     config: dict[str, Any]
@@ -107,10 +110,30 @@ class OnnxBackend:
         self.metrics = self._json_meta(meta, META_METRICS_JSON, path, required=False)
         self.onnx_meta = {"opset": meta.get(META_OPSET), "precision": meta.get(META_PRECISION, "fp32"),
                           "exported_by": meta.get(META_VERSION)}
+        self._check_shapes(path)
         self.input_name = self.session.get_inputs()[0].name
         norm = self.config.get("normalization", {})
         self.mean = np.float32(norm.get("mean", 0.5))
         self.std = np.float32(norm.get("std", 0.25))
+
+    def _check_shapes(self, path: Path) -> None:
+        """One input (N, 1, 48, 48) and one output (N, 8), checked at load so that a wrong file fails
+        here with its name instead of on the first face (symbolic dimensions pass)."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(f"{path}: expected 1 input and 1 output, got {len(inputs)} and "
+                                 f"{len(outputs)}")
+
+        def fits(shape: list, expected: list) -> bool:
+            return len(shape) == len(expected) and all(
+                not isinstance(got, int) or want is None or got == want
+                for got, want in zip(shape, expected, strict=True))
+
+        if not fits(list(inputs[0].shape), [None, 1, FACE_SIDE, FACE_SIDE]):
+            raise ModelFileError(f"{path}: input shape {inputs[0].shape} is not "
+                                 f"(N, 1, {FACE_SIDE}, {FACE_SIDE})")
+        if not fits(list(outputs[0].shape), [None, len(EMOTIONS)]):
+            raise ModelFileError(f"{path}: output shape {outputs[0].shape} is not (N, {len(EMOTIONS)})")
 
     @staticmethod
     def _json_meta(meta: dict[str, str], key: str, path: Path, required: bool) -> dict[str, Any]:

@@ -149,6 +149,8 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json."""
     import shutil
 
+    from ferkit.models.io import weights_sha256
+
     run = Path(run)
     evaluation = Path(evaluation) if evaluation else run / "eval-test"
     for needed in (run / "model.json", run / "model.safetensors", evaluation / "metrics.json"):
@@ -158,7 +160,9 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     target = weights_root() / name
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "model.safetensors", target / "model.safetensors")
-    shutil.copyfile(run / "model.json", target / "model.json")
+    config = json.loads((run / "model.json").read_text())
+    config["weights_sha256"] = weights_sha256(target)  # load_model checks it: a damaged install says so
+    (target / "model.json").write_text(json.dumps(config, indent=2) + "\n")
     if (evaluation / "confusion_matrix.png").is_file():
         shutil.copyfile(evaluation / "confusion_matrix.png", target / "confusion_matrix.png")
     metrics = json.loads((evaluation / "metrics.json").read_text())

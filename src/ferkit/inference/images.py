@@ -18,6 +18,7 @@ the image as people see it.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Literal
@@ -116,6 +117,14 @@ def _check_size(size: tuple[int, int], max_pixels: int, label: str) -> None:
 
 
 def _decode(stream: IO[bytes], max_pixels: int, label: str) -> np.ndarray:
+    # ferkit refuses large images itself, with a sentence (_check_size): PIL's warning about them,
+    # printed before that refusal, would only be noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _decode_quietly(stream, max_pixels, label)
+
+
+def _decode_quietly(stream: IO[bytes], max_pixels: int, label: str) -> np.ndarray:
     try:
         img = Image.open(stream)  # lazy: reads the header only
     except Image.DecompressionBombError as exc:
@@ -191,6 +200,8 @@ def _from_array(array: np.ndarray, color: Color, label: str) -> np.ndarray:
         raise ImageError(f"{label}: image has no pixels (shape {array.shape})")
     if array.dtype == bool or array.dtype.kind not in "uif":
         raise ImageError(f"{label}: expected uint8 pixels, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ImageError(f"{label}: pixels contain NaN or infinite values")
     pixels = _scale_to_uint8(array)
     if pixels.ndim == 2:
         return np.ascontiguousarray(_gray_to_rgb(pixels))
@@ -210,8 +221,10 @@ def find_images(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            candidates = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS]
+            problems += [f"{p}: broken link (its target does not exist)" for p in sorted(candidates)
+                         if p.is_symlink() and not p.exists()]
+            inside = sorted(p for p in candidates if p.is_file())
             if not inside:
                 problems.append(f"{path}: folder holds no image files "
                                 f"({', '.join(sorted(IMAGE_EXTENSIONS))})")

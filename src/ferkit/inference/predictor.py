@@ -36,7 +36,7 @@ from ferkit.tta import check_tta
 if TYPE_CHECKING:
     import torch
 
-    from ferkit.inference.video import VideoRow
+    from ferkit.inference.video import VideoReport, VideoRow
 
 FACE_SIZE = 48
 BATCH_SIZE = 256
@@ -113,6 +113,8 @@ def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
     uses area averaging (no aliasing), enlarging bilinear interpolation."""
     import cv2
 
+    if crop.size == 0:
+        raise ImageError(f"the crop has no pixels (shape {crop.shape})")
     rgb = load_image(crop, color=color) if crop.ndim == 3 or crop.dtype != np.uint8 else None
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb is not None else crop
     if gray.shape == (FACE_SIZE, FACE_SIZE):
@@ -122,28 +124,37 @@ def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
     return cv2.resize(gray, (FACE_SIZE, FACE_SIZE), interpolation=interpolation)
 
 
-def prepare_faces(faces: np.ndarray | Sequence[Any], color: Color = "rgb") -> np.ndarray:
-    """Faces in any of the accepted forms -> uint8 (N, 48, 48).
+def prepare_faces(faces: np.ndarray | Sequence[Any] | str | Path | bytes, color: Color = "rgb") -> np.ndarray:
+    """Faces in any of the accepted forms -> uint8 (N, 48, 48), C-contiguous.
 
     Accepted: a uint8 array (N, 48, 48) or (N, 1, 48, 48) (used as is), a single face (H, W) or
-    (H, W, 3), an array (N, H, W) / (N, H, W, 3) of other-sized crops, or a list whose items are
-    arrays, PIL images, paths or bytes (each converted to gray and resized)."""
+    (H, W, 3), an array (N, H, W) / (N, H, W, 3) of other-sized crops (any strides: flipped or
+    sliced views are fine), a single path or encoded bytes (one face image), or a list whose items
+    are arrays, PIL images, paths or bytes (each converted to gray and resized). An empty batch
+    (N, 0, 0), pixels that are NaN or infinite, or anything else get an ImageError."""
+    if isinstance(faces, str | Path | bytes | bytearray):
+        faces = [faces]  # one image file, not a sequence of characters
     if isinstance(faces, np.ndarray):
         if faces.ndim == 4 and faces.shape[1] == 1:
             faces = faces[:, 0]
+        if faces.size == 0 and faces.ndim >= 2 and (faces.shape[-1] == 0 or faces.shape[-2] == 0):
+            raise ImageError(f"faces: the crops have no pixels (shape {faces.shape})")
         if faces.ndim == 3 and faces.shape[1:] == (FACE_SIZE, FACE_SIZE) and faces.dtype == np.uint8:
-            return faces
+            return np.ascontiguousarray(faces)
         if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4)
                                and faces.shape[1:] != (FACE_SIZE, FACE_SIZE)):
             return to_face(faces, color)[None]
         if faces.ndim in (3, 4):
             faces = list(faces)
         else:
-            raise ValueError(f"faces: expected (N, 48, 48) uint8 or a list of crops, got shape {faces.shape}")
+            raise ImageError(f"faces: expected (N, 48, 48) uint8 or a list of crops, got shape {faces.shape}")
     out = np.zeros((len(faces), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
     for i, item in enumerate(faces):
         arr = item if isinstance(item, np.ndarray) else load_image(item)
-        out[i] = to_face(arr, color if isinstance(item, np.ndarray) else "rgb")
+        try:
+            out[i] = to_face(np.ascontiguousarray(arr), color if isinstance(item, np.ndarray) else "rgb")
+        except ImageError as exc:
+            raise ImageError(f"face {i}: {exc}") from None
     return out
 
 
@@ -375,13 +386,13 @@ class Predictor:
         return list(self.iter_predict_many(sources, progress=progress))
 
     def predict_video(self, path: str | Path, every_n: int = 1, out: str | Path | None = None,
-                      progress: bool = True) -> Iterator[VideoRow]:
+                      progress: bool = True, report: VideoReport | None = None) -> Iterator[VideoRow]:
         """Stream rows (frame, time_s, face_index, box, probabilities) for every `every_n`-th
         frame of a video, one row per face, in constant memory. `out` also writes a copy of
         the video with boxes and labels drawn. Unreadable video -> ImageError."""
         from ferkit.inference.video import iter_video
 
-        return iter_video(self, path, every_n=every_n, out=out, progress=progress)
+        return iter_video(self, path, every_n=every_n, out=out, progress=progress, report=report)
 
     def __repr__(self) -> str:
         detector = self._detector if isinstance(self._detector, str | None) else "<callable>"

@@ -7,6 +7,7 @@ VideoWriter writes the optional annotated copy (.mp4/.mov/.m4v as mp4v, .avi as 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,25 @@ if TYPE_CHECKING:
     from ferkit.inference.predictor import Face, Predictor
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
+# A damaged stretch of a video can fail hundreds of frames in a row; past this many consecutive
+# unreadable frames the rest is counted as missing instead of seeking frame by frame.
+MAX_CONSECUTIVE_UNREADABLE = 1000
+
+
+@dataclass
+class VideoReport:
+    """What reading a video found, filled in as its rows stream out."""
+
+    header_frames: int | None = None  # the frame count the container declares (may be missing)
+    frames_read: int = 0
+    unreadable: int = 0  # frames skipped because they could not be decoded
+
+    @property
+    def missing(self) -> int:
+        """Frames the header declares beyond those read or skipped (a cut-short file)."""
+        if not self.header_frames:
+            return 0
+        return max(0, self.header_frames - self.frames_read - self.unreadable)
 
 
 @dataclass
@@ -48,6 +68,8 @@ def open_video(path: str | Path):
     import cv2
 
     path = Path(path).expanduser()
+    # FFmpeg would print a line per damaged macroblock; ferkit reports unreadable frames itself
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if not path.is_file():
         raise ImageError(f"{path}: video file not found")
     if path.stat().st_size == 0:
@@ -75,21 +97,24 @@ def open_writer(out: str | Path, fps: float, size: tuple[int, int]):
 
 
 def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: str | Path | None = None,
-               progress: bool = True) -> Iterator[VideoRow]:
+               progress: bool = True, report: VideoReport | None = None) -> Iterator[VideoRow]:
     """Rows for the faces of every `every_n`-th frame (frames with no face give no row).
 
     With `out`, every frame is written to the annotated copy; frames between analysed ones
     carry the most recent boxes, so the copy plays at the original frame rate. The video is
-    opened at once (a bad path fails here, not at the first row); frames are read lazily."""
+    opened at once (a bad path fails here, not at the first row); frames are read lazily.
+    A frame that cannot be decoded is skipped and reading goes on to the end the header declares;
+    `report` (a VideoReport) counts the frames read, unreadable and missing."""
     if every_n < 1:
         raise ValueError(f"every_n must be >= 1, got {every_n}")
     if out is not None and Path(out).suffix.lower() not in FOURCC:
         raise ValueError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
-    return _rows(predictor, open_video(path), path, every_n, out, progress)
+    return _rows(predictor, open_video(path), path, every_n, out, progress,
+                 report if report is not None else VideoReport())
 
 
 def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: str | Path | None,
-          progress: bool) -> Iterator[VideoRow]:
+          progress: bool, report: VideoReport) -> Iterator[VideoRow]:
     import cv2
 
     from ferkit.inference.annotate import draw_faces
@@ -100,22 +125,37 @@ def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: st
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps and math.isfinite(fps) and fps > 0 else None
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        report.header_frames = total
         if progress:
             bar = _Bar(total, f"{Path(path).name}")
         faces: list[Face] = []
         index = 0
+        consecutive_failures = 0
         while True:
             analyse = index % every_n == 0
             if not analyse and out is None:
-                if not capture.grab():  # skip without converting the frame
-                    break
+                ok, bgr = capture.grab(), None  # skip without converting the frame
+            else:
+                ok, bgr = capture.read()
+            if not ok:
+                # Damaged data in the middle: if the header declares more frames, skip this one and
+                # seek past it (FFmpeg resynchronises at the next keyframe it can read).
+                if total and index < total and consecutive_failures < MAX_CONSECUTIVE_UNREADABLE:
+                    report.unreadable += 1
+                    consecutive_failures += 1
+                    index += 1
+                    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+                    if bar:
+                        bar.advance()
+                    continue
+                break
+            consecutive_failures = 0
+            report.frames_read += 1
+            if bgr is None:
                 index += 1
                 if bar:
                     bar.advance()
                 continue
-            ok, bgr = capture.read()
-            if not ok:
-                break
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             if analyse:
                 faces = predictor.predict(rgb, name=f"{path} frame {index}")
@@ -129,7 +169,7 @@ def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: st
             index += 1
             if bar:
                 bar.advance()
-        if index == 0:
+        if report.frames_read == 0:
             raise ImageError(f"{path}: video has no readable frames")
     finally:
         capture.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -93,18 +94,40 @@ def read_model_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def weights_sha256(folder: str | Path) -> str:
+    """The sha256 of folder/model.safetensors (recorded in a bundled model's model.json)."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / WEIGHTS_FILE, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_model(path: str | Path) -> FerModel:
-    """Rebuild a trained model (eval mode) from model.json + model.safetensors alone."""
+    """Rebuild a trained model (eval mode) from model.json + model.safetensors alone. A model.json
+    that records `weights_sha256` (bundled models) has its weights checked against it; weights
+    that are NaN or infinite are refused."""
     folder = resolve_model_folder(path)
     config = read_model_config(folder)
+    model_args = config.get("model_args", {})
+    if not isinstance(model_args, dict):
+        raise ModelFileError(f"{folder / CONFIG_FILE}: 'model_args' must be an object of keyword "
+                             f"arguments, got {type(model_args).__name__} {model_args!r}")
     try:
-        model = create_model(config["architecture"], **config.get("model_args", {}))
-    except ValueError as exc:
+        model = create_model(config["architecture"], **model_args)
+    except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{folder / CONFIG_FILE}: {exc}") from None
+    expected = config.get("weights_sha256")
+    if expected and weights_sha256(folder) != expected:
+        raise ModelFileError(f"{folder / WEIGHTS_FILE}: the file is damaged (its sha256 differs from the "
+                             f"one recorded in {CONFIG_FILE}); reinstall ferkit or re-export the model")
     try:
         state = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError) as exc:
         raise ModelFileError(f"{folder / WEIGHTS_FILE}: cannot read weights ({exc})") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise ModelFileError(f"{folder / WEIGHTS_FILE}: tensor {bad!r} holds NaN or infinite values")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state)

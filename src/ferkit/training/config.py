@@ -34,6 +34,7 @@ class TrainConfig:
     name: str = ""  # run name; default: <model>-<timestamp>
     runs_dir: str = "runs"
     data: str = "../shared/datasets/ferplus"
+    skip_bad: bool = False  # skip bad label rows and images (listed in train.log) instead of stopping
     model: str = "resnet"
     model_args: dict[str, Any] = field(default_factory=dict)
     protocol: str = "crossentropy"  # majority | crossentropy | probability | multi_target | argmax

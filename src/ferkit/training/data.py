@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import lightning as L
@@ -10,6 +11,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ferkit.data import LabeledSplit, label_split, load_ferplus
+from ferkit.errors import DataError
+
+log = logging.getLogger("ferkit.training")
 
 
 class InMemoryBatches(Dataset):
@@ -64,9 +68,9 @@ class SplitData:
 
 class FerplusDataModule(L.LightningDataModule):
     def __init__(self, root: str, protocol: str, batch_size: int, seed: int = 0,
-                 eval_batch_size: int = 512):
+                 eval_batch_size: int = 512, skip_bad: bool = False):
         super().__init__()
-        self.root, self.protocol = root, protocol
+        self.root, self.protocol, self.skip_bad = root, protocol, skip_bad
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.train_split: LabeledSplit | None = None
         self.valid_split: LabeledSplit | None = None
@@ -74,9 +78,16 @@ class FerplusDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_split is not None:
             return
-        data = load_ferplus(self.root, splits=("train", "valid"))
+        data = load_ferplus(self.root, splits=("train", "valid"), skip_bad=self.skip_bad)
+        for item in data.report.skipped:
+            log.warning("skipped (--skip-bad): %s", item)
         self.train_split = label_split(data["train"], self.protocol)
         self.valid_split = label_split(data["valid"], self.protocol)
+        for split in (self.train_split, self.valid_split):
+            if len(split) == 0:  # Lightning would fail later with "val_loss not found"
+                raise DataError(f"{self.root}: the {split.name} split has no images under protocol "
+                                f"{self.protocol!r} (read: {len(data[split.name].images):,} images; dropped: "
+                                f"{split.dropped}); training needs both train and valid")
 
     def class_frequencies(self) -> np.ndarray:
         assert self.train_split is not None

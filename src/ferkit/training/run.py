@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 import ferkit
 from ferkit.errors import ConfigError
@@ -24,6 +24,7 @@ from ferkit.training.callbacks import HistoryCallback
 from ferkit.training.config import TrainConfig, load_config, save_config
 from ferkit.training.data import FerplusDataModule
 from ferkit.training.distill import cached_teacher_probabilities, mix_targets
+from ferkit.training.loggers import AppendingCSVLogger
 from ferkit.training.module import FerClassifier
 
 log = logging.getLogger("ferkit.training")
@@ -61,9 +62,23 @@ def resume_config(run_dir: Path, overrides: list[dict] | None = None) -> TrainCo
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
-    if not (run_dir / CHECKPOINTS / "last.ckpt").is_file():
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    if not last.is_file():
         raise ConfigError(f"{run_dir}: nothing to resume (no {CHECKPOINTS}/last.ckpt)")
+    check_checkpoint(last)
     return load_config(run_dir / "config.yaml", overrides)
+
+
+def check_checkpoint(path: Path) -> None:
+    """A checkpoint must load as plain tensors and containers (weights_only=True, whatever
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says: a checkpoint can carry code); a truncated or foreign
+    file gets an error naming it instead of torch's traceback."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"{path}: damaged or not a ferkit checkpoint; cannot resume from it "
+                          f"({first})") from None
 
 
 
@@ -79,6 +94,13 @@ def train(config: TrainConfig, resume: Path | None = None,
     handler = _log_to_file(run_dir)
     try:
         return _train(config, run_dir, resume is not None, extra_callbacks or [])
+    except BaseException:
+        # A new run that never finished an epoch holds nothing worth keeping: remove its folder, so
+        # that the same command can simply be run again (--resume would have nothing to resume).
+        if resume is None and not (run_dir / CHECKPOINTS / "last.ckpt").exists():
+            handler.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         for name in ("ferkit", "lightning", "lightning.pytorch"):
             logging.getLogger(name).removeHandler(handler)
@@ -95,7 +117,8 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     log.info("%s run %s (ferkit %s, torch %s, %d threads)", "resuming" if resuming else "starting",
              run_dir, ferkit.__version__, torch.__version__, torch.get_num_threads())
 
-    datamodule = FerplusDataModule(config.data, config.protocol, config.batch_size, config.seed)
+    datamodule = FerplusDataModule(config.data, config.protocol, config.batch_size, config.seed,
+                                   skip_bad=config.skip_bad)
     datamodule.setup()
     log.info("data: %d train, %d valid images (protocol %s)", len(datamodule.train_split),
              len(datamodule.valid_split), config.protocol)
@@ -125,7 +148,7 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     if config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min",
                                        patience=config.early_stopping_patience))
-    loggers = [CSVLogger(run_dir, name="", version="logs")]
+    loggers = [AppendingCSVLogger(run_dir, name="", version="logs")]
     try:
         import tensorboard  # noqa: F401
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -153,7 +176,8 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     )
     started = time.perf_counter()
     last = run_dir / CHECKPOINTS / "last.ckpt"
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None)
+    # weights_only=True explicitly: the environment cannot switch it off (see check_checkpoint)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None, weights_only=True)
     seconds = time.perf_counter() - started
 
     # EarlyStopping "restore best weights": export the best-validation-loss epoch.
