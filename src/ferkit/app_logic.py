@@ -194,8 +194,28 @@ def analyze_photo(predictor: PredictorLike, data: bytes, name: str, *, max_mb: f
         return PhotoResult(name, image=shrink_for_display(image)[0],
                            error=f"{name}: the analysis failed unexpectedly (details are in the server log)")
     display, scale = shrink_for_display(image)
-    return PhotoResult(name, image=display, faces=to_face_results(faces),
-                       seconds=time.perf_counter() - start, display_scale=scale)
+    result = PhotoResult(name, image=display, faces=to_face_results(faces),
+                         seconds=time.perf_counter() - start, display_scale=scale)
+    if scale < 1.0:
+        del image
+        release_freed_memory()
+    return result
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a large decode back to the OS. glibc keeps freed heap pages in each
+    thread's arena (Streamlit runs every script run in a thread), so without this a few large
+    uploads leave the server's RSS hundreds of MB up for good (bench/app_memory.py)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # not glibc: nothing to do
+        pass
 
 
 def shrink_for_display(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, float]:

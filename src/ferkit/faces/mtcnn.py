@@ -130,6 +130,10 @@ class Mtcnn:
         options.intra_op_num_threads = self.config.intra_op_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # P-Net sees a new input size at every pyramid level of every image: ONNX Runtime's memory
+        # arena would keep the peak of the largest image for good (+300 MB after one 1280 px image),
+        # at no measured speed gain (92.8 vs 92.7 ms a 640x480 frame).
+        options.enable_cpu_mem_arena = False
 
         def session(name: str):
             return ort.InferenceSession(
