@@ -1,6 +1,6 @@
 """The web app's memory under a stream of large uploads: server RSS before, during and after.
 
-    .venv/bin/python bench/app_memory.py [--model default] [--sessions 3] [--per-session 2]
+    .venv/bin/python bench/app_memory.py [--model default] [--pages N] [--per-page N]
 
 `streamlit run app.py` on 127.0.0.1 (tests/test_app_browser.py's helpers), Debian's Chromium driven
 by Playwright. Each browser session uploads `--per-session` PNGs of 143 KB that decode to
@@ -51,12 +51,12 @@ def server_pid(port: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--sessions", type=int, default=3)
-    parser.add_argument("--per-session", type=int, default=2)
+    parser.add_argument("--pages", type=int, default=3)
+    parser.add_argument("--per-page", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        files = [big_png(folder / f"big{i}.png", 60 + i) for i in range(args.sessions * args.per_session)]
+        files = [big_png(folder / f"big{i}.png", 60 + i) for i in range(args.pages * args.per_page)]
         print(f"{len(files)} uploads of {files[0].stat().st_size / 1e3:.0f} KB, 7000x7000 each")
         from ferkit.inference.bundled import resolve_model
 
@@ -67,9 +67,9 @@ def main() -> None:
             page.context.close()
             start = rss_mb(pid)
             print(f"start (model loaded, one page served): {start:.0f} MB")
-            for s in range(args.sessions):
+            for s in range(args.pages):
                 page = open_app(browser, url)
-                upload(page, *files[s * args.per_session:(s + 1) * args.per_session])
+                upload(page, *files[s * args.per_page:(s + 1) * args.per_page])
                 wait_until_idle(page, timeout_s=300)
                 page.locator('[data-testid="stImage"]').first.wait_for()
                 print(f"session {s + 1}: {rss_mb(pid):.0f} MB with its page open")

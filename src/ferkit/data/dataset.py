@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,15 @@ class LabeledSplit:
     def labels(self) -> np.ndarray:
         """Hard labels: argmax of the targets (ties to the lower index)."""
         return self.targets.argmax(axis=1)
+
+    def sample(self, n: int | None, seed: int = 0) -> LabeledSplit:
+        """`n` images drawn at random without replacement (in their original order), or the split
+        itself when n is None or not smaller than it: a quick look at a large split."""
+        if n is None or n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return replace(self, images=self.images[keep], targets=self.targets[keep],
+                       image_names=self.image_names[keep], votes=self.votes[keep])
 
 
 def label_split(split: FerplusSplit, protocol: str) -> LabeledSplit:

@@ -129,6 +129,8 @@ def training_info(run: Path) -> dict[str, Any]:
         "config": config,
         # the exact CLI lines that made the run (train, then any --resume), from commands.txt
         "commands": read_commands(run),
+        # per epoch: losses, accuracies, learning rate (shows the plateau schedule and early stop)
+        "history": history,
     }
     teacher = (config or {}).get("teacher")
     if teacher:
