@@ -1,6 +1,7 @@
 """Model registry, the seed's pinned parameter counts, shapes, summaries and save/load."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,3 +202,18 @@ def test_flip_ensemble_averages_plain_and_mirrored_faces_and_is_mirror_invariant
     torch.testing.assert_close(model(x), sum(views) / 4)
     torch.testing.assert_close(model(x.flip(-1)), model(x))
     assert model.forward_features(x).shape == (3, 64, 6, 6)  # (plain, mirrored) x 2 members x 16
+
+
+@pytest.mark.parametrize(("name", "config", "trainable"), [("resnet18h", "resnet18h.yaml", 2_797_608),
+                                                           ("resnet_small", "resnet.yaml", 691_576)])
+def test_shipped_variants_are_registered_by_name_as_their_configs_build_them(name, config, trainable):
+    import yaml
+    from typer.testing import CliRunner
+
+    from ferkit.cli import app
+
+    args = yaml.safe_load((Path(__file__).parents[1] / "configs" / config).read_text())["model_args"]
+    by_name, by_config = create_model(name), create_model("resnet", **args)
+    assert [p.shape for p in by_name.parameters()] == [p.shape for p in by_config.parameters()]
+    result = CliRunner().invoke(app, ["summary", name])
+    assert result.exit_code == 0 and f"Trainable params: {trainable:,}" in result.output

@@ -14,12 +14,15 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
-from ferkit.evaluation.pipeline import Evaluation
+
+if TYPE_CHECKING:  # the pipeline calls write_report: no import back at run time
+    from ferkit.evaluation.pipeline import Evaluation
 
 WORST_PER_CLASS = 5
 FILES = ("metrics.json", "predictions.csv", "confusion_matrix.png", "classification_report.txt",

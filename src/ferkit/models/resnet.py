@@ -79,3 +79,16 @@ def resnet(widths: tuple[int, ...] = (64, 128, 256), depths: tuple[int, ...] = (
            stem_width: int = 32, dropout: float = 0.2, input_side: int = INPUT_SIZE) -> ResNet:
     """ResNet for 48x48: stem 32, stages 64/128/256 x 2 basic blocks, GAP; ~2.8M params."""
     return ResNet(tuple(widths), tuple(depths), stem_width, dropout, input_side)
+
+
+# The shipped variants by name, as timm registers resnet18/resnet34 (configs/*.yaml train them).
+@register_model
+def resnet_small(dropout: float = 0.2, input_side: int = INPUT_SIZE) -> ResNet:
+    """ResNet 16 / 32-64-128 x 2 blocks (configs/resnet.yaml; the bundled `fast`): 0.69M params."""
+    return resnet((32, 64, 128), (2, 2, 2), 16, dropout, input_side)
+
+
+@register_model
+def resnet18h(dropout: float = 0.2, input_side: int = INPUT_SIZE) -> ResNet:
+    """Half-width ResNet-18, 32-64-128-256 x 2 blocks (configs/resnet18h.yaml; `default`'s members): 2.8M."""
+    return resnet((32, 64, 128, 256), (2, 2, 2, 2), 32, dropout, input_side)
