@@ -78,3 +78,35 @@ def test_no_import_cycle_between_modules():
 def test_the_cycle_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_api_and_the_command_work_without_the_app_extra(tmp_path):
+    """`pip install .` (no extras) must give a working Predictor and `ferkit predict`: run both in a
+    fresh interpreter where importing Streamlit (or its webcam component) fails."""
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())
+    base = " ".join(pyproject["project"]["dependencies"])
+    app_extra = " ".join(pyproject["project"]["optional-dependencies"]["app"])
+    assert "streamlit" not in base and "streamlit" in app_extra
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (120, 120, 120)).save(tmp_path / "grey.png")
+    script = f"""
+import sys
+class NoApp:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("streamlit", "streamlit_webrtc", "altair"):
+            raise ImportError("not installed: " + name)
+sys.meta_path.insert(0, NoApp())
+import numpy as np
+from ferkit import Predictor
+assert Predictor(model="fast").predict_faces(np.zeros((1, 48, 48), np.uint8)).shape == (1, 8)
+from ferkit.cli import app
+sys.argv = ["ferkit", "predict", {str(tmp_path / "grey.png")!r}, "--model", "fast"]
+app()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no face found" in result.stdout
+    assert "streamlit" not in result.stderr.lower()
