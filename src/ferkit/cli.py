@@ -559,6 +559,37 @@ def video_command(
                           highlight=False, soft_wrap=True)
 
 
+@app.command("serve")
+@user_errors
+def serve_command(
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes; each loads the model once.")] = 1,
+    detector: Annotated[str | None, typer.Option(help="Face detector (default: mtcnn).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted (413 above).")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(
+        help="Largest image accepted, in pixels (413 above).")] = 50_000_000,
+    max_concurrent: Annotated[int, typer.Option(
+        help="Requests one worker works on at once; more get 429 at once (no unbounded queue).")] = 4,
+) -> None:
+    """An HTTP API over the Predictor (FastAPI on uvicorn; needs `pip install 'ferkit[serve]'`):
+    POST /v1/predict, POST /v1/predict-faces, GET /v1/model, GET /healthz; docs at /docs."""
+    try:
+        import fastapi  # noqa: F401
+
+        from ferkit.server import ServeSettings, serve
+    except ImportError as exc:
+        raise FerkitError(f"ferkit serve needs the serve extra ({exc}): "
+                          "pip install 'ferkit[serve]'") from None
+    if workers < 1 or max_concurrent < 1:
+        raise ArgumentError("--workers and --max-concurrent must be at least 1")
+    settings = ServeSettings(model=model, detector=detector, max_upload_mb=max_upload_mb,
+                             max_pixels=max_pixels, max_concurrent=max_concurrent)
+    serve(settings, host=host, port=port, workers=workers)
+
+
 @app.command("export")
 @user_errors
 def export_command(

@@ -224,6 +224,20 @@ class Predictor:
         other.prior = resolve_prior(prior if prior is not None else self.backend.metrics.get("default_prior"))
         return other
 
+    def with_detection(self, detector: str | None = None, min_face: int | None = None) -> Predictor:
+        """The same loaded model, finding faces with another detector and/or smallest face size."""
+        other = copy.copy(self)
+        if detector is not None:
+            self._check_detector_name(detector)
+            other._detector = detector
+        if min_face is not None:
+            if min_face < 1:
+                raise ValueError(f"min_face must be >= 1 pixel, got {min_face}")
+            other.min_face = min_face
+        if not callable(other._detector):
+            other._detect_fn = None  # rebuilt for the new detector and size on first use
+        return other
+
     # -- model --
 
     @property

@@ -1,0 +1,126 @@
+"""Load on `ferkit serve`: N concurrent clients post a real photo for a fixed time, on loopback.
+
+    .venv/bin/python bench/serve_load.py [--model default] [--clients 1 2 4] [--seconds 20]
+
+Starts `ferkit serve` on 127.0.0.1 and a free port (1 worker, --max-concurrent = the most clients),
+then for each client count runs that many httpx clients in threads, each posting
+2008_001009.jpg (500x375, 2 faces; ../shared/datasets/faces-dlib-examples) to /v1/predict back to
+back until the time is up (and at most 10,000 requests). Prints requests/s, p50 and p99 latency,
+errors (any status other than 200), and the server's RSS before and after. Bounded in count and
+time; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+PHOTO = Path(__file__).resolve().parents[1].parent / "shared/datasets/faces-dlib-examples/2008_001009.jpg"
+MAX_REQUESTS = 10_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load(url: str, data: bytes, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while time.monotonic() < stop:
+                with lock:
+                    if len(latencies) + errors[0] >= MAX_REQUESTS:
+                        return
+                start = time.perf_counter()
+                response = http.post(f"{url}/v1/predict", content=data,
+                                     headers={"content-type": "image/jpeg"})
+                elapsed = time.perf_counter() - start
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(elapsed)
+                    else:
+                        errors[0] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    latencies.sort()
+    if not latencies:
+        return {"requests": 0, "rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": errors[0]}
+    return {"requests": len(latencies), "rps": len(latencies) / wall,
+            "p50": statistics.median(latencies) * 1000,
+            "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000,
+            "errors": errors[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="OMP/torch threads of the server")
+    args = parser.parse_args()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    ferkit = Path(sys.executable).with_name("ferkit")
+    server = subprocess.Popen([str(ferkit), "serve", "--model", args.model, "--port", str(port),
+                               "--max-concurrent", str(max(args.clients))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("ferkit serve did not start")
+            time.sleep(0.2)
+        data = PHOTO.read_bytes()
+        httpx.post(f"{url}/v1/predict", content=data, timeout=60)  # warm-up
+        before = rss_mb(server.pid)
+        print(f"# ferkit serve --model {args.model}, 1 worker, OMP_NUM_THREADS={args.threads}; "
+              f"{PHOTO.name}, {args.seconds:g} s per row")
+        print("| clients | requests | requests/s | p50 ms | p99 ms | errors |")
+        print("|---|---|---|---|---|---|")
+        for clients in args.clients:
+            r = load(url, data, clients, args.seconds)
+            print(f"| {clients} | {r['requests']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
+                  f"{r['errors']} |", flush=True)
+        print(f"server RSS: {before:.0f} MB before, {rss_mb(server.pid):.0f} MB after")
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
