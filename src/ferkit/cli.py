@@ -590,6 +590,46 @@ def serve_command(
     serve(settings, host=host, port=port, workers=workers)
 
 
+@app.command("batch")
+@user_errors
+def batch_command(
+    source: Annotated[str, typer.Argument(
+        help="A folder, a glob, or a .csv/.parquet list of image paths or URIs (column `path`).")],
+    out: Annotated[Path, typer.Option(
+        help="Output: a .csv file (one, in input order), or a folder of Parquet files.")],
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster (ray://host:10001 or auto); default: a local Ray on this machine.")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector (default: mtcnn).")] = None,
+    prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch handed to an actor.")] = 16,
+    actors: Annotated[int | None, typer.Option(help="Predictor actors (default: one per CPU).")] = None,
+) -> None:
+    """Every face in a large set of images, on Ray Data (`pip install 'ferkit[scale]'`): one row per
+    face, as `ferkit predict --csv` writes them; a bad file becomes a row with its error."""
+    try:
+        import ray  # noqa: F401
+
+        from ferkit.batch import run_batch
+    except ImportError as exc:
+        raise FerkitError(f"ferkit batch needs the scale extra ({exc}): "
+                          "pip install 'ferkit[scale]'") from None
+    if out.exists() and out.suffix.lower() != ".csv" and any(out.iterdir()):
+        raise ArgumentError(f"--out {out}: folder exists and is not empty; choose a new one")
+    if out.suffix.lower() == ".csv":
+        from ferkit.inference.report import check_output_file
+
+        check_output_file(out, [], "--out")
+    report = run_batch(source, out, address=address, model=model, detector=detector, prior=prior,
+                       batch_size=batch_size, actors=actors)
+    console.print(f"{report.files:,} files -> {report.rows:,} rows in {report.out}", highlight=False)
+    if report.failed:
+        err_console.print(f"[yellow]{len(report.failed)} files failed (rows with their error):",
+                          highlight=False)
+        for line in report.failed[:20]:
+            err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
 @app.command("export")
 @user_errors
 def export_command(

@@ -354,8 +354,8 @@ class Predictor:
         probs = self.predict_faces(crops)
         return self._make_faces(detections, crops, probs)
 
-    def iter_predict_many(self, sources: Iterable[ImageSource],
-                          progress: bool = False) -> Iterator[ImageResult]:
+    def iter_predict_many(self, sources: Iterable[ImageSource], progress: bool = False,
+                          names: Sequence[str] | None = None) -> Iterator[ImageResult]:
         """`predict_many`, streamed: results come out in input order, while faces from
         consecutive images are classified together (up to `batch_size` faces, at most
         STREAM_EVERY images at a time)."""
@@ -376,10 +376,14 @@ class Predictor:
             pending.clear()
             queued = 0
 
-        for source in _progress(sources, progress, f"predicting {len(sources):,} images"):
-            result = ImageResult(describe(source))
+        labels = list(names) if names is not None else [describe(s) for s in sources]
+        if len(labels) != len(sources):
+            raise ValueError(f"names: {len(labels)} names for {len(sources)} sources")
+        for source, label in _progress(list(zip(sources, labels, strict=True)), progress,
+                                       f"predicting {len(sources):,} images"):
+            result = ImageResult(label)
             try:
-                detections, crops = self._faces_in(load_image(source))
+                detections, crops = self._faces_in(load_image(source, name=label))
             except (KeyboardInterrupt, SystemExit):  # pragma: no cover
                 raise
             except FerkitError as exc:
@@ -394,10 +398,12 @@ class Predictor:
                 yield from flush()
         yield from flush()
 
-    def predict_many(self, sources: Iterable[ImageSource], progress: bool = True) -> list[ImageResult]:
+    def predict_many(self, sources: Iterable[ImageSource], progress: bool = True,
+                     names: Sequence[str] | None = None) -> list[ImageResult]:
         """Many images -> one ImageResult each (faces, or the error), in order; a bad file is
-        recorded in its result and the rest still run."""
-        return list(self.iter_predict_many(sources, progress=progress))
+        recorded in its result and the rest still run. `names` (one per source) name them in
+        results and errors (default: the path, or the kind of in-memory object)."""
+        return list(self.iter_predict_many(sources, progress=progress, names=names))
 
     def predict_video(self, path: str | Path, every_n: int = 1, out: str | Path | None = None,
                       progress: bool = True, report: VideoReport | None = None) -> Iterator[VideoRow]:

@@ -1,0 +1,193 @@
+"""`ferkit batch`: the photo pipeline over a large set of images on Ray Data (the `scale` extra).
+
+    ferkit batch photos/ --out faces.parquet                  # a local Ray on this machine
+    ferkit batch list.csv --out faces/ --address auto         # an existing Ray cluster, no code change
+
+SOURCE is a folder (searched recursively), a glob, or a CSV/Parquet file whose `path` column (else
+its first column) lists image paths or URIs that Ray can read (local, s3://, gs://, ...).
+`ray.data.read_binary_files` feeds `map_batches` with `FacePredictor`, a callable class that holds
+one loaded Predictor per Ray actor (detection + alignment + classification). Every face becomes one
+row, in the columns of `ferkit predict --csv` (PREDICT_COLUMNS); an image with no face gives one row
+with empty face fields, and a file that cannot be read or decoded gives one row with its error:
+a bad file never fails the job. DEST ending in .csv gets one CSV in input order (for what fits on
+one machine); anything else is a folder of Parquet files written by the workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob as globbing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit.errors import ArgumentError, FerkitError
+from ferkit.inference.report import PREDICT_COLUMNS, predict_rows
+
+FLOAT_COLUMNS = {"confidence", "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                 "contempt"}
+INT_COLUMNS = {"face", "x", "y", "width", "height"}
+
+
+def row_schema():
+    """The Arrow schema of the face rows: one type per column whatever a batch holds (a batch with
+    no error, or no face, would otherwise infer a null column)."""
+    import pyarrow as pa
+
+    def kind(column: str):
+        if column in FLOAT_COLUMNS:
+            return pa.float64()
+        return pa.int64() if column in INT_COLUMNS else pa.string()
+
+    return pa.schema([(c, kind(c)) for c in PREDICT_COLUMNS])
+
+
+@dataclass
+class BatchReport:
+    out: Path
+    files: int
+    rows: int = 0
+    failed: list[str] = field(default_factory=list)  # "<file>: <error>"
+
+
+def list_sources(source: str | Path) -> list[str]:
+    """Image paths/URIs named by SOURCE (a folder, a glob, or a CSV/Parquet list), in a stable order."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        from ferkit.inference import find_images
+
+        files, problems = find_images([path])
+        if not files:
+            raise FerkitError("; ".join(problems) or f"{path}: no image files")
+        return [str(f) for f in files]
+    if path.is_file() and path.suffix.lower() in (".csv", ".parquet"):
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            column = "path" if "path" in table.column_names else table.column_names[0]
+            items = [str(v) for v in table.column(column).to_pylist() if v]
+        else:
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.reader(fh))
+            if not rows:
+                raise FerkitError(f"{path}: empty list")
+            header = [h.strip().lower() for h in rows[0]]
+            column = header.index("path") if "path" in header else 0
+            items = [r[column].strip() for r in rows[1:] if len(r) > column and r[column].strip()]
+        if not items:
+            raise FerkitError(f"{path}: lists no image")
+        base = path.parent  # relative paths in a list are relative to the list
+        return [i if "://" in i or Path(i).is_absolute() else str(base / i) for i in items]
+    if any(ch in text for ch in "*?["):
+        found = sorted(globbing.glob(text, recursive=True))
+        if not found:
+            raise FerkitError(f"{text}: the pattern matches no file")
+        return found
+    if "://" in text:
+        return [text]
+    raise ArgumentError(f"{text}: not a folder, a glob, or a .csv/.parquet list of images")
+
+
+class FacePredictor:
+    """Ray Data's callable class: one Predictor per actor, loaded once; a batch of encoded images
+    (columns `bytes`, `path`) -> face rows (PREDICT_COLUMNS)."""
+
+    def __init__(self, model: str | None = None, detector: str | None = None, prior: str | None = None,
+                 threads: int = 1):
+        import torch
+
+        from ferkit.inference import Predictor
+
+        torch.set_num_threads(threads)  # one actor per core: no oversubscription
+        self.predictor = Predictor(model=model, detector=detector, prior=prior, threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        import pyarrow as pa
+
+        names = [str(p) for p in batch["path"]]
+        results = self.predictor.predict_many([bytes(b) for b in batch["bytes"]], progress=False, names=names)
+        return pa.Table.from_pydict(columns_of(list(predict_rows(results))), schema=row_schema())
+
+
+def columns_of(rows: list[dict[str, Any]]) -> dict[str, list]:
+    """Rows -> columns with stable types (Arrow needs one type per column; missing = None)."""
+    out: dict[str, list] = {c: [] for c in PREDICT_COLUMNS}
+    for row in rows:
+        for c in PREDICT_COLUMNS:
+            value = row.get(c)
+            if value is not None and c in FLOAT_COLUMNS:
+                value = float(value)
+            elif value is not None and c in INT_COLUMNS:
+                value = int(value)
+            out[c].append(value)
+    return out
+
+
+def run_batch(source: str | Path, out: str | Path, *, address: str | None = None, model: str | None = None,
+              detector: str | None = None, prior: str | None = None, batch_size: int = 16,
+              actors: int | None = None) -> BatchReport:
+    """Predict every image of SOURCE on Ray Data and write the face rows to OUT (see the module)."""
+    import ray
+
+    files = list_sources(source)
+    out = Path(out).expanduser()
+    local = [f for f in files if "://" not in f]
+    missing = [f for f in local if not Path(f).is_file()]
+    readable = [f for f in files if f not in set(missing)]
+    if address is None:
+        # a local Ray stays on loopback (its default is the machine's network address)
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=256 * 1024 * 1024, ignore_reinit_error=True,
+                 _node_ip_address="127.0.0.1")
+    else:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        # one actor per CPU, less one left for the reading tasks (with every CPU held by an actor the
+        # reads could never be scheduled)
+        actors = actors or max(1, int(ray.available_resources().get("CPU", 1)) - 1)
+        rows: list[dict[str, Any]] = [{"file": f, "error": f"{f}: file not found"} for f in missing]
+        if readable:
+            dataset = ray.data.read_binary_files(readable, include_paths=True).map_batches(
+                FacePredictor, fn_constructor_kwargs={"model": model, "detector": detector, "prior": prior},
+                batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                batch_format="numpy")
+            if out.suffix.lower() == ".csv":
+                rows += list(dataset.iter_rows())
+            else:
+                dataset.write_parquet(str(out))
+        report = BatchReport(out=out, files=len(files))
+        if out.suffix.lower() == ".csv":
+            order = {f: i for i, f in enumerate(files)}
+            rows.sort(key=lambda r: (order.get(str(r["file"]), len(order)), r.get("face") or 0))
+            _write_csv(out, rows)
+            report.rows = len(rows)
+            report.failed = [r["error"] for r in rows if r.get("error")]
+        else:
+            import pyarrow.parquet as pq
+
+            if missing:  # rows for the files that could not be read at all, beside the workers' files
+                import pyarrow as pa
+
+                out.mkdir(parents=True, exist_ok=True)
+                pq.write_table(pa.Table.from_pydict(columns_of(rows), schema=row_schema()),
+                               out / "missing-files.parquet")
+            table = pq.read_table(out)
+            report.rows = table.num_rows
+            report.failed = [e for e in table.column("error").to_pylist() if e]
+        return report
+    finally:
+        if address is None:
+            ray.shutdown()
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    from ferkit.inference.report import CsvWriter
+
+    with CsvWriter(path, PREDICT_COLUMNS) as writer:
+        for row in rows:
+            writer.write({k: v for k, v in row.items() if v is not None})

@@ -1,0 +1,63 @@
+"""`ferkit batch` on a local Ray: the same rows as `ferkit predict --csv`, a bad file becomes a row."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+from conftest import REAL_FACES, needs_face_detector, needs_real_faces
+from typer.testing import CliRunner
+
+from ferkit.cli import app
+
+pytest.importorskip("ray")
+
+PHOTOS = ("2008_001009.jpg", "2008_001322.jpg", "2008_002506.jpg", "dogs.jpg")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in PHOTOS:
+        shutil.copy(REAL_FACES / name, photos / name)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return photos
+
+
+@needs_real_faces
+@needs_face_detector
+def test_batch_on_local_ray_writes_the_rows_of_predict(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runner = CliRunner()
+    predicted = runner.invoke(app, ["predict", str(folder), "--csv", str(tmp_path / "predict.csv"),
+                                    "--model", "fast"])
+    assert predicted.exit_code == 1  # the broken file
+    batched = runner.invoke(app, ["batch", str(folder), "--out", str(tmp_path / "batch.csv"),
+                                  "--model", "fast"])
+    assert batched.exit_code == 0, batched.output
+    assert "5 files ->" in batched.output and "1 files failed" in batched.output
+    assert (tmp_path / "batch.csv").read_text() == (tmp_path / "predict.csv").read_text()
+    rows = list(csv.DictReader((tmp_path / "batch.csv").open()))
+    assert any(r["file"].endswith("broken.jpg") and "not an image" in r["error"] for r in rows)
+    assert any(r["file"].endswith("dogs.jpg") and not r["face"] for r in rows)  # no face: one empty row
+
+
+@needs_real_faces
+@needs_face_detector
+def test_batch_from_a_list_to_parquet_reports_a_missing_file_as_a_row(folder, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n" + "\n".join(f"photos/{n}" for n in PHOTOS[:2]) + "\nphotos/gone.jpg\n")
+    out = tmp_path / "faces"
+    result = CliRunner().invoke(app, ["batch", str(listing), "--out", str(out), "--model", "fast"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pylist()
+    assert {r["file"].rsplit("/", 1)[-1] for r in table} == {"2008_001009.jpg", "2008_001322.jpg", "gone.jpg"}
+    gone = [r for r in table if r["file"].endswith("gone.jpg")]
+    assert len(gone) == 1 and "file not found" in gone[0]["error"]
+    faces = [r for r in table if r["face"] is not None]
+    assert faces and all(0 <= r["confidence"] <= 1 and r["emotion"] for r in faces)
