@@ -301,3 +301,42 @@ def test_channels_last_is_kept_off_only_for_nets_whose_shortcut_crashes_torch():
     assert not tiny.channels_last
     images = torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8)
     tiny.model(tiny._inputs(images, train=True)).sum().backward()  # trains, does not crash
+
+
+def test_ddp_on_two_cpu_processes_trains_a_model_the_rest_of_ferkit_loads(tmp_path):
+    """A cluster user's `--devices N --strategy ddp` needs no code change: here 2 CPU processes on
+    gloo split each epoch (EpochBatchSampler shards by rank) and rank 0 writes the run folder."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from conftest import write_learnable_root
+
+    from ferkit.inference import Predictor
+
+    root = write_learnable_root(tmp_path / "data", {"train": 128, "valid": 32, "test": 8})
+    config = _tiny_yaml(tmp_path, root)
+    ferkit = Path(sys.executable).with_name("ferkit")
+    result = subprocess.run([str(ferkit), "train", "--config", str(config), "--name", "ddp", "--epochs", "2",
+                             "--devices", "2", "--strategy", "ddp"], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "ddp"
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    probs = Predictor(model=run).predict_faces(np.zeros((2, 48, 48), np.uint8))
+    assert probs.shape == (2, 8) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_each_ddp_process_takes_its_own_share_of_an_epoch(monkeypatch):
+    from ferkit.training import data
+
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(data, "_rank_and_world", lambda rank=rank: (rank, 2))
+        sampler = data.EpochBatchSampler(11, 2, shuffle=True, seed=3)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 3  # 5 of the 11 indices each, in batches of 2
+        shares.append([i for b in batches for i in b])
+    assert not set(shares[0]) & set(shares[1]) and len(shares[0]) == len(shares[1]) == 5

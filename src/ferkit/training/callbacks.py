@@ -42,6 +42,8 @@ class HistoryCallback(L.Callback):
             "seconds": round(time.perf_counter() - self._epoch_start, 2),
         }
         self.history.append(row)
+        if not trainer.is_global_zero:  # under DDP only rank 0 writes the run folder
+            return
         (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
         plot_history(self.history, self.run_dir / "curves.png", self.title)
         log.info("epoch %d: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()

@@ -31,9 +31,21 @@ class InMemoryBatches(Dataset):
         return self.images[idx], self.targets[idx]
 
 
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochBatchSampler(Sampler[list[int]]):
     """Batches of indices; the shuffle depends only on (seed, epoch), so a resumed run sees the
-    same batches as an uninterrupted one. Lightning calls `set_epoch` each epoch."""
+    same batches as an uninterrupted one. Lightning calls `set_epoch` each epoch.
+
+    Under DDP (`--devices N --strategy ddp`) each process takes every N-th index of the shuffled
+    order, the same count for all (the remainder is dropped), so the processes split an epoch
+    between them; validation (no shuffle) is not split: every process scores the whole set."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
@@ -43,20 +55,26 @@ class EpochBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        rank, world = _rank_and_world()
+        return order[rank:self.n - self.n % world:world] if world > 1 else order
+
     def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        for start in range(0, self.n, self.batch_size):
+        order = self._order()
+        for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             if self.drop_last and len(batch) < self.batch_size:
                 return
             yield batch
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
+        _, world = _rank_and_world()
+        n = self.n // world if self.shuffle else self.n
+        full, rest = divmod(n, self.batch_size)
         return full if self.drop_last or not rest else full + 1
 
 

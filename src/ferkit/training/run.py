@@ -48,9 +48,18 @@ def _class_weights(frequencies: np.ndarray) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def launched_rank() -> int:
+    """The process's rank when Lightning's DDP launcher started it (0 for the first process and for
+    plain runs): ranks above 0 re-run the same command and share rank 0's run folder."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+
+
 def new_run_dir(config: TrainConfig) -> Path:
     name = config.name or f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(config.runs_dir) / name
+    if launched_rank() > 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: run folder exists; use --resume {run_dir} or another --name")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +98,7 @@ def train(config: TrainConfig, resume: Path | None = None,
     exactly how it was made, resumes included."""
     config.validate()
     run_dir = Path(resume) if resume else new_run_dir(config)
-    if command:
+    if command and launched_rank() == 0:
         append_command(run_dir, command)
     handler = _log_to_file(run_dir)
     try:
@@ -97,7 +106,7 @@ def train(config: TrainConfig, resume: Path | None = None,
     except BaseException:
         # A new run that never finished an epoch holds nothing worth keeping: remove its folder, so
         # that the same command can simply be run again (--resume would have nothing to resume).
-        if resume is None and not (run_dir / CHECKPOINTS / "last.ckpt").exists():
+        if resume is None and launched_rank() == 0 and not (run_dir / CHECKPOINTS / "last.ckpt").exists():
             handler.close()
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -111,9 +120,11 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
            extra_callbacks: list[L.Callback]) -> Path:
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    save_config(config, run_dir / "config.yaml")
-    (run_dir / "config.yaml").write_text(
-        f"# ferkit {ferkit.__version__}, seed {config.seed}\n" + (run_dir / "config.yaml").read_text())
+    writer = launched_rank() == 0  # under DDP only rank 0 writes the run folder
+    if writer:
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "config.yaml").write_text(
+            f"# ferkit {ferkit.__version__}, seed {config.seed}\n" + (run_dir / "config.yaml").read_text())
     log.info("%s run %s (ferkit %s, torch %s, %d threads)", "resuming" if resuming else "starting",
              run_dir, ferkit.__version__, torch.__version__, torch.get_num_threads())
 
@@ -134,7 +145,8 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
                  config.distill_weight, 100 * agreement)
     module = FerClassifier(config, weights)
     summary = summarize_model(module.model)
-    (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
+    if writer:
+        (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
 
     history = HistoryCallback(run_dir, title=config.model)
     best = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val_loss",
@@ -195,6 +207,8 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
         "train_seconds": round(sum(r["seconds"] for r in rows), 1),
         "session_seconds": round(seconds, 1),
     }
+    if not writer:
+        return run_dir
     save_model(module.eval_model().float(), run_dir, model_config(
         config.model, config.model_args, protocol=config.protocol, metrics=metrics,
         ferkit_version=ferkit.__version__, params=summary.total))
