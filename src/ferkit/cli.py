@@ -37,13 +37,14 @@ def default_data_root() -> Path:
 
 
 def user_errors(fn):
-    """Turn ferkit's own errors (and bad values) into one red line and exit code 1."""
+    """Turn ferkit's own errors into one red line and exit code 1. Anything else is a bug and keeps
+    its traceback."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (FerkitError, ValueError, FileNotFoundError) as exc:
+        except FerkitError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 

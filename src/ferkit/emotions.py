@@ -1,5 +1,7 @@
 """The label vocabulary shared by every part of ferkit."""
 
+from ferkit.errors import ArgumentError
+
 # The 8 FERPlus emotions in FERPlus order: every probability vector in ferkit uses this order.
 EMOTIONS: tuple[str, ...] = (
     "neutral",
@@ -25,4 +27,4 @@ def emotion_index(name: str) -> int:
     try:
         return EMOTIONS.index(name.strip().lower())
     except ValueError:
-        raise ValueError(f"unknown emotion {name!r}; expected one of {', '.join(EMOTIONS)}") from None
+        raise ArgumentError(f"unknown emotion {name!r}; expected one of {', '.join(EMOTIONS)}") from None

@@ -19,6 +19,7 @@ from ferkit.data.ferplus import (
 )
 from ferkit.data.protocols import apply_protocol, drop_reasons
 from ferkit.emotions import EMOTIONS, SPLITS
+from ferkit.errors import ArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def load_ferplus(
     splits = tuple(splits)
     for s in splits:
         if s not in SPLITS:
-            raise ValueError(f"unknown split {s!r}; expected one of {', '.join(SPLITS)}")
+            raise ArgumentError(f"unknown split {s!r}; expected one of {', '.join(SPLITS)}")
     layout = detect_layout(root)
     key = cache.cache_key(root, _sources(root, layout, splits),
                           {"splits": splits, "skip_bad": skip_bad, "layout": layout})

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ferkit.emotions import EMOTIONS, UNKNOWN_INDEX
+from ferkit.errors import ArgumentError
 
 N_EMOTIONS = len(EMOTIONS)
 
@@ -124,7 +125,7 @@ def apply_protocol(votes: np.ndarray, protocol: str) -> tuple[np.ndarray, np.nda
     try:
         fn = PROTOCOLS[protocol]
     except KeyError:
-        raise ValueError(
+        raise ArgumentError(
             f"unknown label protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}"
         ) from None
     return fn(np.asarray(votes).reshape(-1, 10))

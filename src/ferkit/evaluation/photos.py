@@ -22,7 +22,7 @@ import numpy as np
 
 from ferkit.data import LabeledSplit
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import DataError, FerkitError
+from ferkit.errors import ArgumentError, DataError, FerkitError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.pipeline import Evaluation
 from ferkit.inference.images import IMAGE_EXTENSIONS
@@ -49,7 +49,7 @@ def emotion_of(name: str) -> tuple[int, str | None]:
         return EMOTIONS.index(key), None
     if key in ALIASES:
         return EMOTIONS.index(ALIASES[key]), key
-    raise ValueError(f"unknown emotion {name!r}; expected one of {', '.join(EMOTIONS)} "
+    raise ArgumentError(f"unknown emotion {name!r}; expected one of {', '.join(EMOTIONS)} "
                      f"(or an alias: {', '.join(sorted(ALIASES))})")
 
 
@@ -87,7 +87,7 @@ def read_photo_labels(folder: str | Path, labels: str | Path | None = None,
         try:
             index, alias = emotion_of(emotion)
             if not path.is_file():
-                raise ValueError(f"image file not found: {path}")
+                raise ArgumentError(f"image file not found: {path}")
         except ValueError as exc:
             if not skip_bad:
                 raise DataError(f"{where}: {exc} (use --skip-bad to evaluate the rest)") from None

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from ferkit.emotions import EMOTIONS, emotion_index
-from ferkit.errors import EvaluationError
+from ferkit.errors import ArgumentError, EvaluationError
 from ferkit.evaluation.predict import eval_mode
 from ferkit.models import INPUT_SIZE, FerModel, normalize
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
@@ -80,7 +80,7 @@ def resolve_target(target: int | str | None, n: int, predicted: np.ndarray) -> n
         return np.full(n, emotion_index(target), dtype=int)  # ValueError lists the valid names
     if isinstance(target, (int, np.integer)) and 0 <= int(target) < len(EMOTIONS):
         return np.full(n, int(target), dtype=int)
-    raise ValueError(f"target {target!r}: expected None, an index 0..{len(EMOTIONS) - 1} or one of "
+    raise ArgumentError(f"target {target!r}: expected None, an index 0..{len(EMOTIONS) - 1} or one of "
                      f"{', '.join(EMOTIONS)}")
 
 
@@ -98,7 +98,7 @@ def _layers(model: FerModel, layer: str | list[str] | None) -> tuple[nn.Module, 
         try:
             hooked.append(model.get_submodule(name))
         except AttributeError:
-            raise ValueError(f"layer {name!r} not found in {type(model).__name__}; conv layers: "
+            raise ArgumentError(f"layer {name!r} not found in {type(model).__name__}; conv layers: "
                              f"{', '.join(conv_layer_names(model))}") from None
     return model, hooked, ", ".join(names)
 
@@ -189,10 +189,11 @@ def overlay(face: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA)
     if face.ndim == 2:
         face = np.repeat(face[..., None], 3, axis=2)
     if face.ndim != 3 or face.shape[2] != 3:
-        raise ValueError(f"face: expected a grayscale (H, W) or RGB (H, W, 3) image, got shape {face.shape}")
+        raise ArgumentError(f"face: expected a grayscale (H, W) or RGB (H, W, 3) image, "
+                            f"got shape {face.shape}")
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.ndim != 2:
-        raise ValueError(f"heatmap: expected a 2-D map, got shape {heatmap.shape}")
+        raise ArgumentError(f"heatmap: expected a 2-D map, got shape {heatmap.shape}")
     if heatmap.shape != face.shape[:2]:
         resized = Image.fromarray(heatmap).resize((face.shape[1], face.shape[0]), Image.Resampling.BILINEAR)
         heatmap = np.asarray(resized, dtype=np.float32)

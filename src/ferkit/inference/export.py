@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ferkit import __version__
-from ferkit.errors import FerkitError, ModelFileError
+from ferkit.errors import ArgumentError, FerkitError, ModelFileError
 from ferkit.inference.backends import (
     META_METRICS_JSON,
     META_MODEL_JSON,
@@ -208,7 +208,7 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
         raise ModelFileError(f"{model}: already an ONNX file; export needs a run folder or bundled model")
     out = Path(out).expanduser()
     if out.suffix.lower() != ".onnx":
-        raise ValueError(f"{out}: the output file must end in .onnx")
+        raise ArgumentError(f"{out}: the output file must end in .onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch_model = load_model(source.path)
     config = read_model_config(source.path)

@@ -26,7 +26,7 @@ from typing import IO, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ferkit.errors import ImageError
+from ferkit.errors import ArgumentError, ImageError
 
 # 64 megapixels: above every common camera's default output (12-50 MP), 192 MB as RGB.
 # PIL's own bomb check (warning at 89 MP, error at 179 MP) is a second line behind this one.
@@ -69,11 +69,12 @@ def load_image(source: ImageSource, color: Color = "rgb", max_pixels: int | None
     label = name or describe(source)
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if color not in ("rgb", "bgr"):
-        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        raise ArgumentError(f"color must be 'rgb' or 'bgr', got {color!r}")
     if isinstance(source, np.ndarray):
         return _from_array(source, color, label)
     if color != "rgb":
-        raise ValueError("color='bgr' applies to numpy arrays only (files and PIL images know their order)")
+        raise ArgumentError("color='bgr' applies to numpy arrays only "
+                            "(files and PIL images know their order)")
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels, label)
         return _to_rgb(_upright(source), label)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import FerkitError, ImageError
+from ferkit.errors import ArgumentError, FerkitError, ImageError
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.images import Color, ImageSource, describe, load_image
@@ -203,7 +203,7 @@ class Predictor:
                  align: AlignFn | None = None, tta: str | None = None, prior: PriorSpec | ClassPrior = None,
                  min_face: int = 20, batch_size: int = BATCH_SIZE, threads: int | None = None):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
         self.source = resolve_model(model)
         self.backend = _load_backend(self.source, threads)
         self.tta = check_tta(tta)
@@ -232,7 +232,7 @@ class Predictor:
             other._detector = detector
         if min_face is not None:
             if min_face < 1:
-                raise ValueError(f"min_face must be >= 1 pixel, got {min_face}")
+                raise ArgumentError(f"min_face must be >= 1 pixel, got {min_face}")
             other.min_face = min_face
         if not callable(other._detector):
             other._detect_fn = None  # rebuilt for the new detector and size on first use
@@ -282,7 +282,7 @@ class Predictor:
             return  # checked when a detector is first needed
         names = list(faces.list_detectors())
         if name not in names:
-            raise ValueError(f"unknown face detector {name!r}; available: {', '.join(names)}")
+            raise ArgumentError(f"unknown face detector {name!r}; available: {', '.join(names)}")
 
     def _detector_fn(self) -> DetectFn:
         if self._detect_fn is None:
@@ -378,7 +378,7 @@ class Predictor:
 
         labels = list(names) if names is not None else [describe(s) for s in sources]
         if len(labels) != len(sources):
-            raise ValueError(f"names: {len(labels)} names for {len(sources)} sources")
+            raise ArgumentError(f"names: {len(labels)} names for {len(sources)} sources")
         for source, label in _progress(list(zip(sources, labels, strict=True)), progress,
                                        f"predicting {len(sources):,} images"):
             result = ImageResult(label)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import ImageError
+from ferkit.errors import ArgumentError, ImageError
 from ferkit.inference.scores import EmotionScores
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def open_writer(out: str | Path, fps: float, size: tuple[int, int]):
     out = Path(out).expanduser()
     fourcc = FOURCC.get(out.suffix.lower())
     if fourcc is None:
-        raise ValueError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
+        raise ArgumentError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
@@ -106,9 +106,9 @@ def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: st
     A frame that cannot be decoded is skipped and reading goes on to the end the header declares;
     `report` (a VideoReport) counts the frames read, unreadable and missing."""
     if every_n < 1:
-        raise ValueError(f"every_n must be >= 1, got {every_n}")
+        raise ArgumentError(f"every_n must be >= 1, got {every_n}")
     if out is not None and Path(out).suffix.lower() not in FOURCC:
-        raise ValueError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
+        raise ArgumentError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
     return _rows(predictor, open_video(path), path, every_n, out, progress,
                  report if report is not None else VideoReport())
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferkit.errors import ArgumentError
 from ferkit.models.base import INPUT_SIZE, FerModel
 from ferkit.models.io import append_command, load_model, model_config, read_model_config, save_model
 from ferkit.models.registry import create_model, register_model
@@ -38,7 +39,7 @@ class Ensemble(FerModel):
     def __init__(self, members: list[FerModel], flip: bool = False):
         super().__init__()
         if not members:
-            raise ValueError("an ensemble needs at least one member")
+            raise ArgumentError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
         self.flip = flip
         # channels each member contributes to forward_features, measured once on a blank face
@@ -46,7 +47,7 @@ class Ensemble(FerModel):
             blank = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
             shapes = [_eval_features_shape(m, blank) for m in members]
         if any(len(shape) != 3 or shape[1] != shape[2] for shape in shapes):
-            raise ValueError(f"ensemble members' feature maps are not square: {[s[1:] for s in shapes]}")
+            raise ArgumentError(f"ensemble members' feature maps are not square: {[s[1:] for s in shapes]}")
         side = math.lcm(*(shape[1] for shape in shapes))
         self.channels = [shape[0] for shape in shapes]
         self.repeats = [side // shape[1] for shape in shapes]  # nearest-neighbour factor to the side
@@ -106,7 +107,7 @@ def ensemble(members: list[dict[str, Any]] | None = None, flip: bool = False) ->
         members = [{"architecture": "resnet"}, {"architecture": "resnet"}]
     for i, member in enumerate(members):
         if not isinstance(member, dict) or "architecture" not in member:
-            raise ValueError(f"members[{i}]: expected {{'architecture': ..., 'model_args': ...}}")
+            raise ArgumentError(f"members[{i}]: expected {{'architecture': ..., 'model_args': ...}}")
     return Ensemble([create_model(m["architecture"], **m.get("model_args", {})) for m in members], flip)
 
 
@@ -125,10 +126,10 @@ def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False
     member runs (`member_runs`), so `ferkit bundle` can report how each was trained.
     storage="float16" stores the weights in half precision (see `save_model`)."""
     if len(folders) < 2:
-        raise ValueError("an ensemble needs at least two runs")
+        raise ArgumentError("an ensemble needs at least two runs")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: already exists and is not empty")
+        raise ArgumentError(f"{out}: already exists and is not empty")
     model, model_args = load_ensemble(folders, flip)
     first = read_model_config(folders[0])
     config = model_config("ensemble", model_args, params=sum(p.numel() for p in model.parameters()),

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import ModelFileError
+from ferkit.errors import ArgumentError, ModelFileError
 from ferkit.models.base import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, FerModel
 from ferkit.models.registry import create_model
 
@@ -45,7 +45,7 @@ def save_model(model: FerModel, folder: Path, config: dict[str, Any],
     weights are stored in fp16, BatchNorm running statistics stay fp32 (a variance can be too
     small for fp16's precision). load_model computes in fp32 either way."""
     if storage not in WEIGHT_STORAGE:
-        raise ValueError(f"storage must be one of {', '.join(WEIGHT_STORAGE)}, not {storage!r}")
+        raise ArgumentError(f"storage must be one of {', '.join(WEIGHT_STORAGE)}, not {storage!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ferkit.errors import ArgumentError
 from ferkit.models.base import FerModel
 
 _REGISTRY: dict[str, Callable[..., FerModel]] = {}
@@ -24,11 +25,11 @@ def create_model(name: str, **kwargs) -> FerModel:
     try:
         constructor = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
+        raise ArgumentError(f"unknown model {name!r}; registered: {', '.join(list_models())}") from None
     try:
         return constructor(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"bad arguments for model {name!r}: {exc}") from None
+        raise ArgumentError(f"bad arguments for model {name!r}: {exc}") from None
 
 
 def model_description(name: str) -> str:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ferkit.errors import ArgumentError
 from ferkit.models.base import INPUT_SIZE, NUM_CLASSES, FerModel
 from ferkit.models.registry import register_model
 
@@ -41,7 +42,7 @@ class ResNet(FerModel):
                  stem_width: int = 32, dropout: float = 0.2, input_side: int = INPUT_SIZE):
         super().__init__()
         if input_side < INPUT_SIZE:
-            raise ValueError(f"input_side must be at least {INPUT_SIZE}, not {input_side}")
+            raise ArgumentError(f"input_side must be at least {INPUT_SIZE}, not {input_side}")
         self.input_side = input_side
         self.stem = nn.Sequential(nn.Conv2d(1, stem_width, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.errors import ConfigError, FerkitError
+from ferkit.errors import ArgumentError, ConfigError, FerkitError
 from ferkit.evaluation.predict import predict_proba
 from ferkit.models import NUM_CLASSES
 
@@ -42,7 +42,7 @@ def teacher_probabilities(teacher: torch.nn.Module, images: np.ndarray, temperat
 def mix_targets(targets: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
     """(1 - weight) * targets + weight * teacher_probs; rows still sum to 1."""
     if targets.shape != teacher_probs.shape:
-        raise ValueError(f"targets {targets.shape} and teacher probabilities {teacher_probs.shape} differ")
+        raise ArgumentError(f"targets {targets.shape} and teacher probabilities {teacher_probs.shape} differ")
     return ((1.0 - weight) * targets + weight * teacher_probs).astype(np.float32)
 
 
