@@ -194,3 +194,17 @@ def test_cli_errors_are_one_readable_line(tiny_runs, tmp_path):
     assert result.exit_code == 1 and "--tta 'twice' is not supported" in result.output
     result = runner.invoke(app, ["evaluate", str(tiny_runs[0]), "--data", str(empty), "--protocol", "soft"])
     assert result.exit_code == 1 and "unknown label protocol 'soft'" in result.output
+
+
+def test_model_card_says_where_the_plateau_schedule_cut_and_why_the_run_stopped():
+    from ferkit.evaluation.model_card import _recipe
+
+    history = [{"epoch": e, "lr": 0.001 if e <= 6 else 0.0002, "val_loss": 1.0 / e if e <= 5 else 0.3}
+               for e in range(1, 14)]
+    training = {"config": {"optimizer": "adam", "lr": 0.001, "schedule": "plateau", "epochs": 60,
+                           "early_stopping_patience": 8},
+                "epochs_trained": 13, "best_epoch": 5, "history": history}
+    text = _recipe(training)
+    assert "learning rate cut after epoch 6 (0.001 -> 0.0002)" in text
+    assert "stopped early at epoch 13 (8 epochs without a better validation loss)" in text
+    assert "stopped early" not in _recipe({**training, "epochs_trained": 13, "best_epoch": 12})

@@ -21,7 +21,25 @@ def _recipe(training: dict) -> str:
             f"class balance {config.get('class_balance', 'none')}, "
             f"seed {config.get('seed')}, {training.get('epochs_trained')} epochs "
             f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), best epoch "
-            f"{training.get('best_epoch')} by validation loss{_distillation(training)}")
+            f"{training.get('best_epoch')} by validation loss{_schedule(training)}{_distillation(training)}")
+
+
+def _schedule(training: dict) -> str:
+    """Where the plateau schedule cut the learning rate and why the run stopped, from its history."""
+    history = training.get("history") or []
+    if not history:
+        return ""
+    config = training.get("config", {})
+    pairs = zip(history, history[1:], strict=False)
+    cuts = [f"{h['epoch'] - 1} ({p['lr']:g} -> {h['lr']:g})" for p, h in pairs
+            if h.get("lr") is not None and p.get("lr") is not None and h["lr"] < p["lr"]]
+    text = "; learning rate cut after epoch " + ", ".join(cuts) if cuts else ""
+    patience = config.get("early_stopping_patience") or 0
+    best = training.get("best_epoch") or 0
+    if patience and len(history) < (config.get("epochs") or 0) and len(history) - best >= patience:
+        text += (f"; stopped early at epoch {len(history)} ({patience} epochs without a better "
+                 "validation loss)")
+    return text
 
 
 def _distillation(training: dict) -> str:
