@@ -47,6 +47,7 @@ class Settings:
     gradcam: bool
     min_face: int
     prior: str | None = None  # None: the model's own default (see ferkit.priors)
+    smooth_s: float = logic.DEFAULT_SMOOTH_S  # live webcam: label smoothing over time
 
 
 # ---------------------------------------------------------------- cached work
@@ -108,8 +109,12 @@ def sidebar() -> Settings:
                              help="Faces whose shorter side is smaller are ignored.")
         prior = st.selectbox("Class prior", logic.PRIOR_CHOICES, key="prior",
                              format_func=logic.PRIOR_CHOICES.get, help=logic.PRIOR_HELP)
+        smooth_s = st.slider("Live smoothing (s)", min_value=0.0, max_value=2.0, value=logic.DEFAULT_SMOOTH_S,
+                             step=0.1, key="smooth",
+                             help="Webcam: each face's probabilities are averaged over about this long, "
+                                  "so a steady face keeps a steady label. 0 = every frame on its own.")
     return Settings(mode=mode, model=model, detector=detector,
-                    gradcam=gradcam, min_face=min_face, prior=prior)
+                    gradcam=gradcam, min_face=min_face, prior=prior, smooth_s=smooth_s)
 
 
 def show_model_in_sidebar(predictor: Any) -> None:
@@ -227,6 +232,7 @@ def live_processor(settings: Settings) -> logic.LiveProcessor:
         processor = logic.LiveProcessor(predictor, settings.min_face)
         st.session_state["live_processor"] = processor
     processor.predictor, processor.min_face = predictor, settings.min_face
+    processor.tracker.smooth_s = settings.smooth_s
     return processor
 
 

@@ -485,3 +485,29 @@ def test_model_that_cannot_load_gives_a_readable_error(monkeypatch, tmp_path):
     assert not at.exception
     message = at.error[0].value
     assert message.startswith("The model could not be loaded:") and "no-such-model" in message
+
+
+class FlickeringPredictor:
+    """One still face, mostly read as happiness, that every third frame reads as surprise (what
+    noise does to a close call)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, image: np.ndarray) -> list[FakeFace]:
+        self.calls += 1
+        probs = np.full(8, 0.02)
+        probs[[1, 2]] = (0.47, 0.41) if self.calls % 3 else (0.42, 0.46)
+        return [FakeFace((20, 20, 40, 40), probs / probs.sum(), np.zeros((48, 48), np.uint8))]
+
+
+def test_live_labels_are_steady_when_smoothed_and_flicker_without():
+    for smooth_s, expected_flips in ((0.3, 0), (0.0, 19)):
+        clock = Clock()
+        processor = logic.LiveProcessor(FlickeringPredictor(), clock=clock, smooth_s=smooth_s)
+        labels = []
+        for _ in range(30):
+            clock.now += 1 / 30
+            processor.process(np.zeros((80, 80, 3), np.uint8))
+            labels.append(processor.stats().largest.emotion)
+        assert sum(a != b for a, b in zip(labels, labels[1:], strict=False)) == expected_flips

@@ -50,6 +50,8 @@ DISPLAY_SIDE = 1600
 MAX_PIXELS = 50_000_000
 # Faces smaller than this (shorter side, input pixels) are ignored unless the user lowers it.
 DEFAULT_MIN_FACE = 20
+# Live webcam labels are smoothed over this many seconds (ferkit.inference.tracking); 0 = off.
+DEFAULT_SMOOTH_S = 0.3
 
 # PyTorch intra-op threads in the app process. The app already works in parallel (browser sessions, the
 # webcam worker thread), and torch's own threads then fight them and the rest of the machine: on 2 busy
@@ -497,9 +499,14 @@ class LiveProcessor:
     One per browser session; the page updates `predictor` and `min_face` when the sidebar changes."""
 
     def __init__(self, predictor: PredictorLike, min_face: int = DEFAULT_MIN_FACE, window_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, smooth_s: float = DEFAULT_SMOOTH_S) -> None:
+        from ferkit.inference.tracking import FaceTracker
+
         self.predictor = predictor
         self.min_face = min_face
+        # each face is tracked across frames and its probabilities smoothed over `smooth_s` seconds,
+        # so a steady face keeps a steady label (the page sets tracker.smooth_s from the sidebar)
+        self.tracker = FaceTracker(smooth_s=smooth_s)
         self._window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -511,6 +518,7 @@ class LiveProcessor:
         A failing frame is passed through unchanged and its error kept for the page to show."""
         try:
             faces = [f for f in to_face_results(self.predictor.predict(rgb)) if f.size >= self.min_face]
+            faces = self._smoothed(faces)
             error = None
         except Exception as exc:  # the video must keep flowing; the page shows the error
             log.exception("webcam frame failed")
@@ -519,6 +527,15 @@ class LiveProcessor:
         out = draw_faces(rgb, faces, with_emotion=True)
         cv2.putText(out, f"{stats.fps:.1f} fps", (8, out.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     BOX_COLOR, 2, cv2.LINE_AA)
+        return out
+
+    def _smoothed(self, faces: list[FaceResult]) -> list[FaceResult]:
+        tracks = self.tracker.update([f.box for f in faces], [f.probabilities for f in faces], self._clock())
+        out = []
+        for face, track in zip(faces, tracks, strict=True):
+            p = track.probabilities.astype(np.float32)
+            out.append(replace(face, probabilities=p, emotion=EMOTIONS[int(p.argmax())],
+                               confidence=float(p.max())))
         return out
 
     def _record(self, faces: list[FaceResult], error: str | None) -> LiveStats:

@@ -517,6 +517,8 @@ def video_command(
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
+    smooth: Annotated[float, typer.Option(
+        help="Smooth each tracked face's probabilities over this many seconds (0: off).")] = 0.3,
 ) -> None:
     """Emotions through a video, streamed frame by frame: CSV rows and/or an annotated copy."""
     from collections import Counter
@@ -530,7 +532,8 @@ def video_command(
             check_output_file(path, [video], option)
     predictor = _predictor(model, detector, tta, prior)
     report = VideoReport()
-    rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True, report=report)
+    rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True, report=report,
+                                   smooth_s=smooth)
     writer = CsvWriter(csv_file, VIDEO_COLUMNS) if csv_file is not None else None
     counts: Counter[str] = Counter()
     frames: set[int] = set()

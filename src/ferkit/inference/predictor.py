@@ -406,13 +406,16 @@ class Predictor:
         return list(self.iter_predict_many(sources, progress=progress, names=names))
 
     def predict_video(self, path: str | Path, every_n: int = 1, out: str | Path | None = None,
-                      progress: bool = True, report: VideoReport | None = None) -> Iterator[VideoRow]:
+                      progress: bool = True, report: VideoReport | None = None,
+                      smooth_s: float | None = None) -> Iterator[VideoRow]:
         """Stream rows (frame, time_s, face_index, box, probabilities) for every `every_n`-th
         frame of a video, one row per face, in constant memory. `out` also writes a copy of
         the video with boxes and labels drawn. Unreadable video -> ImageError."""
-        from ferkit.inference.video import iter_video
+        from ferkit.inference.video import DEFAULT_SMOOTH_S, iter_video
 
-        return iter_video(self, path, every_n=every_n, out=out, progress=progress, report=report)
+        smooth = DEFAULT_SMOOTH_S if smooth_s is None else smooth_s
+        return iter_video(self, path, every_n=every_n, out=out, progress=progress, report=report,
+                          smooth_s=smooth)
 
     def __repr__(self) -> str:
         detector = self._detector if isinstance(self._detector, str | None) else "<callable>"

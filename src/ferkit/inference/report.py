@@ -17,7 +17,8 @@ from ferkit.errors import ArgumentError
 from ferkit.inference.predictor import ImageResult
 
 PREDICT_COLUMNS = ["file", "face", "x", "y", "width", "height", "emotion", "confidence", *EMOTIONS, "error"]
-VIDEO_COLUMNS = ["frame", "time_s", "face", "x", "y", "width", "height", "emotion", "confidence", *EMOTIONS]
+VIDEO_COLUMNS = ["frame", "time_s", "face", "track", "x", "y", "width", "height", "emotion", "confidence",
+                 *EMOTIONS]
 # Formats PIL writes; anything else is annotated as PNG.
 WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +18,13 @@ import numpy as np
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, ImageError
 from ferkit.inference.scores import EmotionScores
+from ferkit.inference.tracking import FaceTracker
 
 if TYPE_CHECKING:
     from ferkit.inference.predictor import Face, Predictor
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
+DEFAULT_SMOOTH_S = 0.3  # seconds: steadies a face's label, follows a real change within ~0.5 s
 # A damaged stretch of a video can fail hundreds of frames in a row; past this many consecutive
 # unreadable frames the rest is counted as missing instead of seeking frame by frame.
 MAX_CONSECUTIVE_UNREADABLE = 1000
@@ -52,12 +54,13 @@ class VideoRow(EmotionScores):
     time_s: float | None  # frame / fps; None if the video does not say its frame rate
     face_index: int  # 0 = largest face in the frame
     box: tuple[int, int, int, int]  # x, y, width, height in frame pixels
-    probabilities: np.ndarray  # (8,) in EMOTIONS order
+    probabilities: np.ndarray  # (8,) in EMOTIONS order; smoothed over the track when smoothing is on
+    track: int | None = None  # the same number for the same face from frame to frame
 
 
     def to_dict(self) -> dict[str, Any]:
         x, y, w, h = self.box
-        return {"frame": self.frame, "time_s": self.time_s, "face": self.face_index,
+        return {"frame": self.frame, "time_s": self.time_s, "face": self.face_index, "track": self.track,
                 "x": x, "y": y, "width": w, "height": h, "emotion": self.emotion,
                 "confidence": self.confidence,
                 **{e: float(p) for e, p in zip(EMOTIONS, self.probabilities, strict=True)}}
@@ -97,24 +100,28 @@ def open_writer(out: str | Path, fps: float, size: tuple[int, int]):
 
 
 def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: str | Path | None = None,
-               progress: bool = True, report: VideoReport | None = None) -> Iterator[VideoRow]:
+               progress: bool = True, report: VideoReport | None = None,
+               smooth_s: float = DEFAULT_SMOOTH_S) -> Iterator[VideoRow]:
     """Rows for the faces of every `every_n`-th frame (frames with no face give no row).
 
     With `out`, every frame is written to the annotated copy; frames between analysed ones
     carry the most recent boxes, so the copy plays at the original frame rate. The video is
     opened at once (a bad path fails here, not at the first row); frames are read lazily.
     A frame that cannot be decoded is skipped and reading goes on to the end the header declares;
-    `report` (a VideoReport) counts the frames read, unreadable and missing."""
+    `report` (a VideoReport) counts the frames read, unreadable and missing. Faces are tracked
+    from frame to frame (`track` in the rows) and each track's probabilities are smoothed with a
+    time constant of `smooth_s` seconds (0: each frame on its own; see ferkit.inference.tracking)."""
     if every_n < 1:
         raise ArgumentError(f"every_n must be >= 1, got {every_n}")
     if out is not None and Path(out).suffix.lower() not in FOURCC:
         raise ArgumentError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
+    tracker = FaceTracker(smooth_s=smooth_s)
     return _rows(predictor, open_video(path), path, every_n, out, progress,
-                 report if report is not None else VideoReport())
+                 report if report is not None else VideoReport(), tracker)
 
 
 def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: str | Path | None,
-          progress: bool, report: VideoReport) -> Iterator[VideoRow]:
+          progress: bool, report: VideoReport, tracker: FaceTracker) -> Iterator[VideoRow]:
     import cv2
 
     from ferkit.inference.annotate import draw_faces
@@ -160,8 +167,12 @@ def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: st
             if analyse:
                 faces = predictor.predict(rgb, name=f"{path} frame {index}")
                 time_s = index / fps if fps else None
-                for k, face in enumerate(faces):
-                    yield VideoRow(index, time_s, k, face.box, face.probabilities)
+                tracks = tracker.update([f.box for f in faces], [f.probabilities for f in faces],
+                                        time_s if time_s is not None else index / 25.0)
+                faces = [replace(f, probabilities=tr.probabilities.astype(np.float32))
+                         for f, tr in zip(faces, tracks, strict=True)]  # drawn smoothed too
+                for k, (face, track) in enumerate(zip(faces, tracks, strict=True)):
+                    yield VideoRow(index, time_s, k, face.box, face.probabilities, track.id)
             if out is not None:
                 if writer is None:
                     writer = open_writer(out, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
