@@ -17,11 +17,26 @@ from ferkit.cli import app
 from ferkit.errors import ConfigError
 from ferkit.models import load_model
 from ferkit.training.augment import BatchAugment
-from ferkit.training.callbacks import SimulatedCrash, StopAfterEpochs
 from ferkit.training.config import AugmentConfig, TrainConfig, load_config, parse_override
 from ferkit.training.distill import TEACHER_FILE, cached_teacher_probabilities, mix_targets
 from ferkit.training.module import FerClassifier
 from ferkit.training.run import train
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by StopAfterEpochs."""
+
+
+class StopAfterEpochs(L.Callback):
+    """Crash at the start of epoch N+1, after epoch N's checkpoint is written: a run killed
+    mid-way, for the resume tests."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.epochs:
+            raise SimulatedCrash(f"simulated crash after epoch {self.epochs}")
 
 
 def test_training_learns_and_writes_a_complete_run_folder(learnable_root, tmp_path):

@@ -54,19 +54,3 @@ class HistoryCallback(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by StopAfterEpochs."""
-
-
-class StopAfterEpochs(L.Callback):
-    """Crash at the start of epoch N+1, after epoch N's checkpoint is written: a run killed
-    mid-way, for the resume tests."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch >= self.epochs:
-            raise SimulatedCrash(f"simulated crash after epoch {self.epochs}")
