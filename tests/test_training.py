@@ -355,3 +355,19 @@ def test_each_ddp_process_takes_its_own_share_of_an_epoch(monkeypatch):
         assert len(batches) == len(sampler) == 3  # 5 of the 11 indices each, in batches of 2
         shares.append([i for b in batches for i in b])
     assert not set(shares[0]) & set(shares[1]) and len(shares[0]) == len(shares[1]) == 5
+
+
+def test_ferkit_data_applies_to_a_config_without_a_data_root(tmp_path, monkeypatch):
+    """`ferkit train --config X` reads $FERKIT_DATA unless X names its own `data:`."""
+    from conftest import write_learnable_root
+
+    root = write_learnable_root(tmp_path / "elsewhere", {"train": 16, "valid": 8, "test": 4})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"model": "resnet", "model_args": TINY_RESNET, "epochs": 1,
+                                      "batch_size": 8, "threads": 1, "progress_bar": False,
+                                      "runs_dir": str(tmp_path / "runs"), "early_stopping_patience": 0,
+                                      "augment": {"enabled": False}}))
+    monkeypatch.setenv("FERKIT_DATA", str(root))
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--name", "env"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "runs" / "env" / "config.yaml").read_text())["data"] == str(root)

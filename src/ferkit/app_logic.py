@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import balanced_accuracy_of
@@ -36,18 +37,15 @@ log = logging.getLogger(__name__)
 
 # What the uploader accepts (the browser's file picker filters on these; the content is still checked).
 ACCEPTED_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
-# Upload limit in MB. .streamlit/config.toml sets the same `server.maxUploadSize`; app.py passes this
-# to the uploader too, so the limit holds even when the app is started from another folder.
-MAX_UPLOAD_MB = 20
+# Upload and pixel limits: ferkit.settings (shared with the HTTP API).
+MAX_UPLOAD_MB = settings.MAX_UPLOAD_MB
 # Streamlit's own uploader limit, above the app's: a file between the two reaches the app and is
 # refused with a sentence saying why (Streamlit itself shows only a red icon).
 UPLOADER_LIMIT_MB = 4 * MAX_UPLOAD_MB
 # Analysed photos are kept (cached) for display only, shrunk to this long side: a 7000x7000 upload
 # would otherwise hold 147 MB of decoded pixels per cache entry for as long as the server runs.
 DISPLAY_SIDE = 1600
-# Pixel limit, checked from the image header before decoding: a phone photo (12-50 MP) passes, a
-# decompression bomb does not. Lower than the library's 64 MP because a web server holds several at once.
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = settings.SERVER_MAX_PIXELS
 # Faces smaller than this (shorter side, input pixels) are ignored unless the user lowers it.
 DEFAULT_MIN_FACE = 20
 # Live webcam labels are smoothed over this many seconds (ferkit.inference.tracking); 0 = off.

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError
 
@@ -29,11 +30,11 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_DATA = "../shared/datasets/ferplus"
+DEFAULT_DATA = settings.DEFAULT_DATA
 
 
 def default_data_root() -> Path:
-    return Path(os.environ.get("FERKIT_DATA") or DEFAULT_DATA)
+    return settings.data_root()
 
 
 def user_errors(fn):
@@ -152,10 +153,22 @@ def train_command(
                "accelerator": accelerator, "devices": devices, "strategy": strategy, "skip_bad": skip_bad}
     overrides = [{k: v for k, v in options.items() if v is not None}]
     overrides += [parse_override(text) for text in set_ or []]
-    if data is None and config is None and resume is None and os.environ.get("FERKIT_DATA"):
-        overrides.insert(0, {"data": os.environ["FERKIT_DATA"]})
+    if data is None and resume is None and os.environ.get(settings.DATA_ENV) and not _sets_data(config):
+        # $FERKIT_DATA replaces the default root, not a `data:` the config file names itself
+        overrides.insert(0, {"data": str(settings.data_root())})
     run_dir = train_from_cli(config, overrides, resume, command=shlex.join(["ferkit", *sys.argv[1:]]))
     console.print(f"[green]run written to {run_dir}")
+
+
+def _sets_data(config: Path | None) -> bool:
+    import yaml
+
+    if config is None or not config.is_file():
+        return False
+    try:
+        return "data" in (yaml.safe_load(config.read_text()) or {})
+    except yaml.YAMLError:
+        return False  # load_config reports the broken file
 
 
 def _data_for_run(run: Path, data: Path | None) -> Path:
@@ -165,9 +178,9 @@ def _data_for_run(run: Path, data: Path | None) -> Path:
 
     if data is not None:
         return data
-    if os.environ.get("FERKIT_DATA"):
-        return default_data_root()
-    return run_data_root(run) or default_data_root()
+    if os.environ.get(settings.DATA_ENV):
+        return settings.data_root()
+    return run_data_root(run) or settings.data_root()
 
 
 DATA_HELP = ("FERPlus root; default $FERKIT_DATA, else the run's training data root, else "

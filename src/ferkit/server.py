@@ -25,11 +25,12 @@ from typing import Annotated, Any
 from fastapi import FastAPI, File, Request, UploadFile  # the serve extra: pip install 'ferkit[serve]'
 from fastapi.responses import JSONResponse
 
+from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError, ImageError
 
-MAX_UPLOAD_MB = 20.0
-MAX_PIXELS = 50_000_000
+MAX_UPLOAD_MB = float(settings.MAX_UPLOAD_MB)
+MAX_PIXELS = settings.SERVER_MAX_PIXELS
 MAX_CONCURRENT = 4  # requests worked on at once per worker; more get 429
 SETTINGS_ENV = "FERKIT_SERVE_SETTINGS"  # how `ferkit serve --workers N` hands its settings to each worker
 

@@ -24,10 +24,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ferkit.emotions import SPLITS, VOTE_COLUMNS
 from ferkit.errors import DataError
+from ferkit.settings import FACE_SIDE
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZE = 48
+IMAGE_SIZE = FACE_SIDE
 MICROSOFT_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
 KAGGLE_USAGE = {"Training": "train", "PublicTest": "valid", "PrivateTest": "test"}
 LABEL_FIELDS = 2 + len(VOTE_COLUMNS)  # image name, face box, 10 counts

@@ -25,8 +25,9 @@ import numpy as np
 from ferkit.errors import FaceDetectorError
 from ferkit.faces.detectors import Detection
 from ferkit.faces.image import to_gray
+from ferkit.settings import FACE_SIDE
 
-OUTPUT_SIZE = 48
+OUTPUT_SIZE = FACE_SIDE
 DEFAULT_MARGIN = 0.05  # fraction of the face side added on each side
 CENTER_RAISE = 0.10  # crop centre above the face-square centre (along the face's own up), in face sides
 

@@ -22,6 +22,7 @@ import numpy as np
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ModelFileError
 from ferkit.inference.bundled import METRICS_FILE, read_json_file
+from ferkit.settings import FACE_SIDE
 
 # Keys of the ONNX metadata_props that make an exported .onnx file stand alone.
 META_MODEL_JSON = "ferkit.model_json"
@@ -29,8 +30,6 @@ META_METRICS_JSON = "ferkit.metrics_json"
 META_OPSET = "ferkit.opset"
 META_PRECISION = "ferkit.precision"
 META_VERSION = "ferkit.version"
-
-FACE_SIDE = 48
 
 
 class Backend(Protocol):

@@ -26,11 +26,12 @@ from typing import IO, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ferkit import settings
 from ferkit.errors import ArgumentError, ImageError
 
 # 64 megapixels: above every common camera's default output (12-50 MP), 192 MB as RGB.
 # PIL's own bomb check (warning at 89 MP, error at 179 MP) is a second line behind this one.
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = settings.MAX_PIXELS
 
 # What `find_images` picks up inside folders (explicitly named files are always tried).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff",

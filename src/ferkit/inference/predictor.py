@@ -31,6 +31,7 @@ from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.images import Color, ImageSource, describe, load_image
 from ferkit.inference.scores import EmotionScores
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
+from ferkit.settings import FACE_SIDE
 from ferkit.tta import check_tta
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from ferkit.inference.video import VideoReport, VideoRow
 
-FACE_SIZE = 48
+FACE_SIZE = FACE_SIDE
 BATCH_SIZE = 256
 # `iter_predict_many` hands results out at least every this many images, so a caller that writes
 # as it goes (ferkit predict) keeps its work when stopped; detection costs far more than the

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from ferkit.emotions import EMOTIONS
+from ferkit.settings import FACE_SIDE
 
-INPUT_SIZE = 48
+INPUT_SIZE = FACE_SIDE
 NUM_CLASSES = len(EMOTIONS)
 # The one input normalisation: pixels / 255, then (x - MEAN) / STD (FERPlus pixels have
 # mean ~0.51, std ~0.25, so inputs come out roughly zero-mean, unit-variance).

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ferkit.errors import ConfigError
+from ferkit.settings import DEFAULT_DATA
 
 
 @dataclass
@@ -33,7 +34,7 @@ class AugmentConfig:
 class TrainConfig:
     name: str = ""  # run name; default: <model>-<timestamp>
     runs_dir: str = "runs"
-    data: str = "../shared/datasets/ferplus"
+    data: str = DEFAULT_DATA
     skip_bad: bool = False  # skip bad label rows and images (listed in train.log) instead of stopping
     model: str = "resnet"
     model_args: dict[str, Any] = field(default_factory=dict)
