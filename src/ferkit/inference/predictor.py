@@ -7,10 +7,11 @@
     >>> predictor.predict_faces(crops)                # (N, 48, 48) uint8 faces -> (N, 8)
 
 The model is loaded once, in the constructor. One Predictor can serve many threads (a web
-app's workers): the classifier runs without a lock (see `ferkit.inference.backends` for why
-that is safe), while face-detector calls are serialised by a lock, because OpenCV detector
-objects are not documented as thread-safe. Detection is cheap next to decoding, so the lock
-costs little.
+app's workers, the HTTP API): the classifier runs without a lock (see `ferkit.inference.backends`
+for why that is safe), and so do ferkit's own detectors, each of which serialises itself only if
+it is not thread-safe (`FaceDetector.thread_safe`: MTCNN on ONNX Runtime runs concurrently; the
+OpenCV and dlib ones take their own lock). A detector callable you pass in is called under a lock,
+since ferkit cannot know.
 """
 
 from __future__ import annotations
@@ -309,6 +310,8 @@ class Predictor:
     def detect(self, image: np.ndarray) -> list[DetectionLike]:
         """Face detections on an RGB uint8 image (serialised: see the module docstring)."""
         detect = self._detector_fn()
+        if not callable(self._detector):  # ferkit's detectors lock themselves where needed
+            return list(detect(image))
         with self._detect_lock:
             return list(detect(image))
 
