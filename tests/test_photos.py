@@ -97,7 +97,7 @@ def test_cli_evaluates_a_folder_with_one_subfolder_per_class_and_a_prior(photo_f
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 5 and metrics["prior"]["name"] == "uniform"
     assert metrics["photos"]["classes_present"] == ["neutral", "happiness", "surprise", "sadness", "anger"]
-    assert "Written by `ferkit " in (out / "report.md").read_text()  # the command line that made it
+    assert "Written by `ferkit" in (out / "report.md").read_text()  # the command line that made it
 
 
 def write_labels(folder: Path, rows: list[tuple[str, str]]) -> Path:
