@@ -32,6 +32,7 @@ from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import balanced_accuracy_of
+from ferkit.inference.tracking import DEFAULT_SMOOTH_S  # live webcam label smoothing, seconds
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ DISPLAY_SIDE = 1600
 MAX_PIXELS = settings.SERVER_MAX_PIXELS
 # Faces smaller than this (shorter side, input pixels) are ignored unless the user lowers it.
 DEFAULT_MIN_FACE = 20
-# Live webcam labels are smoothed over this many seconds (ferkit.inference.tracking); 0 = off.
-DEFAULT_SMOOTH_S = 0.3
 
 # PyTorch intra-op threads in the app process. The app already works in parallel (browser sessions, the
 # webcam worker thread), and torch's own threads then fight them and the rest of the machine: on 2 busy

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError
 from ferkit.inference.report import PREDICT_COLUMNS, predict_rows
 
-FLOAT_COLUMNS = {"confidence", "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-                 "contempt"}
+FLOAT_COLUMNS = {"confidence", *EMOTIONS}
 INT_COLUMNS = {"face", "x", "y", "width", "height"}
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 Box = tuple[int, int, int, int]  # x, y, width, height
+# seconds: steadies a face's label, and follows a real change within ~0.5 s (video and the webcam)
+DEFAULT_SMOOTH_S = 0.3
 
 
 def iou(a: Box, b: Box) -> float:
@@ -42,7 +44,8 @@ class Track:
 
 
 class FaceTracker:
-    def __init__(self, smooth_s: float = 0.5, iou_threshold: float = 0.3, max_gap_s: float = 1.0):
+    def __init__(self, smooth_s: float = DEFAULT_SMOOTH_S, iou_threshold: float = 0.3,
+                 max_gap_s: float = 1.0):
         if smooth_s < 0:
             from ferkit.errors import ArgumentError
 

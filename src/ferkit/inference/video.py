@@ -18,13 +18,12 @@ import numpy as np
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, ImageError
 from ferkit.inference.scores import EmotionScores
-from ferkit.inference.tracking import FaceTracker
+from ferkit.inference.tracking import DEFAULT_SMOOTH_S, FaceTracker
 
 if TYPE_CHECKING:
     from ferkit.inference.predictor import Face, Predictor
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
-DEFAULT_SMOOTH_S = 0.3  # seconds: steadies a face's label, follows a real change within ~0.5 s
 # A damaged stretch of a video can fail hundreds of frames in a row; past this many consecutive
 # unreadable frames the rest is counted as missing instead of seeking frame by frame.
 MAX_CONSECUTIVE_UNREADABLE = 1000
