@@ -645,3 +645,44 @@ def test_a_video_with_damaged_frames_in_the_middle_is_read_to_its_end(tmp_path, 
     read = int(result.stderr.split(" frames read")[0].split()[-1])
     unreadable = int(result.stderr.split(" unreadable")[0].split()[-1])
     assert read == len(set(frames)) and read + unreadable == 100 and unreadable > 0
+
+
+# ---- the bundled models' ONNX Runtime path (the default) against their PyTorch weights ----------
+
+ONNX_PROB_TOLERANCE = {"fp32": 1e-4, "int8": 0.15}  # max |probability difference| on any Valid face
+
+
+@needs_ferplus
+@pytest.mark.parametrize("name", [n for n in bundled_mod.list_bundled()
+                                  if bundled_mod.resolve_model(n).onnx_export is not None])
+def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
+    from ferkit.data import label_split, load_ferplus
+
+    valid = label_split(load_ferplus(REAL_FERPLUS, splits=("valid",))["valid"], "majority")
+    fast, exact = Predictor(name), Predictor(name, backend="torch")
+    assert fast.backend.kind == "onnx" and exact.backend.kind == "torch"
+    p_onnx, p_torch = fast.predict_faces(valid.images), exact.predict_faces(valid.images)
+    agreement = float((p_onnx.argmax(1) == p_torch.argmax(1)).mean())
+    precision = fast.model_info["onnx"]["precision"]
+    assert agreement >= 0.995, f"{name} ({precision}): top-1 agreement {agreement:.4f}"
+    assert np.abs(p_onnx - p_torch).max() <= ONNX_PROB_TOLERANCE[precision]
+    # Grad-CAM needs the PyTorch model: the ONNX path loads it on demand, the same weights
+    assert sum(p.numel() for p in fast.model.parameters()) == sum(p.numel() for p in exact.model.parameters())
+
+
+def test_a_stale_onnx_export_in_a_model_folder_is_refused(tmp_path):
+    import shutil
+
+    from ferkit.inference.backends import META_MODEL_JSON
+    from ferkit.inference.export import _write_metadata
+
+    folder = tmp_path / "fast"
+    shutil.copytree(bundled_mod.weights_root() / "fast", folder)
+    export = bundled_mod.resolve_model(folder).onnx_export
+    assert Predictor(folder).backend.kind == "onnx"  # a folder that ships its export runs it
+    config = json.loads((folder / "model.json").read_text())
+    config["weights_sha256"] = "0" * 64  # as if exported from other weights than the folder's
+    _write_metadata(export, {META_MODEL_JSON: json.dumps(config)})
+    with pytest.raises(ModelFileError, match="not exported from"):
+        Predictor(folder)
+    assert Predictor(folder, backend="torch").backend.kind == "torch"

@@ -651,7 +651,11 @@ def batch_command(
 @user_errors
 def export_command(
     run: Annotated[str, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled name.")],
-    onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Output .onnx file.")] = None,
+    bundled: Annotated[bool, typer.Option(
+        "--bundled", help="Instead of --onnx: write the folder's own export (model.int8.onnx if it keeps "
+                          "FERPlus Valid accuracy within 0.3 points, else model.onnx), which Predictor "
+                          "runs by default. For bundled models (`ferkit bundle` does it).")] = False,
     int8: Annotated[bool, typer.Option(
         "--int8", help="Quantise to int8 (static, calibrated on FERPlus train; reports the accuracy change "
                        "on FERPlus Valid).")] = False,
@@ -662,11 +666,16 @@ def export_command(
 ) -> None:
     """Export to a standalone ONNX file (dynamic batch, model.json in its metadata), checked against
     PyTorch (max |difference| <= 1e-4)."""
-    from ferkit.inference.export import export_onnx
+    from ferkit.inference.export import export_folder, export_onnx
 
     root = data if data is not None else default_data_root()
     if data is None and not root.exists():
         root = None
+    if bundled == (onnx is not None):
+        raise ArgumentError("give either --onnx FILE or --bundled")
+    if bundled:
+        _print_onnx_record(export_folder(run, root))
+        return
     report = export_onnx(run, onnx, opset=opset, int8=int8, data_root=root)
     for line in report.lines():
         console.print(line, highlight=False, soft_wrap=True)
@@ -701,12 +710,28 @@ def bundle_command(
     evaluation: Annotated[Path | None, typer.Option(
         help="Evaluation folder with metrics.json (default RUN/eval-test).")] = None,
     provisional: Annotated[bool, typer.Option(help="Mark the model as provisional in metrics.json.")] = False,
+    data: Annotated[Path | None, typer.Option(
+        help="FERPlus root for the ONNX exports' calibration and accuracy check; default $FERKIT_DATA "
+             f"or {DEFAULT_DATA}.")] = None,
 ) -> None:
-    """Ship a trained run as package data (src/ferkit/weights/NAME/), for maintainers."""
+    """Ship a trained run as package data (src/ferkit/weights/NAME/) with its ONNX exports, for
+    maintainers."""
     from ferkit.inference.bundled import bundle_run
+    from ferkit.inference.export import export_folder
 
     target = bundle_run(run, name, evaluation, provisional)
     console.print(f"[green]bundled {run} as {name!r} in {target}")
+    _print_onnx_record(export_folder(target, data if data is not None else default_data_root()))
+
+
+def _print_onnx_record(record: dict) -> None:
+    valid = record.get("valid") or {}
+    console.print(f"ONNX export: {record['runs']} ({record['precision']}), what Predictor runs",
+                  highlight=False)
+    if valid:
+        console.print(f"FERPlus Valid: fp32 {valid['fp32']:.4f}, int8 {valid['int8']:.4f} "
+                      f"({valid['change'] * 100:+.2f} points; {record['int8_rule']}), top-1 agreement "
+                      f"{valid['agreement']:.4f}", highlight=False)
 
 
 @app.command("card")

@@ -1,5 +1,10 @@
 """The two ways a Predictor runs its classifier: PyTorch (a model folder) or ONNX Runtime (.onnx).
 
+A model folder may also hold its own ONNX exports (bundled models do: model.onnx, and
+model.int8.onnx where int8 keeps FERPlus Valid accuracy; see `ferkit.inference.export.export_folder`).
+Those run with ONNX Runtime by default, about 10x faster than PyTorch at batch 1; the folder's
+PyTorch weights are loaded only when something needs gradients (Grad-CAM).
+
 Both turn uint8 faces (N, 48, 48) into softmax probabilities (N, 8) in EMOTIONS order, in
 batches, with optional flip TTA. The PyTorch path repeats `ferkit.evaluation.predict_proba`
 operation for operation (normalize -> model -> float -> softmax, flip averaged after softmax,
@@ -88,7 +93,7 @@ class OnnxBackend:
 
     kind = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, folder: Path | None = None):
         try:
             import onnxruntime as ort
         except ImportError:  # pragma: no cover - a declared dependency
@@ -107,6 +112,11 @@ class OnnxBackend:
         self.config = self._json_meta(meta, META_MODEL_JSON, path, required=True)
         _check_classes(self.config, str(path))
         self.metrics = self._json_meta(meta, META_METRICS_JSON, path, required=False)
+        self.folder = folder
+        self._torch: TorchBackend | None = None
+        if folder is not None:  # an export inside a model folder: the folder's files are the truth
+            self._check_made_from(folder, path)
+            self.metrics = read_json_file(Path(folder) / METRICS_FILE)
         self.onnx_meta = {"opset": meta.get(META_OPSET), "precision": meta.get(META_PRECISION, "fp32"),
                           "exported_by": meta.get(META_VERSION)}
         self._check_shapes(path)
@@ -114,6 +124,28 @@ class OnnxBackend:
         norm = self.config.get("normalization", {})
         self.mean = np.float32(norm.get("mean", 0.5))
         self.std = np.float32(norm.get("std", 0.25))
+
+    def _check_made_from(self, folder: Path, path: Path) -> None:
+        """The export must come from the folder's current weights (model.json's weights_sha256),
+        or it would silently run an older model than the one Grad-CAM and the card describe."""
+        from ferkit.models import read_model_config
+
+        folder_config = read_model_config(folder)
+        expected, got = folder_config.get("weights_sha256"), self.config.get("weights_sha256")
+        if not expected or got != expected:
+            raise ModelFileError(f"{path}: not exported from {Path(folder) / 'model.safetensors'} "
+                                 f"(weights_sha256 {str(got)[:12]} vs {str(expected)[:12]}); re-export "
+                                 f"it with `ferkit export {folder} --bundled`")
+        self.config = folder_config
+
+    @property
+    def model(self):
+        """The folder's PyTorch model (for Grad-CAM), loaded on first use; None for a bare .onnx."""
+        if self.folder is None:
+            return None
+        if self._torch is None:
+            self._torch = TorchBackend(self.folder)
+        return self._torch.model
 
     def _check_shapes(self, path: Path) -> None:
         """One input (N, 1, 48, 48) and one output (N, 8), checked at load so that a wrong file fails

@@ -17,6 +17,10 @@ from ferkit.errors import ModelFileError
 
 DEFAULT_MODEL = "default"
 METRICS_FILE = "metrics.json"
+# A model folder's own ONNX export (written by `ferkit bundle`): int8 where it keeps
+# FERPlus Valid accuracy (ferkit.inference.export.INT8_MAX_DROP), else fp32.
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
 
 
 def weights_root() -> Path:
@@ -41,6 +45,13 @@ class ModelSource:
     path: Path  # a model folder (torch) or an .onnx file
     backend: Literal["torch", "onnx"]
     name: str  # the bundled name, or the path as given
+
+    @property
+    def onnx_export(self) -> Path | None:
+        """A model folder's own ONNX export, int8 first; None if it has none (or is an .onnx file)."""
+        if self.backend != "torch":
+            return None
+        return next((self.path / f for f in (ONNX_INT8, ONNX_FP32) if (self.path / f).is_file()), None)
 
 
 def _looks_like_name(text: str) -> bool:

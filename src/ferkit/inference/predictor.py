@@ -176,9 +176,25 @@ def crop_face(image: np.ndarray, detection: DetectionLike, margin: float = 0.1) 
 
 # ---- the Predictor --------------------------------------------------------------------------
 
-def _load_backend(source: ModelSource, threads: int | None) -> Backend:
+BACKENDS = ("auto", "onnx", "torch")
+
+
+def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto") -> Backend:
+    """auto: ONNX Runtime for an .onnx file and for a model folder that ships its export (the bundled
+    models), PyTorch otherwise. "onnx" on a folder without an export and "torch" on a bare .onnx file
+    are errors."""
+    if backend not in BACKENDS:
+        raise ArgumentError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if source.backend == "onnx":
+        if backend == "torch":
+            raise ArgumentError(f"{source.path}: an .onnx file runs only with ONNX Runtime (backend='onnx')")
         return OnnxBackend(source.path, threads=threads)
+    export = source.onnx_export
+    if backend == "onnx" and export is None:
+        raise ArgumentError(f"{source.path}: no ONNX export in the folder (export it with "
+                            f"`ferkit export {source.path} --bundled`)")
+    if export is not None and backend != "torch":
+        return OnnxBackend(export, threads=threads, folder=source.path)
     return TorchBackend(source.path)
 
 
@@ -199,15 +215,19 @@ class Predictor:
     min_face: smallest face side, in pixels, that the detector reports.
     threads: ONNX Runtime intra-op threads (None: its default). PyTorch's thread count is
         process-wide: set it with torch.set_num_threads.
+    backend: "auto" (ONNX Runtime for .onnx files and for bundled models, which ship their export;
+        PyTorch for run folders), "onnx" or "torch" (the folder's PyTorch weights: the same numbers
+        as `ferkit evaluate`). Grad-CAM works with either: `.model` loads the PyTorch weights on demand.
     """
 
     def __init__(self, model: str | Path | None = None, detector: str | DetectFn | None = None, *,
                  align: AlignFn | None = None, tta: str | None = None, prior: PriorSpec | ClassPrior = None,
-                 min_face: int = 20, batch_size: int = BATCH_SIZE, threads: int | None = None):
+                 min_face: int = 20, batch_size: int = BATCH_SIZE, threads: int | None = None,
+                 backend: str = "auto"):
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
         self.source = resolve_model(model)
-        self.backend = _load_backend(self.source, threads)
+        self.backend = _load_backend(self.source, threads, backend)
         self.tta = check_tta(tta)
         self.prior = resolve_prior(prior if prior is not None else self.backend.metrics.get("default_prior"))
         self.batch_size = batch_size
@@ -256,7 +276,8 @@ class Predictor:
 
     @property
     def model(self) -> torch.nn.Module | None:
-        """The PyTorch model (for Grad-CAM); None for an ONNX model."""
+        """The PyTorch model (for Grad-CAM), loaded on first use when the classifier runs on ONNX
+        Runtime; None for a bare .onnx file."""
         return getattr(self.backend, "model", None)
 
     @property
@@ -338,9 +359,9 @@ class Predictor:
                       color: Color = "rgb") -> np.ndarray:
         """Already-cropped faces -> (N, 8) float32 softmax probabilities in EMOTIONS order.
 
-        `faces`: uint8 (N, 48, 48) grayscale (used as is: the same numbers `ferkit evaluate`
-        gets on FERPlus), or crops of any size/colour (see `prepare_faces`). Batched internally
-        (`batch_size`, default 256). `tta` overrides the Predictor's TTA for this call."""
+        `faces`: uint8 (N, 48, 48) grayscale (used as is; with backend="torch", the same numbers
+        `ferkit evaluate` gets on FERPlus), or crops of any size/colour (see `prepare_faces`).
+        Batched internally (`batch_size`, default 256). `tta` overrides the Predictor's TTA for this call."""
         images = prepare_faces(faces, color)
         mode = check_tta(tta) if tta is not None else self.tta
         if len(images) == 0:
