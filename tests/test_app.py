@@ -32,6 +32,7 @@ class FakeFace(EmotionScores):
     box: tuple[int, int, int, int]
     probabilities: np.ndarray
     crop: np.ndarray
+    track: int | None = None
 
 
 def fake_face(box: tuple[int, int, int, int], top: int = 1) -> FakeFace:
@@ -296,7 +297,7 @@ def charts(at) -> list[pd.DataFrame]:
 
 def test_app_starts_with_the_sidebar_and_the_model_in_use(app, app_model):
     assert [r.label for r in app.sidebar.radio] == ["Mode"]
-    assert app.sidebar.selectbox(key="detector").value == "mtcnn"
+    assert app.sidebar.selectbox(key="detector").value == "auto"  # mtcnn for photos, blazeface live
     assert app.sidebar.toggle(key="gradcam").value is False
     sidebar_text = " ".join(m.value for m in app.sidebar.markdown)
     assert str(app_model) in sidebar_text and "baseline" in sidebar_text and "81.2%" in sidebar_text

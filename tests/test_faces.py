@@ -16,6 +16,7 @@ from ferkit.faces import (
     DEFAULT_DETECTOR,
     DEFAULT_MARGIN,
     FALLBACK_DETECTOR,
+    LIVE_DETECTOR,
     Detection,
     align_face,
     detect_faces,
@@ -31,7 +32,7 @@ HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 needs_dlib = pytest.mark.skipif(not HAS_DLIB, reason="dlib not installed (pip install dlib-bin)")
 needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed (pip install onnxruntime)")
 AVAILABLE = [n for n in list_detectors() if n != "hog" or HAS_DLIB]
-AVAILABLE = [n for n in AVAILABLE if n != "mtcnn" or HAS_ORT]
+AVAILABLE = [n for n in AVAILABLE if n not in ("mtcnn", "blazeface") or HAS_ORT]
 
 
 def photo(name: str) -> np.ndarray:
@@ -54,11 +55,13 @@ def test_registry_lists_default_first_then_fallback():
     names = list_detectors()
     assert names[0] == DEFAULT_DETECTOR == "mtcnn"
     assert names[1] == FALLBACK_DETECTOR == "haar"
-    assert set(names) >= {"mtcnn", "haar", "hog"}
+    assert set(names) >= {"mtcnn", "haar", "hog", "blazeface"}
+    assert LIVE_DETECTOR == "blazeface"
 
 
 def test_unknown_detector_names_the_choices():
-    with pytest.raises(FaceDetectorError, match="unknown face detector 'yolo'.*mtcnn, haar, hog") as info:
+    choices = "mtcnn, haar, blazeface, hog"
+    with pytest.raises(FaceDetectorError, match=f"unknown face detector 'yolo'.*{choices}") as info:
         detect_faces(np.zeros((64, 64, 3), np.uint8), detector="yolo")
     assert isinstance(info.value, FerkitError)
 
@@ -196,6 +199,28 @@ def test_default_detector_finds_annotated_faces_and_no_dog(truth):
     assert total.recall >= 0.8, total
     assert total.precision >= 0.9, total
     assert detect_faces(photo("dogs.jpg")) == []
+
+
+@needs_faces
+@needs_ort
+def test_live_detector_finds_the_annotated_faces_no_dog_and_mtcnns_face_square(truth):
+    """BlazeFace: recall >= 0.95 at IoU 0.3 on the 43 boxed faces, nothing on dogs.jpg, and boxes
+    calibrated to MTCNN's face square (what the classifier's crops are tuned on)."""
+    total = MatchResult()
+    for name, boxes in truth.items():
+        total.add(match(boxes, [(d.box, d.confidence) for d in detect_faces(photo(name), "blazeface")]))
+    assert total.recall >= 0.95 and total.precision >= 0.95, total
+    assert detect_faces(photo("dogs.jpg"), "blazeface") == []
+    reference = detect_faces(photo("2008_002506.jpg"), "mtcnn")
+    found = detect_faces(photo("2008_002506.jpg"), "blazeface")
+    assert len(found) == len(reference) == 3
+    for ours, theirs in zip(sorted(found, key=lambda d: d.box[0]), sorted(reference, key=lambda d: d.box[0]),
+                            strict=True):
+        side = theirs.box[2]
+        assert abs(ours.box[2] - side) <= 0.15 * side  # same size within 15%
+        assert abs(ours.box[1] + ours.box[3] / 2 - theirs.box[1] - theirs.box[3] / 2) <= 0.15 * side
+        assert set(ours.landmarks) >= {"left_eye", "right_eye", "nose"}
+        assert ours.landmarks["left_eye"][0] < ours.landmarks["right_eye"][0]  # as seen in the image
 
 
 @needs_faces

@@ -34,6 +34,8 @@ from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import balanced_accuracy_of
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S  # live webcam label smoothing, seconds
 
+AUTO_DETECTOR = "auto"  # the sidebar's default: ferkit.faces.DEFAULT_DETECTOR for photos, LIVE_DETECTOR live
+
 log = logging.getLogger(__name__)
 
 # What the uploader accepts (the browser's file picker filters on these; the content is still checked).
@@ -497,25 +499,39 @@ class LiveProcessor:
 
     def __init__(self, predictor: PredictorLike, min_face: int = DEFAULT_MIN_FACE, window_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic, smooth_s: float = DEFAULT_SMOOTH_S) -> None:
-        from ferkit.inference.tracking import FaceTracker
+        from ferkit.inference.stream import FaceStream
 
-        self.predictor = predictor
+        # faces are tracked across frames and their probabilities smoothed over `smooth_s` seconds, so
+        # a steady face keeps a steady label (the page sets tracker.smooth_s from the sidebar); the
+        # same FaceStream as `ferkit video`
+        self.stream = FaceStream(predictor, smooth_s=smooth_s)
         self.min_face = min_face
-        # each face is tracked across frames and its probabilities smoothed over `smooth_s` seconds,
-        # so a steady face keeps a steady label (the page sets tracker.smooth_s from the sidebar)
-        self.tracker = FaceTracker(smooth_s=smooth_s)
         self._window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
         self._times: deque[float] = deque()
         self._stats = LiveStats()
 
+    @property
+    def predictor(self) -> PredictorLike:
+        return self.stream.predictor
+
+    @predictor.setter
+    def predictor(self, predictor: PredictorLike) -> None:
+        self.stream.predictor = predictor  # the sidebar changed: the next frame uses it
+
+    @property
+    def tracker(self) -> Any:
+        return self.stream.tracker
+
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """One RGB frame in, the same frame with boxes, labels and the frame rate drawn on it out.
-        A failing frame is passed through unchanged and its error kept for the page to show."""
+        A failing frame is passed through unchanged and its error kept for the page to show.
+        streamlit-webrtc (async) hands over only the newest frame: when the CPU falls behind, frames
+        are dropped, not queued, so the picture stays current."""
         try:
-            faces = [f for f in to_face_results(self.predictor.predict(rgb)) if f.size >= self.min_face]
-            faces = self._smoothed(faces)
+            faces = self.stream.update(rgb, self._clock())
+            faces = [f for f in to_face_results(faces) if f.size >= self.min_face]
             error = None
         except Exception as exc:  # the video must keep flowing; the page shows the error
             log.exception("webcam frame failed")
@@ -524,15 +540,6 @@ class LiveProcessor:
         out = draw_faces(rgb, faces, with_emotion=True)
         cv2.putText(out, f"{stats.fps:.1f} fps", (8, out.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     BOX_COLOR, 2, cv2.LINE_AA)
-        return out
-
-    def _smoothed(self, faces: list[FaceResult]) -> list[FaceResult]:
-        tracks = self.tracker.update([f.box for f in faces], [f.probabilities for f in faces], self._clock())
-        out = []
-        for face, track in zip(faces, tracks, strict=True):
-            p = track.probabilities.astype(np.float32)
-            out.append(replace(face, probabilities=p, emotion=EMOTIONS[int(p.argmax())],
-                               confidence=float(p.max())))
         return out
 
     def _record(self, faces: list[FaceResult], error: str | None) -> LiveStats:

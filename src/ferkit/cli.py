@@ -21,6 +21,7 @@ from rich.table import Table
 from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError
+from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
 app = typer.Typer(help="ferkit: facial expression recognition (8 FERPlus emotions).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -526,12 +527,16 @@ def video_command(
     csv_file: Annotated[Path | None, typer.Option(
         "--csv", help="Write one row per face per analysed frame.")] = None,
     every_n: Annotated[int, typer.Option(help="Analyse every N-th frame.")] = 1,
-    detector: Annotated[str | None, typer.Option(help="Face detector.")] = None,
+    detector: Annotated[str | None, typer.Option(
+        help="Face detector (default: the live detector, blazeface).")] = None,
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
     smooth: Annotated[float, typer.Option(
-        help="Smooth each tracked face's probabilities over this many seconds (0: off).")] = 0.3,
+        help="Smooth each tracked face's probabilities over this many seconds (0: off).")] = DEFAULT_SMOOTH_S,
+    detect_every: Annotated[int, typer.Option(
+        help="Run the face detector on every N-th analysed frame; in between, tracked faces are "
+             "followed (faster; 1: detect on every frame).")] = 1,
 ) -> None:
     """Emotions through a video, streamed frame by frame: CSV rows and/or an annotated copy."""
     from collections import Counter
@@ -546,7 +551,7 @@ def video_command(
     predictor = _predictor(model, detector, tta, prior)
     report = VideoReport()
     rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True, report=report,
-                                   smooth_s=smooth)
+                                   smooth_s=smooth, detect_every=detect_every)
     writer = CsvWriter(csv_file, VIDEO_COLUMNS) if csv_file is not None else None
     counts: Counter[str] = Counter()
     frames: set[int] = set()

@@ -26,6 +26,7 @@ from ferkit.faces.align import DEFAULT_MARGIN, align_face
 from ferkit.faces.detectors import (
     DEFAULT_DETECTOR,
     FALLBACK_DETECTOR,
+    LIVE_DETECTOR,
     Detection,
     detect_faces,
     list_detectors,
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_DETECTOR",
     "DEFAULT_MARGIN",
     "FALLBACK_DETECTOR",
+    "LIVE_DETECTOR",
     "Detection",
     "align_face",
     "detect_faces",

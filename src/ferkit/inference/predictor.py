@@ -73,6 +73,7 @@ class Face(EmotionScores):
     crop: np.ndarray = field(repr=False)
     landmarks: dict[str, tuple[float, float]] | None = None
     detection_confidence: float | None = None
+    track: int | None = None  # in a video or live stream: the same number for the same face
 
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class Face(EmotionScores):
                           if self.landmarks else None),
             "detection_confidence": (None if self.detection_confidence is None
                                      else float(self.detection_confidence)),
+            **({"track": self.track} if self.track is not None else {}),
         }
 
 
@@ -232,6 +234,7 @@ class Predictor:
         self.prior = resolve_prior(prior if prior is not None else self.backend.metrics.get("default_prior"))
         self.batch_size = batch_size
         self.min_face = min_face
+        self.tight_crops = True  # search a padded copy when a photo shows no face (ferkit.faces)
         self._detector = detector
         self._align = align
         self._detect_fn: DetectFn | None = detector if callable(detector) else None
@@ -246,9 +249,14 @@ class Predictor:
         other.prior = resolve_prior(prior if prior is not None else self.backend.metrics.get("default_prior"))
         return other
 
-    def with_detection(self, detector: str | None = None, min_face: int | None = None) -> Predictor:
-        """The same loaded model, finding faces with another detector and/or smallest face size."""
+    def with_detection(self, detector: str | None = None, min_face: int | None = None,
+                       tight_crops: bool | None = None) -> Predictor:
+        """The same loaded model, finding faces with another detector and/or smallest face size;
+        `tight_crops=False` skips the padded second search on an image without a face (video frames:
+        an empty frame is common and should cost one search)."""
         other = copy.copy(self)
+        if tight_crops is not None:
+            other.tight_crops = tight_crops
         if detector is not None:
             self._check_detector_name(detector)
             other._detector = detector
@@ -257,8 +265,14 @@ class Predictor:
                 raise ArgumentError(f"min_face must be >= 1 pixel, got {min_face}")
             other.min_face = min_face
         if not callable(other._detector):
-            other._detect_fn = None  # rebuilt for the new detector and size on first use
+            other._detect_fn = None  # rebuilt for the new detector and settings on first use
         return other
+
+    def for_video(self) -> Predictor:
+        """The Predictor a video or the live webcam uses: the live detector (ferkit.faces.LIVE_DETECTOR,
+        BlazeFace) unless a detector was chosen, and one search per frame (no padded second search)."""
+        live = self._faces_module().LIVE_DETECTOR if self._detector is None else None
+        return self.with_detection(detector=live, tight_crops=False)
 
     # -- model --
 
@@ -314,7 +328,8 @@ class Predictor:
             self._check_detector_name(name)
 
             def detect(image: np.ndarray) -> list:
-                return faces.detect_faces(image, detector=name, min_size=self.min_face)
+                return faces.detect_faces(image, detector=name, min_size=self.min_face,
+                                          tight_crops=self.tight_crops)
 
             self._detect_fn = detect
         return self._detect_fn
@@ -338,13 +353,17 @@ class Predictor:
 
     def _faces_in(self, rgb: np.ndarray) -> tuple[list[DetectionLike], np.ndarray]:
         detections = self.detect(rgb)
+        return detections, self.align(rgb, detections)
+
+    def align(self, rgb: np.ndarray, detections: Sequence[DetectionLike]) -> np.ndarray:
+        """The (N, 48, 48) uint8 classifier inputs of `detections` in an RGB image."""
         align = self._aligner()
         crops = np.zeros((len(detections), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
         for i, d in enumerate(detections):
             crop = np.asarray(align(rgb, d))
             ready = crop.shape == (FACE_SIZE, FACE_SIZE) and crop.dtype == np.uint8
             crops[i] = crop if ready else to_face(crop)
-        return detections, crops
+        return crops
 
     @staticmethod
     def _make_faces(detections: Sequence[DetectionLike], crops: np.ndarray, probs: np.ndarray) -> list[Face]:
@@ -375,9 +394,13 @@ class Predictor:
         ((H, W, 3) RGB, or BGR with color="bgr"; (H, W) gray). All faces are classified in one
         batch. Bad images raise ImageError naming `name` (or the path)."""
         rgb = load_image(image, color=color, name=name)
-        detections, crops = self._faces_in(rgb)
-        probs = self.predict_faces(crops)
-        return self._make_faces(detections, crops, probs)
+        return self.faces_at(rgb, self.detect(rgb))
+
+    def faces_at(self, rgb: np.ndarray, detections: Sequence[DetectionLike]) -> list[Face]:
+        """Classify the faces at known detections (boxes, landmarks) of an RGB uint8 image: what
+        `predict` does after detection; a video stream calls it with tracked boxes."""
+        crops = self.align(rgb, detections)
+        return self._make_faces(detections, crops, self.predict_faces(crops))
 
     def iter_predict_many(self, sources: Iterable[ImageSource], progress: bool = False,
                           names: Sequence[str] | None = None) -> Iterator[ImageResult]:
@@ -432,15 +455,17 @@ class Predictor:
 
     def predict_video(self, path: str | Path, every_n: int = 1, out: str | Path | None = None,
                       progress: bool = True, report: VideoReport | None = None,
-                      smooth_s: float | None = None) -> Iterator[VideoRow]:
-        """Stream rows (frame, time_s, face_index, box, probabilities) for every `every_n`-th
+                      smooth_s: float | None = None, detect_every: int = 1) -> Iterator[VideoRow]:
+        """Stream rows (frame, time_s, face_index, track, box, probabilities) for every `every_n`-th
         frame of a video, one row per face, in constant memory. `out` also writes a copy of
-        the video with boxes and labels drawn. Unreadable video -> ImageError."""
+        the video with boxes and labels drawn. Faces are tracked and smoothed over `smooth_s`
+        seconds; `detect_every` > 1 detects on every so many analysed frames and follows the
+        tracked boxes in between (see ferkit.inference.stream). Unreadable video -> ImageError."""
         from ferkit.inference.video import DEFAULT_SMOOTH_S, iter_video
 
         smooth = DEFAULT_SMOOTH_S if smooth_s is None else smooth_s
         return iter_video(self, path, every_n=every_n, out=out, progress=progress, report=report,
-                          smooth_s=smooth)
+                          smooth_s=smooth, detect_every=detect_every)
 
     def __repr__(self) -> str:
         detector = self._detector if isinstance(self._detector, str | None) else "<callable>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,8 @@ import numpy as np
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, ImageError
 from ferkit.inference.scores import EmotionScores
-from ferkit.inference.tracking import DEFAULT_SMOOTH_S, FaceTracker
+from ferkit.inference.stream import FaceStream
+from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
 if TYPE_CHECKING:
     from ferkit.inference.predictor import Face, Predictor
@@ -100,7 +101,7 @@ def open_writer(out: str | Path, fps: float, size: tuple[int, int]):
 
 def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: str | Path | None = None,
                progress: bool = True, report: VideoReport | None = None,
-               smooth_s: float = DEFAULT_SMOOTH_S) -> Iterator[VideoRow]:
+               smooth_s: float = DEFAULT_SMOOTH_S, detect_every: int = 1) -> Iterator[VideoRow]:
     """Rows for the faces of every `every_n`-th frame (frames with no face give no row).
 
     With `out`, every frame is written to the annotated copy; frames between analysed ones
@@ -109,18 +110,20 @@ def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: st
     A frame that cannot be decoded is skipped and reading goes on to the end the header declares;
     `report` (a VideoReport) counts the frames read, unreadable and missing. Faces are tracked
     from frame to frame (`track` in the rows) and each track's probabilities are smoothed with a
-    time constant of `smooth_s` seconds (0: each frame on its own; see ferkit.inference.tracking)."""
+    time constant of `smooth_s` seconds (0: each frame on its own; see ferkit.inference.tracking);
+    `detect_every` > 1 runs the detector on every so many analysed frames only (ferkit.inference.stream).
+    Faces are found by `Predictor.for_video` (the live detector unless the Predictor was given one)."""
     if every_n < 1:
         raise ArgumentError(f"every_n must be >= 1, got {every_n}")
     if out is not None and Path(out).suffix.lower() not in FOURCC:
         raise ArgumentError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
-    tracker = FaceTracker(smooth_s=smooth_s)
-    return _rows(predictor, open_video(path), path, every_n, out, progress,
-                 report if report is not None else VideoReport(), tracker)
+    stream = FaceStream(predictor.for_video(), smooth_s, detect_every)
+    return _rows(open_video(path), path, every_n, out, progress,
+                 report if report is not None else VideoReport(), stream)
 
 
-def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: str | Path | None,
-          progress: bool, report: VideoReport, tracker: FaceTracker) -> Iterator[VideoRow]:
+def _rows(capture, path: str | Path, every_n: int, out: str | Path | None,
+          progress: bool, report: VideoReport, stream: FaceStream) -> Iterator[VideoRow]:
     import cv2
 
     from ferkit.inference.annotate import draw_faces
@@ -164,14 +167,10 @@ def _rows(predictor: Predictor, capture, path: str | Path, every_n: int, out: st
                 continue
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             if analyse:
-                faces = predictor.predict(rgb, name=f"{path} frame {index}")
                 time_s = index / fps if fps else None
-                tracks = tracker.update([f.box for f in faces], [f.probabilities for f in faces],
-                                        time_s if time_s is not None else index / 25.0)
-                faces = [replace(f, probabilities=tr.probabilities.astype(np.float32))
-                         for f, tr in zip(faces, tracks, strict=True)]  # drawn smoothed too
-                for k, (face, track) in enumerate(zip(faces, tracks, strict=True)):
-                    yield VideoRow(index, time_s, k, face.box, face.probabilities, track.id)
+                faces = stream.update(rgb, time_s if time_s is not None else index / 25.0)  # drawn smoothed
+                for k, face in enumerate(faces):
+                    yield VideoRow(index, time_s, k, face.box, face.probabilities, face.track)
             if out is not None:
                 if writer is None:
                     writer = open_writer(out, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
