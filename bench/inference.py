@@ -105,8 +105,8 @@ def five_face_frame() -> np.ndarray:
 
 def classifier_rows(model: str, onnx32: Path, onnx8: Path | None, threads: int, repeats: int) -> None:
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
-    backends = [("PyTorch fp32", Predictor(model=model)), ("ONNX Runtime fp32", Predictor(model=onnx32,
-                                                                                         threads=threads))]
+    backends = [("PyTorch fp32", Predictor(model=model, backend="torch")),
+                ("ONNX Runtime fp32", Predictor(model=onnx32, threads=threads))]
     if onnx8 is not None:
         backends.append(("ONNX Runtime int8", Predictor(model=onnx8, threads=threads)))
     for name, predictor in backends:
@@ -146,8 +146,8 @@ def detector_rows(frame: np.ndarray, repeats: int) -> None:
 
 def end_to_end_rows(model: str, onnx32: Path, frames: dict[str, np.ndarray], threads: int,
                     repeats: int) -> None:
-    for label, source in (("PyTorch fp32", model), ("ONNX Runtime fp32", onnx32)):
-        predictor = Predictor(model=source, threads=threads)
+    for label, source, backend in (("PyTorch fp32", model, "torch"), ("ONNX Runtime fp32", onnx32, "onnx")):
+        predictor = Predictor(model=source, threads=threads, backend=backend)
         for name, frame in frames.items():
             faces = len(predictor.predict(frame))
             fps = median_rate(lambda p=predictor, f=frame: p.predict(f), 1, repeats, 1)

@@ -225,7 +225,8 @@ def webcam_frames(seconds_per_face: float = 1.0, fps: int = 10) -> list[np.ndarr
 def webcam_y4m(tmp_path_factory) -> Path:
     if not (REAL_FACES / "Tom_Cruise_avp_2014_4.jpg").is_file():
         pytest.skip(f"face photos not found at {REAL_FACES}")
-    return write_y4m(tmp_path_factory.mktemp("webcam") / "faces.y4m", webcam_frames())
+    # 30 frames/s, a webcam's rate: the live page's frame rate cannot exceed its camera's
+    return write_y4m(tmp_path_factory.mktemp("webcam") / "faces.y4m", webcam_frames(fps=30), fps=30)
 
 
 # ---- inference (Predictor, export) ----------------------------------------------------------

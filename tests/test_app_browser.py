@@ -380,12 +380,13 @@ if __name__ != "__main__":
 
 
 @pytest.fixture(scope="module")
-def browser_results(app_model, webcam_y4m, tmp_path_factory) -> dict[str, Any]:
+def browser_results(webcam_y4m, tmp_path_factory) -> dict[str, Any]:
     """All browser cases, run once in one namespaced app + Chromium session."""
     out = tmp_path_factory.mktemp("browser")
     notes = out / "notes.jpg"
     notes.write_text("not a picture, just notes\n")
-    spec = {"out": str(out), "model": str(app_model), "video": str(webcam_y4m), "cases": [
+    # the shipped default model: the live case measures the frame rate users get
+    spec = {"out": str(out), "model": "default", "video": str(webcam_y4m), "cases": [
         {"name": "photo_faces", "kind": "photo", "files": [str(REAL_FACES / "2008_002506.jpg")], "charts": 3},
         {"name": "not_an_image", "kind": "photo", "files": [str(notes)], "expect": "errors"},
         {"name": "no_face", "kind": "photo", "files": [str(REAL_FACES / "dogs.jpg")], "expect": "warnings"},
@@ -441,6 +442,9 @@ def test_live_webcam_boxes_and_changing_probabilities(browser_results):
     assert len(largest) >= 2, f"the probabilities did not change between the two faces: {result['captions']}"
     assert max(result["green_pixels"]) > 200, "no boxes drawn on the video that came back"
     assert float(parsed[-1]["fps"]) > 0
+    # reported, not asserted (a timing depends on the machine): docs/benchmarks.md quotes it
+    print(f"\nlive webcam, shipped default, 30 fps fake camera: {parsed[-1]['fps']} fps processed "
+          f"(captions: {', '.join(m['fps'] for m in parsed)})")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ class FaceStream:
         self._last: list[tuple[DetectionLike, float]] = []  # (detection, time) of the last detect
         self._last_tracks: list[int] = []  # their track ids
         self._velocity: dict[int, tuple[float, float]] = {}  # track id -> pixels per second
+        self._detected: dict[int, tuple[tuple[float, float], float]] = {}  # track id -> (centre, time)
 
     def update(self, rgb: np.ndarray, t: float) -> list[Face]:
         """One RGB uint8 frame at time `t` (seconds) -> its faces, largest first, with their track id
@@ -70,14 +71,15 @@ class FaceStream:
                      for (d, seen), track in zip(self._last, self._last_tracks, strict=True)]
             faces = self.predictor.faces_at(rgb, moved)
         self._frames += 1
-        before = {tr.id: (tr.box, tr.last_seen) for tr in self.tracker.tracks}
         tracks = self.tracker.update([f.box for f in faces], [f.probabilities for f in faces], t)
-        for track in tracks:
-            if track.id in before and t > before[track.id][1]:
-                (x0, y0, w0, h0), seen = before[track.id]
-                x1, y1, w1, h1 = track.box
-                moved_by = (x1 + w1 / 2 - x0 - w0 / 2, y1 + h1 / 2 - y0 - h0 / 2)
-                self._velocity[track.id] = (moved_by[0] / (t - seen), moved_by[1] / (t - seen))
+        if detect:  # velocity from detection to detection of the same track (never from guesses)
+            for face, track in zip(faces, tracks, strict=True):
+                x, y, w, h = face.box
+                centre = (x + w / 2, y + h / 2)
+                if track.id in self._detected and t > self._detected[track.id][1]:
+                    (px, py), seen = self._detected[track.id]
+                    self._velocity[track.id] = ((centre[0] - px) / (t - seen), (centre[1] - py) / (t - seen))
+                self._detected[track.id] = (centre, t)
         if detect:
             self._last = [(MovedDetection.of(f, 0.0, 0.0), t) for f in faces]
             self._last_tracks = [tr.id for tr in tracks]
