@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    from fer import FER
+    from fer.fer import FER  # fer 25.x exports nothing from the package itself
 
     detector = FER()
     rates = {}

@@ -1,9 +1,11 @@
 """Tune the alignment margin on FERPlus Valid accuracy of the whole photo pipeline.
 
     .venv/bin/python bench/tune_margin.py [--model default] [--n 600] [--margins 0 0.05 0.1 0.2 0.3]
+        [--detectors mtcnn blazeface]
 
 Each Valid face (48x48) is upscaled 4x and edge-padded (so the detector sees a face in a frame,
-as in a photo), detected with the default detector, aligned with each margin and classified.
+as in a photo), detected with each detector (default: the default one), aligned with each margin
+and classified.
 Reports the detection rate and the majority-protocol accuracy on the detected faces, beside the
 model's accuracy on the original crops of the same faces. Detection runs once per face and is
 shared across margins.
@@ -30,17 +32,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--margins", type=float, nargs="*", default=[0.0, 0.05, 0.1, 0.2, 0.3])
     parser.add_argument("--data", default=str(default_data_root()))
+    parser.add_argument("--detectors", nargs="*", default=[DEFAULT_DETECTOR])
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     valid = label_split(load_ferplus(args.data, splits=("valid",))["valid"], "majority")
     pick = np.random.default_rng(0).permutation(len(valid))[: args.n]
     predictor = Predictor(model=args.model)
+    for detector in args.detectors:
+        pipeline(predictor, valid, pick, detector, args.margins)
+
+
+def pipeline(predictor: Predictor, valid, pick: np.ndarray, detector: str, margins: list[float]) -> None:
     frames, detections, keep = [], [], []
     for i in pick:
         big = cv2.resize(valid.images[i], (192, 192), interpolation=cv2.INTER_CUBIC)
         frame = cv2.cvtColor(cv2.copyMakeBorder(big, 48, 48, 48, 48, cv2.BORDER_REPLICATE),
                              cv2.COLOR_GRAY2RGB)
-        found = detect_faces(frame, DEFAULT_DETECTOR)
+        found = detect_faces(frame, detector)
         if found:
             frames.append(frame)
             detections.append(found[0])
@@ -48,15 +56,14 @@ def main() -> None:
     keep = np.array(keep)
     labels = valid.labels[keep]
     original = predictor.predict_faces(valid.images[keep]).argmax(axis=1)
-    print(f"detected {len(keep)}/{len(pick)} Valid faces with {DEFAULT_DETECTOR}; accuracy on their "
+    print(f"\ndetected {len(keep)}/{len(pick)} Valid faces with {detector}; accuracy on their "
           f"original crops: {(original == labels).mean():.4f}")
-    print("| margin | Valid accuracy (pipeline) |")
+    print(f"| margin | Valid accuracy (pipeline, {detector}) |")
     print("|---|---|")
-    for margin in args.margins:
+    for margin in margins:
         crops = np.stack([align_face(f, d, margin=margin) for f, d in zip(frames, detections, strict=True)])
         predicted = predictor.predict_faces(crops).argmax(axis=1)
         print(f"| {margin:.2f} | {(predicted == labels).mean():.4f} |", flush=True)
-
 
 if __name__ == "__main__":
     main()
