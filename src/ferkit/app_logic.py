@@ -87,6 +87,7 @@ class FaceResult:
     emotion: str
     confidence: float
     crop: np.ndarray  # 48x48 uint8, the aligned face the model saw
+    track: int | None = None  # live webcam: the face's track id, stable from frame to frame
 
     @property
     def size(self) -> int:
@@ -155,6 +156,7 @@ def to_face_results(faces: Sequence[FaceLike]) -> tuple[FaceResult, ...]:
             emotion=str(f.emotion),
             confidence=float(f.confidence),
             crop=np.asarray(f.crop, dtype=np.uint8),
+            track=getattr(f, "track", None),
         )
         for i, f in enumerate(ordered, start=1)
     )
@@ -236,7 +238,9 @@ def keep_faces_at_least(result: PhotoResult, min_face: int) -> PhotoResult:
 
 
 def face_label(face: FaceResult, with_emotion: bool = False) -> str:
-    return f"{face.number} {face.emotion} {face.confidence:.0%}" if with_emotion else str(face.number)
+    """Its number (live: "#" and its track id, which stays with the face) and, if asked, its emotion."""
+    ident = f"#{face.track}" if face.track is not None else str(face.number)
+    return f"{ident} {face.emotion} {face.confidence:.0%}" if with_emotion else ident
 
 
 def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], with_emotion: bool = False,

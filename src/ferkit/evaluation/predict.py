@@ -1,4 +1,4 @@
-"""`predict_proba`: uint8 faces -> softmax probabilities, in batches, optionally with flip TTA."""
+"""`predict_proba`: a model's softmax probabilities for uint8 faces (ferkit.models.classify), checked."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from rich.progress import track
 from torch import nn
 
 from ferkit.errors import EvaluationError
-from ferkit.models import INPUT_SIZE, NUM_CLASSES, normalize
+from ferkit.models import INPUT_SIZE
+from ferkit.models.classify import class_probabilities
 from ferkit.tta import check_tta
 
 
@@ -63,15 +63,6 @@ def predict_proba(model: nn.Module, images_uint8: np.ndarray, batch_size: int = 
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
     device = next(model.parameters()).device
-    starts = range(0, len(images), batch_size)
-    if progress:
-        starts = track(starts, description=f"predicting {len(images):,} faces", transient=True)
-    out = np.zeros((len(images), NUM_CLASSES), dtype=np.float32)
-    with eval_mode(model), torch.no_grad():
-        for start in starts:
-            x = normalize(images[start:start + batch_size]).to(device)
-            p = torch.softmax(model(x).float(), dim=1)
-            if tta == "flip":
-                p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
-            out[start:start + len(x)] = p.cpu().numpy()
-    return out
+    with eval_mode(model):
+        return class_probabilities(lambda x: model(x.to(device)), images, batch_size, tta,
+                                   progress=f"predicting {len(images):,} faces" if progress else None)

@@ -122,7 +122,9 @@ def layout(faces: Sequence[Drawable], image_size: tuple[int, int], style: Style,
         box = occupied[index]
         probs = np.asarray(face.probabilities, dtype=float)
         top = int(np.argmax(probs))
-        for text in (f"{index}: {EMOTIONS[top]} {probs[top]:.0%}", f"{index}"):
+        track = getattr(face, "track", None)  # video: the track id, which stays with the face
+        ident = f"#{track}" if track is not None else f"{index}"
+        for text in (f"{ident}: {EMOTIONS[top]} {probs[top]:.0%}", ident):
             rect = place_panel(box, style.text_size(text), image_size, occupied, gap=style.thickness,
                                sides=("above", "below"))
             if rect is not None:

@@ -5,10 +5,9 @@ model.int8.onnx where int8 keeps FERPlus Valid accuracy; see `ferkit.inference.e
 Those run with ONNX Runtime by default, about 10x faster than PyTorch at batch 1; the folder's
 PyTorch weights are loaded only when something needs gradients (Grad-CAM).
 
-Both turn uint8 faces (N, 48, 48) into softmax probabilities (N, 8) in EMOTIONS order, in
-batches, with optional flip TTA. The PyTorch path repeats `ferkit.evaluation.predict_proba`
-operation for operation (normalize -> model -> float -> softmax, flip averaged after softmax,
-batch 256), so `Predictor.predict_faces` gives bit-identical probabilities to `ferkit evaluate`.
+Both turn uint8 faces (N, 48, 48) into softmax probabilities (N, 8) in EMOTIONS order through
+`ferkit.models.classify.class_probabilities`, the path `ferkit evaluate` takes too, so the PyTorch
+backend gives bit-identical probabilities to `ferkit evaluate`.
 
 Thread safety: neither backend takes a lock. The torch model is put in eval mode once at load
 and never mutated afterwards; each call runs under its own `torch.inference_mode()` (a
@@ -67,25 +66,9 @@ class TorchBackend:
         self.model = load_model(folder).eval()
 
     def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray:
-        import torch
+        from ferkit.models.classify import class_probabilities
 
-        from ferkit.models import normalize
-
-        out = np.zeros((len(faces), len(EMOTIONS)), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(faces), batch_size):
-                x = normalize(faces[start:start + batch_size])
-                p = torch.softmax(self.model(x).float(), dim=1)
-                if tta == "flip":
-                    p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
-                out[start:start + len(x)] = p.numpy()
-        return out
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+        return class_probabilities(self.model, faces, batch_size, tta)
 
 
 class OnnxBackend:
@@ -121,9 +104,12 @@ class OnnxBackend:
                           "exported_by": meta.get(META_VERSION)}
         self._check_shapes(path)
         self.input_name = self.session.get_inputs()[0].name
+        from ferkit.models.base import PIXEL_MEAN, PIXEL_STD
+
         norm = self.config.get("normalization", {})
-        self.mean = np.float32(norm.get("mean", 0.5))
-        self.std = np.float32(norm.get("std", 0.25))
+        if (norm.get("mean", PIXEL_MEAN), norm.get("std", PIXEL_STD)) != (PIXEL_MEAN, PIXEL_STD):
+            raise ModelFileError(f"{path}: input normalisation {norm} is not ferkit's (mean {PIXEL_MEAN}, "
+                                 f"std {PIXEL_STD})")
 
     def _check_made_from(self, folder: Path, path: Path) -> None:
         """The export must come from the folder's current weights (model.json's weights_sha256),
@@ -178,20 +164,12 @@ class OnnxBackend:
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"{path}: metadata {key} is not valid JSON ({exc})") from None
 
-    def _normalize(self, faces: np.ndarray) -> np.ndarray:
-        # Same float32 operations, in the same order, as ferkit.models.normalize.
-        x = faces.astype(np.float32)[:, None] / np.float32(255.0)
-        return (x - self.mean) / self.std
-
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
 
     def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray:
-        out = np.zeros((len(faces), len(EMOTIONS)), dtype=np.float32)
-        for start in range(0, len(faces), batch_size):
-            x = self._normalize(faces[start:start + batch_size])
-            p = _softmax(self.logits(x))
-            if tta == "flip":
-                p = (p + _softmax(self.logits(np.ascontiguousarray(x[:, :, :, ::-1])))) / 2
-            out[start:start + len(x)] = p
-        return out
+        import torch
+
+        from ferkit.models.classify import class_probabilities
+
+        return class_probabilities(lambda x: torch.from_numpy(self.logits(x.numpy())), faces, batch_size, tta)
