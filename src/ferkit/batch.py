@@ -26,7 +26,7 @@ import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError
-from ferkit.inference.report import PREDICT_COLUMNS, predict_rows
+from ferkit.inference.rows import PREDICT_COLUMNS, predict_rows
 
 FLOAT_COLUMNS = {"confidence", *EMOTIONS}
 INT_COLUMNS = {"face", "x", "y", "width", "height"}
@@ -186,7 +186,7 @@ def run_batch(source: str | Path, out: str | Path, *, address: str | None = None
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    from ferkit.inference.report import CsvWriter
+    from ferkit.inference.rows import CsvWriter
 
     with CsvWriter(path, PREDICT_COLUMNS) as writer:
         for row in rows:

@@ -441,7 +441,7 @@ def predict_command(
     """Emotions of every face in images: one row per face (file, face, box, emotion, confidence, 8
     probabilities). Bad files are listed at the end (exit code 1); the others still run."""
     from ferkit.inference import find_images
-    from ferkit.inference.report import (
+    from ferkit.inference.rows import (
         PREDICT_COLUMNS,
         CsvWriter,
         annotated_targets,
@@ -541,7 +541,7 @@ def video_command(
     """Emotions through a video, streamed frame by frame: CSV rows and/or an annotated copy."""
     from collections import Counter
 
-    from ferkit.inference.report import VIDEO_COLUMNS, CsvWriter, check_output_file
+    from ferkit.inference.rows import VIDEO_COLUMNS, CsvWriter, check_output_file
     from ferkit.inference.video import VideoReport, open_video
 
     open_video(video).release()  # a bad video fails before the model loads
@@ -639,7 +639,7 @@ def batch_command(
     if out.exists() and out.suffix.lower() != ".csv" and any(out.iterdir()):
         raise ArgumentError(f"--out {out}: folder exists and is not empty; choose a new one")
     if out.suffix.lower() == ".csv":
-        from ferkit.inference.report import check_output_file
+        from ferkit.inference.rows import check_output_file
 
         check_output_file(out, [], "--out")
     report = run_batch(source, out, address=address, model=model, detector=detector, prior=prior,

@@ -1,6 +1,6 @@
 """Face detectors behind one interface, a registry (name -> class) and a per-process cache.
 
-Each detector works on an RGB uint8 image and returns `Face`s in that image's pixels; `detect_faces`
+Each detector works on an RGB uint8 image and returns `FaceBox`es in that image's pixels; `detect_faces`
 does the input conversion, the downscaling of huge images and the mapping back, for all of them.
 Heavy packages (onnxruntime, dlib) are imported only when a detector is built, so that
 `import ferkit.faces` works without them and a missing one is reported by name.
@@ -41,7 +41,7 @@ class Detection:
 
 
 @dataclass
-class Face:
+class FaceBox:
     """A detector's raw answer: float corners (x1, y1, x2, y2), so rescaling loses nothing."""
 
     x1: float
@@ -51,24 +51,25 @@ class Face:
     score: float
     landmarks: dict[str, tuple[float, float]] | None = None
 
-    def squared(self, scale: float, shift: float) -> Face:
+    def squared(self, scale: float, shift: float) -> FaceBox:
         """The square of side `scale` x the long side, centred `shift` long sides below the centre."""
         long_side = max(self.x2 - self.x1, self.y2 - self.y1)
         half = scale * long_side / 2
         cx, cy = (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2 + shift * long_side
-        return Face(cx - half, cy - half, cx + half, cy + half, self.score, self.landmarks)
+        return FaceBox(cx - half, cy - half, cx + half, cy + half, self.score, self.landmarks)
 
-    def scaled(self, factor: float) -> Face:
+    def scaled(self, factor: float) -> FaceBox:
         marks = None
         if self.landmarks is not None:
             marks = {k: (x * factor, y * factor) for k, (x, y) in self.landmarks.items()}
-        return Face(self.x1 * factor, self.y1 * factor, self.x2 * factor, self.y2 * factor, self.score, marks)
+        return FaceBox(self.x1 * factor, self.y1 * factor, self.x2 * factor, self.y2 * factor, self.score,
+                       marks)
 
-    def shifted(self, dx: float, dy: float) -> Face:
+    def shifted(self, dx: float, dy: float) -> FaceBox:
         marks = None
         if self.landmarks is not None:
             marks = {k: (x + dx, y + dy) for k, (x, y) in self.landmarks.items()}
-        return Face(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy, self.score, marks)
+        return FaceBox(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy, self.score, marks)
 
     def to_detection(self, width: int, height: int) -> Detection:
         x1, y1 = max(0, round(self.x1)), max(0, round(self.y1))
@@ -101,7 +102,7 @@ class FaceDetector(ABC):
                     f"face detector {self.name!r} needs the {package!r} package: pip install '{package}'"
                 )
 
-    def detect(self, rgb: np.ndarray, min_size: int) -> list[Face]:
+    def detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
         """Faces of at least `min_size` pixels in an RGB uint8 image, in its pixels."""
         min_size = max(min_size, self.smallest_face)
         if min(rgb.shape[:2]) < min_size:
@@ -117,7 +118,7 @@ class FaceDetector(ABC):
         return [f for f in faces if f.x2 - f.x1 >= min_size]
 
     @abstractmethod
-    def _detect(self, rgb: np.ndarray, min_size: int) -> list[Face]: ...
+    def _detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]: ...
 
 
 MTCNN_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -138,12 +139,12 @@ class MtcnnDetector(FaceDetector):
 
         self.net = Mtcnn()
 
-    def _detect(self, rgb: np.ndarray, min_size: int) -> list[Face]:
+    def _detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
         found = self.net(rgb, min_size)
         faces = []
         for box, score, pts in zip(found.boxes, found.scores, found.landmarks, strict=True):
             marks = dict(zip(MTCNN_POINTS, map(tuple, pts.tolist()), strict=True))
-            faces.append(Face(*map(float, box), float(score), marks))
+            faces.append(FaceBox(*map(float, box), float(score), marks))
         return faces
 
 
@@ -163,14 +164,14 @@ class BlazeFaceDetector(FaceDetector):
 
         self.net = BlazeFace()
 
-    def _detect(self, rgb: np.ndarray, min_size: int) -> list[Face]:
+    def _detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
         found = self.net(rgb)
         faces = []
         for box, score, points in zip(found.boxes, found.scores, found.keypoints, strict=True):
             # MediaPipe names eyes as the person's; ours are as seen (image left = the right eye)
             marks = {"left_eye": tuple(map(float, points[0])), "right_eye": tuple(map(float, points[1])),
                      "nose": tuple(map(float, points[2])), "mouth_center": tuple(map(float, points[3]))}
-            faces.append(Face(*map(float, box), float(score), marks))
+            faces.append(FaceBox(*map(float, box), float(score), marks))
         return faces
 
 
@@ -220,9 +221,9 @@ class DlibDetector(FaceDetector):
             "nose": p[4],
         }
 
-    def face(self, rgb: np.ndarray, rect, score: float) -> Face:
+    def face(self, rgb: np.ndarray, rect, score: float) -> FaceBox:
         marks = self.landmarks(rgb, rect)
-        return Face(rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1, score, marks)
+        return FaceBox(rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1, score, marks)
 
 
 class HogDetector(DlibDetector):
@@ -235,7 +236,7 @@ class HogDetector(DlibDetector):
         super().__init__()
         self.hog = self.dlib.get_frontal_face_detector()
 
-    def _detect(self, rgb: np.ndarray, min_size: int) -> list[Face]:
+    def _detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
         rects, scores, _ = self.hog.run(rgb, self.upsample(min_size), 0.0)
         return [self.face(rgb, r, s) for r, s in zip(rects, scores, strict=True)]
 
@@ -263,14 +264,14 @@ class HaarDetector(FaceDetector):
             )
         self.cascade = cv2.CascadeClassifier(str(path))
 
-    def _detect(self, rgb: np.ndarray, min_size: int) -> list[Face]:
+    def _detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         rects, _, weights = self.cascade.detectMultiScale3(
             gray, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(min_size, min_size),
             outputRejectLevels=True,
         )
         return [
-            Face(float(x), float(y), float(x + w), float(y + h), float(s))
+            FaceBox(float(x), float(y), float(x + w), float(y + h), float(s))
             for (x, y, w, h), s in zip(rects, np.ravel(weights), strict=True)
         ]
 
@@ -313,7 +314,7 @@ def list_detectors() -> list[str]:
     return list(DETECTORS)
 
 
-def _detect_scaled(found: FaceDetector, rgb: np.ndarray, min_size: int) -> list[Face]:
+def _detect_scaled(found: FaceDetector, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
     """`found.detect`, on a downscaled copy when the image is larger than MAX_DETECT_SIDE."""
     height, width = rgb.shape[:2]
     scale = min(1.0, MAX_DETECT_SIDE / max(height, width))
