@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -289,6 +290,25 @@ def test_batch_augmentation_keeps_shape_range_and_changes_pixels():
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert not torch.allclose(out, x)
     assert torch.equal(BatchAugment(AugmentConfig(enabled=False))(x), x)
+
+
+@pytest.mark.parametrize("degradation", ["blur", "downscale", "jpeg", "gamma", "noise"])
+def test_photo_like_degradations_change_faces_only_when_asked(degradation):
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 48, 48)
+    only = AugmentConfig(flip=False, shift=0, rotation=0, scale=0, brightness=0, contrast=0, erasing=0)
+    assert torch.allclose(BatchAugment(only)(x), x, atol=1e-5)  # every degradation is off by default
+    out = BatchAugment(replace(only, **{degradation: 1.0}))(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    changed = (out - x).abs().flatten(1).max(dim=1).values > 1e-4
+    assert changed.all(), f"{degradation} left {int((~changed).sum())} of 8 faces unchanged"
+    if degradation == "blur":  # smoothing lowers the pixel-to-pixel differences
+        assert (out.diff(dim=3).abs().mean() < x.diff(dim=3).abs().mean())
+
+
+def test_photo_like_degradations_are_probabilities():
+    with pytest.raises(ConfigError, match="augment.jpeg=2"):
+        TrainConfig(augment=AugmentConfig(jpeg=2)).validate()
 
 
 def test_weight_ema_warms_up_from_the_live_weights():

@@ -28,6 +28,16 @@ class AugmentConfig:
     contrast: float = 0.2  # multiplicative around the mean
     erasing: float = 0.25  # probability of one random erased rectangle
     mixup: float = 0.0  # Beta(alpha, alpha) mixup of images and targets; 0 = off
+    # Photo-like degradations (what the photo pipeline feeds the model), each the probability that a
+    # face gets it; 0 = off. Crop jitter of detector + aligner is shift / scale / rotation above.
+    blur: float = 0.0  # Gaussian blur, sigma 0.3-1.2 px at 48 px
+    downscale: float = 0.0  # down to 35-80% of the side and back up (a small face in a photo)
+    jpeg: float = 0.0  # JPEG re-encoding at quality 20-70
+    gamma: float = 0.0  # gamma in [1/1.5, 1.5]
+    noise: float = 0.0  # Gaussian pixel noise, sigma up to 0.04 of the range
+
+
+PHOTO_DEGRADATIONS = ("blur", "downscale", "jpeg", "gamma", "noise")
 
 
 @dataclass
@@ -104,6 +114,8 @@ class TrainConfig:
             (self.threads >= 0, "threads", "zero or positive"),
             (self.augment.mixup >= 0, "augment.mixup", "zero or positive"),
             (0 <= self.augment.erasing <= 1, "augment.erasing", "a probability in [0, 1]"),
+            *[(0 <= getattr(self.augment, k) <= 1, f"augment.{k}", "a probability in [0, 1]")
+              for k in PHOTO_DEGRADATIONS],
         ]
         for ok, key, expected in checks:
             if not ok:
