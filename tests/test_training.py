@@ -210,6 +210,41 @@ def test_distillation_trains_on_the_teachers_predictions(learnable_root, tiny_ru
     assert load_model(run)(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
 
 
+def test_function_matching_trains_on_stored_views_with_the_teachers_answer_for_each(
+        learnable_root, tiny_runs, tmp_path):
+    import numpy as np
+
+    from ferkit.data import label_split, load_ferplus
+    from ferkit.inference import Predictor
+    from ferkit.training.data import ViewBatches
+    from ferkit.training.distill import VIEW_PROBS_FILE, VIEWS_FILE
+
+    teacher = tiny_runs[0]
+    run = train(tiny_train_config(learnable_root, tmp_path, "matched", teacher=str(teacher),
+                                  teacher_views=3, distill_weight=0.8, epochs=1,
+                                  augment={"enabled": True, "flip": False}))
+    faces = label_split(load_ferplus(learnable_root, splits=("train",))["train"], "crossentropy").images
+    views = np.load(run / VIEWS_FILE, mmap_mode="r")
+    probs = np.load(run / VIEW_PROBS_FILE).astype(np.float32)
+    assert views.shape == (3, *faces.shape) and probs.shape == (3, len(faces), 8)
+    assert not np.array_equal(views[0], views[1]) and not np.array_equal(views[0], faces)  # augmented
+    # the teacher's answer for each stored view (its default path; float16 storage)
+    np.testing.assert_allclose(probs[2], Predictor(teacher, prior="ferplus").predict_faces(
+        np.ascontiguousarray(views[2])), atol=2e-3)
+    assert "3 views a face, weight 0.8" in (run / "train.log").read_text()
+    # a batch: each face's view and the target for that very view
+    votes = np.eye(8, dtype=np.float32)[np.arange(len(faces)) % 8]
+    batch = ViewBatches(views, votes, probs, weight=0.8)
+    torch.manual_seed(0)
+    images, targets = batch[[0, 1, 2]]
+    torch.manual_seed(0)
+    k = torch.randint(3, (3,))
+    for row, (face, view) in enumerate(zip([0, 1, 2], k.tolist(), strict=True)):
+        np.testing.assert_array_equal(images[row, 0].numpy(), views[view, face])
+        expected = 0.2 * votes[face] + 0.8 * probs[view, face]
+        np.testing.assert_allclose(targets[row].numpy(), expected, atol=1e-6)
+
+
 def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
     import numpy as np
     from conftest import learnable_image

@@ -70,6 +70,9 @@ class TrainConfig:
     teacher: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
+    # 0: the teacher sees each clean face once; K > 0: K stored augmented views per face, the student
+    # trained on the very view the teacher scored (function matching; training/distill.py)
+    teacher_views: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # bf16-mixed is ~15x slower than fp32 on CPUs without AVX512-BF16 (bench/train_throughput.py)
     precision: str = "32-true"
@@ -106,6 +109,8 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
             (self.distill_temperature > 0, "distill_temperature", "positive"),
+            (self.teacher_views >= 0, "teacher_views", "zero or positive"),
+            (not self.teacher_views or self.teacher, "teacher_views", "a teacher (teacher_views needs one)"),
             (not self.teacher or self.protocol != "multi_target", "teacher",
              "no teacher with protocol multi_target (its targets are sets of accepted emotions, "
              "not a distribution to mix with)"),

@@ -31,6 +31,27 @@ class InMemoryBatches(Dataset):
         return self.images[idx], self.targets[idx]
 
 
+class ViewBatches(Dataset):
+    """Function-matching distillation (training/distill.py): for each face of a batch one of its K
+    stored augmented views, drawn with torch's generator (seeded per epoch by the module, so a resumed
+    run draws the same), and the target mixed from the votes and the teacher's answer for that view."""
+
+    def __init__(self, views: np.ndarray, votes: np.ndarray, teacher: np.ndarray, weight: float):
+        self.views = torch.from_numpy(np.ascontiguousarray(views))  # (K, N, 48, 48) uint8
+        self.votes = torch.from_numpy(np.ascontiguousarray(votes, dtype=np.float32))  # (N, 8)
+        self.teacher = torch.from_numpy(np.ascontiguousarray(teacher, dtype=np.float32))  # (K, N, 8)
+        self.weight = weight
+
+    def __len__(self) -> int:
+        return self.views.shape[1]
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        k = torch.randint(self.views.shape[0], (len(idx),))
+        targets = (1 - self.weight) * self.votes[idx] + self.weight * self.teacher[k, idx]
+        return self.views[k, idx].unsqueeze(1), targets
+
+
 def _rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -92,6 +113,7 @@ class FerplusDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.train_split: LabeledSplit | None = None
         self.valid_split: LabeledSplit | None = None
+        self.train_views: ViewBatches | None = None  # set for function-matching distillation
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_split is not None:
@@ -111,8 +133,9 @@ class FerplusDataModule(L.LightningDataModule):
         assert self.train_split is not None
         return self.train_split.targets.sum(axis=0) / len(self.train_split)
 
-    def _loader(self, split: LabeledSplit, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = InMemoryBatches(split.images, split.targets)
+    def _loader(self, split: LabeledSplit, batch_size: int, shuffle: bool,
+                dataset: Dataset | None = None) -> DataLoader:
+        dataset = dataset if dataset is not None else InMemoryBatches(split.images, split.targets)
         # drop a ragged last training batch of 1, which BatchNorm cannot normalise
         sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, self.seed,
                                     drop_last=shuffle and len(dataset) % batch_size == 1)
@@ -120,7 +143,7 @@ class FerplusDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_split is not None
-        return self._loader(self.train_split, self.batch_size, shuffle=True)
+        return self._loader(self.train_split, self.batch_size, shuffle=True, dataset=self.train_views)
 
     def val_dataloader(self) -> DataLoader:
         assert self.valid_split is not None

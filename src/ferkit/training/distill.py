@@ -1,5 +1,16 @@
 """Knowledge distillation: a trained teacher's soft predictions mixed into the training targets.
 
+Two ways, chosen by `teacher_views` in the config:
+
+- 0 (clean faces): the teacher predicts every training face once, on the clean face (below).
+- K > 0 (function matching, Beyer et al. 2022, "Knowledge distillation: a good teacher is patient
+  and consistent"): K augmented views of every training face are drawn once with the run's own
+  augmentation and stored (uint8, memory-mapped), and the teacher predicts each view. Training then
+  shows the student one stored view per face per epoch with the teacher's answer *for that view*, so
+  student and teacher always see the same input; mixup still widens the inputs. The teacher runs on
+  its default path (ONNX Runtime for a bundled model): K views of FERPlus's 28,558 training faces cost
+  the default ensemble about K x 30 s on two cores.
+
 The teacher (usually an ensemble, `ferkit ensemble`) predicts every training face once, before
 training; its tempered softmax is mixed into the label protocol's vote distribution:
 
@@ -81,3 +92,63 @@ def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray
     np.save(cache, probs, allow_pickle=False)
     stamp.write_text(json.dumps(key))
     return probs
+
+
+VIEWS_FILE = "teacher_views.npy"  # uint8 (K, N, 48, 48): the stored augmented views
+VIEW_PROBS_FILE = "teacher_view_probs.npy"  # float16 (K, N, 8): the teacher's tempered softmax of each
+
+
+def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
+               batch_size: int = 1024) -> np.ndarray:
+    """K augmented views of uint8 faces (N, 48, 48) -> memory-mapped uint8 (K, N, 48, 48) at `out`.
+    View k of face i depends only on (seed, k): a rerun draws the same views."""
+    from ferkit.training.augment import BatchAugment
+
+    augmenter = BatchAugment(augment)
+    stored = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(views, *images.shape))
+    for k in range(views):
+        torch.manual_seed(seed * 7919 + k)
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).float() / 255.0
+            view = (augmenter(x)[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8)
+            stored[k, start:start + len(x)] = view.numpy()
+    stored.flush()
+    return stored
+
+
+def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augment, views: int,
+                         temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(views (K, N, 48, 48) uint8, teacher probabilities (K, N, 8) float32), computed once per run and
+    kept in its folder (plain .npy, no pickle); a resumed run, or one killed half-way through the
+    teacher pass, reuses what matches its settings."""
+    from dataclasses import asdict
+
+    from ferkit.inference import Predictor
+
+    views_path, probs_path = run_dir / VIEWS_FILE, run_dir / VIEW_PROBS_FILE
+    stamp = run_dir / (VIEW_PROBS_FILE + ".json")
+    key = {"teacher": teacher, "temperature": temperature, "views": views, "seed": seed,
+           "faces": len(images), "augment": asdict(augment)}
+    done = views_path.is_file() and probs_path.is_file() and stamp.is_file()
+    if done and json.loads(stamp.read_text()) == key:
+        stored = np.load(views_path, mmap_mode="r", allow_pickle=False)
+        probs = np.load(probs_path, allow_pickle=False)
+        if stored.shape == (views, *images.shape) and probs.shape == (views, len(images), NUM_CLASSES):
+            return stored, probs.astype(np.float32)
+    stamp.unlink(missing_ok=True)
+    log.info("distillation: drawing %d views of %d training faces", views, len(images))
+    stored = draw_views(images, augment, views, seed, views_path)
+    try:
+        predictor = Predictor(teacher, prior="ferplus")  # the teacher's own answer, as trained
+    except FerkitError as exc:
+        raise ConfigError(f"config value teacher={teacher!r}: {exc}") from None
+    log.info("distillation: teacher %s (%s) predicting %d views", teacher, predictor.backend.kind,
+             views * len(images))
+    probs = np.zeros((views, len(images), NUM_CLASSES), dtype=np.float16)
+    for k in range(views):
+        p = predictor.predict_faces(np.ascontiguousarray(stored[k])).astype(np.float64)
+        tempered = np.exp(np.log(np.maximum(p, 1e-12)) / temperature)
+        probs[k] = tempered / tempered.sum(axis=1, keepdims=True)
+    np.save(probs_path, probs, allow_pickle=False)
+    stamp.write_text(json.dumps(key))
+    return stored, probs.astype(np.float32)

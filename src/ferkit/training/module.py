@@ -63,7 +63,7 @@ class FerClassifier(L.LightningModule):
     # -- data in: uint8 (N,1,48,48) -> normalised float, augmented in training --------------
     def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         x = images.float() / 255.0
-        if train:
+        if train and not self.config.teacher_views:  # stored views come augmented, as the teacher saw them
             x = self.augment(x)
         x = (x - PIXEL_MEAN) / PIXEL_STD  # the formula of models.normalize, on [0, 1] input
         if self.channels_last:

@@ -134,7 +134,19 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     log.info("data: %d train, %d valid images (protocol %s)", len(datamodule.train_split),
              len(datamodule.valid_split), config.protocol)
     weights = _class_weights(datamodule.class_frequencies()) if config.class_balance == "weights" else None
-    if config.teacher:
+    if config.teacher and config.teacher_views:
+        from ferkit.training.data import ViewBatches
+        from ferkit.training.distill import cached_teacher_views
+
+        train_split = datamodule.train_split
+        views, view_probs = cached_teacher_views(
+            run_dir, config.teacher, train_split.images, config.augment, config.teacher_views,
+            config.distill_temperature, config.seed)
+        datamodule.train_views = ViewBatches(views, train_split.targets, view_probs, config.distill_weight)
+        agreement = float((view_probs.argmax(2) == train_split.labels[None]).mean())
+        log.info("distillation: %d views a face, weight %g; the teacher agrees with the vote label on "
+                 "%.1f%% of the views", config.teacher_views, config.distill_weight, 100 * agreement)
+    elif config.teacher:
         train_split = datamodule.train_split
         teacher_probs = cached_teacher_probabilities(run_dir, config.teacher, train_split.images,
                                                      config.distill_temperature)
