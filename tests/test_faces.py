@@ -12,6 +12,7 @@ import pytest
 from conftest import REAL_FACES, needs_faces
 
 from ferkit.errors import FaceDetectorError, FerkitError
+from ferkit.evaluation.detection import MatchResult, iou, match, read_imglab_boxes
 from ferkit.faces import (
     DEFAULT_DETECTOR,
     DEFAULT_MARGIN,
@@ -25,7 +26,6 @@ from ferkit.faces import (
 from ferkit.faces import detectors as det_module
 from ferkit.faces.align import aligned_points, eye_angle
 from ferkit.faces.detectors import MtcnnDetector, get_detector
-from ferkit.faces.evaluate import MatchResult, iou, match, read_imglab_boxes
 
 HAS_DLIB = importlib.util.find_spec("dlib") is not None
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None

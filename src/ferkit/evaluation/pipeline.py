@@ -12,8 +12,9 @@ import yaml
 from ferkit.data import SOFT_PROTOCOLS, LabeledSplit, label_split, load_ferplus
 from ferkit.errors import EvaluationError
 from ferkit.evaluation.metrics import compute_metrics
-from ferkit.evaluation.predict import cpu_threads, predict_proba
+from ferkit.evaluation.predict import predict_proba
 from ferkit.models import load_model, read_model_config
+from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.tta import check_tta
 

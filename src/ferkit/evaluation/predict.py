@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
-import torch
 from torch import nn
 
 from ferkit.errors import EvaluationError
 from ferkit.models import INPUT_SIZE
-from ferkit.models.classify import class_probabilities
+from ferkit.models.classify import class_probabilities, eval_mode
 from ferkit.tta import check_tta
 
 
@@ -26,29 +21,6 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     if images.dtype != np.uint8:
         raise EvaluationError(f"images: expected dtype uint8 (raw pixels), got {images.dtype}")
     return images
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the duration, then the caller's mode back (a trainer may pass its model)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-@contextmanager
-def cpu_threads(threads: int | None = None) -> Iterator[int]:
-    """Use all cores (or `threads`) for a prediction job, then restore the previous setting,
-    so a library caller's own thread choice survives an evaluation."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def predict_proba(model: nn.Module, images_uint8: np.ndarray, batch_size: int = 256,

@@ -14,9 +14,10 @@ from ferkit.data import LabeledSplit
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import DataError
 from ferkit.evaluation.plots import Cell, new_figure, plot_mosaic, save
-from ferkit.evaluation.predict import cpu_threads, predict_proba
+from ferkit.evaluation.predict import predict_proba
 from ferkit.explain.gradcam import gradcam, overlay
 from ferkit.models import INPUT_SIZE, FerModel
+from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec
 
 Box = tuple[int, int, int, int]  # (x, y, width, height) in the photo's pixels

@@ -19,8 +19,8 @@ from torch import nn
 
 from ferkit.emotions import EMOTIONS, emotion_index
 from ferkit.errors import ArgumentError, EvaluationError
-from ferkit.evaluation.predict import eval_mode
 from ferkit.models import INPUT_SIZE, FerModel, normalize
+from ferkit.models.classify import eval_mode
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 
 BATCH_SIZE = 64

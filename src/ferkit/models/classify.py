@@ -11,10 +11,13 @@ model, not a test-time option.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torch import nn
 
 from ferkit.models.base import NUM_CLASSES, normalize
 
@@ -41,3 +44,26 @@ def class_probabilities(logits: Logits, faces: np.ndarray, batch_size: int = 256
                 p = (p + torch.softmax(logits(torch.flip(x, dims=[3])).float(), dim=1)) / 2
             out[start:start + len(x)] = p.cpu().numpy()
     return out
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration, then the caller's mode back (a trainer may pass its model)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def cpu_threads(threads: int | None = None) -> Iterator[int]:
+    """Use all cores (or `threads`) for a prediction job, then restore the previous setting,
+    so a library caller's own thread choice survives an evaluation."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)

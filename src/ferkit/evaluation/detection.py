@@ -1,4 +1,4 @@
-"""Scoring face detectors against boxed photos (dlib's imglab XML), shared by bench and tests."""
+"""Scoring face detectors against boxed photos (dlib's imglab XML): recall, precision, IoU matching."""
 
 from __future__ import annotations
 
