@@ -13,6 +13,7 @@ from ferkit.data import SOFT_PROTOCOLS, LabeledSplit, label_split, load_ferplus
 from ferkit.errors import EvaluationError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.predict import predict_proba
+from ferkit.evaluation.report import write_report
 from ferkit.models import load_model, read_model_config
 from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
@@ -118,7 +119,6 @@ def evaluate(run: str | Path, split: str = "test", protocol: str = "majority",
     """Evaluate RUN on a FERPlus split and write the report folder (default RUN/eval-<split>/):
     metrics.json, predictions.csv, the plots, report.md and a self-contained report.html.
     `command` (the CLI line) is named in report.md."""
-    from ferkit.evaluation.report import write_report
 
     run = Path(run)
     read_model_config(run)  # a missing/bad run folder fails before the data is loaded

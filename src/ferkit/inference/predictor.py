@@ -31,6 +31,8 @@ from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.images import Color, ImageSource, describe, load_image
 from ferkit.inference.scores import EmotionScores
+from ferkit.inference.tracking import DEFAULT_SMOOTH_S
+from ferkit.inference.video import VideoReport, VideoRow, iter_video
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.settings import FACE_SIDE
 from ferkit.tta import check_tta
@@ -38,7 +40,6 @@ from ferkit.tta import check_tta
 if TYPE_CHECKING:
     import torch
 
-    from ferkit.inference.video import VideoReport, VideoRow
 
 FACE_SIZE = FACE_SIDE
 BATCH_SIZE = 256
@@ -461,8 +462,6 @@ class Predictor:
         the video with boxes and labels drawn. Faces are tracked and smoothed over `smooth_s`
         seconds; `detect_every` > 1 detects on every so many analysed frames and follows the
         tracked boxes in between (see ferkit.inference.stream). Unreadable video -> ImageError."""
-        from ferkit.inference.video import DEFAULT_SMOOTH_S, iter_video
-
         smooth = DEFAULT_SMOOTH_S if smooth_s is None else smooth_s
         return iter_video(self, path, every_n=every_n, out=out, progress=progress, report=report,
                           smooth_s=smooth, detect_every=detect_every)
