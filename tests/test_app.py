@@ -163,7 +163,8 @@ def test_faces_table_and_csv():
     results = [logic.PhotoResult("a.jpg", np.zeros((9, 9, 3), np.uint8), faces),
                logic.PhotoResult("bad.jpg", error="bad.jpg: not an image")]
     table = logic.faces_table(results)
-    assert list(table.columns) == ["image", "face", "x", "y", "width", "height", "emotion", "confidence",
+    # the columns of `ferkit predict --csv` (one face-row schema), without its error column
+    assert list(table.columns) == ["file", "face", "x", "y", "width", "height", "emotion", "confidence",
                                    *EMOTIONS]
     back = pd.read_csv(io.BytesIO(logic.table_csv(table)))
     assert back.shape == (1, 16) and back.loc[0, "emotion"] == "anger" and back.loc[0, "width"] == 30
@@ -330,7 +331,7 @@ def test_several_files_each_with_its_own_outcome(app):
     assert len(app.error) == 1 and "notes.jpg: not an image" in app.error[0].value
     assert "No face found in dogs.jpg" in app.warning[0].value
     assert app.image[-1].proto.imgs[0].caption == "dogs.jpg"  # the dog photo is still shown
-    assert set(app.dataframe[0].value["image"]) == {"2008_002506.jpg"}
+    assert set(app.dataframe[0].value["file"]) == {"2008_002506.jpg"}
 
 
 def test_oversized_and_bomb_uploads_get_readable_errors(app):

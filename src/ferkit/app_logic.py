@@ -32,6 +32,7 @@ from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import balanced_accuracy_of
+from ferkit.inference.scores import FACE_FIELDS, face_fields
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S  # live webcam label smoothing, seconds
 
 AUTO_DETECTOR = "auto"  # the sidebar's default: ferkit.faces.DEFAULT_DETECTOR for photos, LIVE_DETECTOR live
@@ -297,15 +298,11 @@ def probability_chart(probabilities: np.ndarray, height: int = 200) -> alt.Chart
 
 
 def faces_table(results: Sequence[PhotoResult]) -> pd.DataFrame:
-    """One row per face of every analysed image: box, top emotion, confidence, the 8 probabilities.
-    This is what the page shows and what the CSV download holds."""
-    columns = ["image", "face", "x", "y", "width", "height", "emotion", "confidence", *EMOTIONS]
-    rows = []
-    for result in results:
-        for face in result.faces:
-            rows.append([result.name, face.number, *face.box, face.emotion, round(face.confidence, 4),
-                         *(round(float(p), 4) for p in face.probabilities)])
-    return pd.DataFrame(rows, columns=columns)
+    """One row per face of every analysed image, in the columns of `ferkit predict --csv` (file, face,
+    box, top emotion, confidence, the 8 probabilities). The page shows it; the CSV download holds it."""
+    rows = [{"file": result.name, "face": face.number, **face_fields(face.box, face.probabilities)}
+            for result in results for face in result.faces]
+    return pd.DataFrame(rows, columns=["file", "face", *FACE_FIELDS])
 
 
 def table_csv(table: pd.DataFrame) -> bytes:

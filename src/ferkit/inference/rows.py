@@ -12,13 +12,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError
 from ferkit.inference.predictor import ImageResult
+from ferkit.inference.scores import FACE_FIELDS, face_fields
 
-PREDICT_COLUMNS = ["file", "face", "x", "y", "width", "height", "emotion", "confidence", *EMOTIONS, "error"]
-VIDEO_COLUMNS = ["frame", "time_s", "face", "track", "x", "y", "width", "height", "emotion", "confidence",
-                 *EMOTIONS]
+PREDICT_COLUMNS = ["file", "face", *FACE_FIELDS, "error"]
+VIDEO_COLUMNS = ["frame", "time_s", "face", "track", *FACE_FIELDS]
 # Formats PIL writes; anything else is annotated as PNG.
 WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -31,10 +30,7 @@ def predict_rows(results: Iterable[ImageResult]) -> Iterator[dict[str, Any]]:
         elif not result.faces:
             yield {"file": result.source}
         for index, face in enumerate(result.faces):
-            x, y, w, h = face.box
-            yield {"file": result.source, "face": index, "x": x, "y": y, "width": w, "height": h,
-                   "emotion": face.emotion, "confidence": round(face.confidence, 6),
-                   **{e: round(p, 6) for e, p in face.scores.items()}}
+            yield {"file": result.source, "face": index, **face_fields(face.box, face.probabilities)}
 
 
 def check_output_file(path: Path, inputs: Iterable[Path], option: str) -> Path:

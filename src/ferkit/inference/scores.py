@@ -1,7 +1,12 @@
 """What every prediction row (a face in a photo, a face in a video frame) derives from its
-probabilities: the top emotion, its confidence, and a name -> probability mapping."""
+probabilities: the top emotion, its confidence, and a name -> probability mapping; and the one flat
+face-row schema (`face_fields`) that `ferkit predict --csv`, `ferkit video --csv`, `ferkit batch` and
+the app's table share."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,3 +30,17 @@ class EmotionScores:
     @property
     def scores(self) -> dict[str, float]:
         return {e: float(p) for e, p in zip(EMOTIONS, self.probabilities, strict=True)}
+
+
+FACE_FIELDS = ["x", "y", "width", "height", "emotion", "confidence", *EMOTIONS]
+DIGITS = 6  # probabilities in rows: enough to rank, short enough to read
+
+
+def face_fields(box: Sequence[int], probabilities: np.ndarray) -> dict[str, Any]:
+    """A face's columns in every flat row (FACE_FIELDS order): its box, top emotion, confidence and
+    the 8 probabilities by name. Callers add what locates the face (file, frame, face number)."""
+    x, y, w, h = (int(v) for v in box)
+    p = np.asarray(probabilities, dtype=float)
+    return {"x": x, "y": y, "width": w, "height": h, "emotion": EMOTIONS[int(np.argmax(p))],
+            "confidence": round(float(p.max()), DIGITS),
+            **{e: round(float(v), DIGITS) for e, v in zip(EMOTIONS, p, strict=True)}}

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, ImageError
-from ferkit.inference.scores import EmotionScores
+from ferkit.inference.scores import EmotionScores, face_fields
 from ferkit.inference.stream import FaceStream
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
@@ -59,11 +58,8 @@ class VideoRow(EmotionScores):
 
 
     def to_dict(self) -> dict[str, Any]:
-        x, y, w, h = self.box
         return {"frame": self.frame, "time_s": self.time_s, "face": self.face_index, "track": self.track,
-                "x": x, "y": y, "width": w, "height": h, "emotion": self.emotion,
-                "confidence": self.confidence,
-                **{e: float(p) for e, p in zip(EMOTIONS, self.probabilities, strict=True)}}
+                **face_fields(self.box, self.probabilities)}
 
 
 def open_video(path: str | Path):
