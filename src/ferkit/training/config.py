@@ -246,6 +246,9 @@ def load_config(path: str | Path | None = None, overrides: list[dict[str, Any]] 
     return config.validate()
 
 
-def save_config(config: TrainConfig, path: Path, extra: dict[str, Any] | None = None) -> None:
+def save_config(config: TrainConfig, path: Path, extra: dict[str, Any] | None = None,
+                header: str = "") -> None:
+    """The config as YAML (what `--resume` reads back), after an optional comment `header`."""
     data = config.to_dict() | (extra or {})
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    path.write_text(comment + yaml.safe_dump(data, sort_keys=False))

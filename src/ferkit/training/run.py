@@ -118,27 +118,49 @@ def train(config: TrainConfig, resume: Path | None = None,
 
 def _train(config: TrainConfig, run_dir: Path, resuming: bool,
            extra_callbacks: list[L.Callback]) -> Path:
+    """Set up, fit (resuming from last.ckpt), then export the best-validation epoch."""
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     L.seed_everything(config.seed, workers=True, verbose=False)
     writer = launched_rank() == 0  # under DDP only rank 0 writes the run folder
     if writer:
-        save_config(config, run_dir / "config.yaml")
-        (run_dir / "config.yaml").write_text(
-            f"# ferkit {ferkit.__version__}, seed {config.seed}\n" + (run_dir / "config.yaml").read_text())
+        header = f"ferkit {ferkit.__version__}, seed {config.seed}"
+        save_config(config, run_dir / "config.yaml", header=header)
     log.info("%s run %s (ferkit %s, torch %s, %d threads)", "resuming" if resuming else "starting",
              run_dir, ferkit.__version__, torch.__version__, torch.get_num_threads())
 
+    datamodule = _datamodule(config, run_dir)
+    weights = _class_weights(datamodule.class_frequencies()) if config.class_balance == "weights" else None
+    module = FerClassifier(config, weights)
+    summary = summarize_model(module.model)
+    if writer:
+        (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
+    history = HistoryCallback(run_dir, title=config.model)
+    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val_loss",
+                           mode="min", save_top_k=1, save_on_train_epoch_end=True,
+                           enable_version_counter=False)
+    trainer = _trainer(config, run_dir, [history, *extra_callbacks, best])
+    started = time.perf_counter()
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    # weights_only=True explicitly: the environment cannot switch it off (see check_checkpoint)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None, weights_only=True)
+    seconds = time.perf_counter() - started
+    if writer:
+        _export_best(config, run_dir, module, best, history.history, seconds, summary.total)
+    return run_dir
+
+
+def _datamodule(config: TrainConfig, run_dir: Path) -> FerplusDataModule:
+    """FERPlus in memory under the run's protocol, with the teacher's targets when distilling."""
     datamodule = FerplusDataModule(config.data, config.protocol, config.batch_size, config.seed,
                                    skip_bad=config.skip_bad)
     datamodule.setup()
     log.info("data: %d train, %d valid images (protocol %s)", len(datamodule.train_split),
              len(datamodule.valid_split), config.protocol)
-    weights = _class_weights(datamodule.class_frequencies()) if config.class_balance == "weights" else None
+    train_split = datamodule.train_split
     if config.teacher and config.teacher_views:
         from ferkit.training.data import ViewBatches
         from ferkit.training.distill import cached_teacher_views
 
-        train_split = datamodule.train_split
         views, view_probs = cached_teacher_views(
             run_dir, config.teacher, train_split.images, config.augment, config.teacher_views,
             config.distill_temperature, config.seed)
@@ -147,7 +169,6 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
         log.info("distillation: %d views a face, weight %g; the teacher agrees with the vote label on "
                  "%.1f%% of the views", config.teacher_views, config.distill_weight, 100 * agreement)
     elif config.teacher:
-        train_split = datamodule.train_split
         teacher_probs = cached_teacher_probabilities(run_dir, config.teacher, train_split.images,
                                                      config.distill_temperature)
         datamodule.train_split = dataclasses.replace(train_split, targets=mix_targets(
@@ -155,20 +176,16 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
         agreement = float((teacher_probs.argmax(1) == train_split.labels).mean())
         log.info("distillation: weight %g, teacher agrees with the vote label on %.1f%% of training faces",
                  config.distill_weight, 100 * agreement)
-    module = FerClassifier(config, weights)
-    summary = summarize_model(module.model)
-    if writer:
-        (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
+    return datamodule
 
-    history = HistoryCallback(run_dir, title=config.model)
-    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val_loss",
-                           mode="min", save_top_k=1, save_on_train_epoch_end=True,
-                           enable_version_counter=False)
+
+def _trainer(config: TrainConfig, run_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """Lightning's Trainer with a last.ckpt every epoch, early stopping if asked, CSV (+ TensorBoard) logs."""
     # its own callback: Lightning's save_last=True only writes last.ckpt when a new best is saved,
     # so a killed run lost every epoch since its last val_loss improvement (6 epochs, measured)
     every_epoch = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="last", monitor=None,
                                   save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
-    callbacks: list[L.Callback] = [history, *extra_callbacks, best, every_epoch]
+    callbacks = [*callbacks, every_epoch]
     if config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min",
                                        patience=config.early_stopping_patience))
@@ -180,7 +197,7 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
         loggers.append(TensorBoardLogger(run_dir, name="", version="tensorboard"))
     except ImportError:
         pass
-    trainer = L.Trainer(
+    return L.Trainer(
         max_epochs=config.epochs,
         max_time=timedelta(hours=config.max_hours) if config.max_hours else None,
         accelerator=config.accelerator,
@@ -198,17 +215,14 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
         use_distributed_sampler=False,
         log_every_n_steps=10,
     )
-    started = time.perf_counter()
-    last = run_dir / CHECKPOINTS / "last.ckpt"
-    # weights_only=True explicitly: the environment cannot switch it off (see check_checkpoint)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None, weights_only=True)
-    seconds = time.perf_counter() - started
 
-    # EarlyStopping "restore best weights": export the best-validation-loss epoch.
+
+def _export_best(config: TrainConfig, run_dir: Path, module: FerClassifier, best: ModelCheckpoint,
+                 rows: list[dict], seconds: float, params: int) -> None:
+    """EarlyStopping's "restore best weights": write the best-validation-loss epoch as the run's model."""
     if best.best_model_path and Path(best.best_model_path).is_file():
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["state_dict"], strict=False)
-    rows = history.history
+        module.load_state_dict(state["state_dict"])  # strict: a key mismatch is a bug to see
     best_row = min(rows, key=lambda r: r["val_loss"]) if rows else {}
     metrics = {
         "best_epoch": best_row.get("epoch"),
@@ -217,15 +231,12 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
         "val_protocol": config.protocol,
         "epochs_trained": len(rows),
         "train_seconds": round(sum(r["seconds"] for r in rows), 1),
-        "session_seconds": round(seconds, 1),
+        "wall_seconds": round(seconds, 1),  # this invocation of train, pauses included
     }
-    if not writer:
-        return run_dir
     save_model(module.eval_model().float(), run_dir, model_config(
         config.model, config.model_args, protocol=config.protocol, metrics=metrics,
-        ferkit_version=ferkit.__version__, params=summary.total))
+        ferkit_version=ferkit.__version__, params=params))
     log.info("done: %s", json.dumps(metrics))
-    return run_dir
 
 
 def train_from_cli(config_path: Path | None, overrides: list[dict], resume: Path | None,
