@@ -120,13 +120,13 @@ def write_comparison(comparison: Comparison) -> dict[str, Path]:
     a, b = comparison.a, comparison.b
     name_a, name_b = _label(a, b), _label(b, a)
     (out / "compare.json").write_text(json.dumps(comparison.to_json(), indent=2) + "\n")
-    plots.plot_confusion_comparison(np.array(a.metrics["confusion_matrix"]),
-                                    np.array(b.metrics["confusion_matrix"]), name_a, name_b,
-                                    out / "confusion_matrices.png")
+    plots.save(plots.plot_confusion_comparison(np.array(a.metrics["confusion_matrix"]),
+                                               np.array(b.metrics["confusion_matrix"]), name_a, name_b),
+               out / "confusion_matrices.png")
     for metric, file in (("recall", "per_class_recall.png"), ("f1", "per_class_f1.png")):
-        plots.plot_per_class_bars(
+        plots.save(plots.plot_per_class_bars(
             {f"A: {name_a}": [a.metrics["per_class"][e][metric] for e in EMOTIONS],
-             f"B: {name_b}": [b.metrics["per_class"][e][metric] for e in EMOTIONS]}, metric, out / file)
+             f"B: {name_b}": [b.metrics["per_class"][e][metric] for e in EMOTIONS]}, metric), out / file)
     doc = build_document(comparison)
     (out / "compare.md").write_text(doc.to_markdown())
     (out / "compare.html").write_text(doc.to_html(out))

@@ -1,4 +1,4 @@
-"""The evaluation figures. Each function writes one PNG and returns its path.
+"""The evaluation figures. Each `plot_*` function returns a matplotlib Figure; `save` writes one.
 
 Figures are built with matplotlib's object API on the Agg canvas (no pyplot): no global figure
 state, no display needed, and safe to call from an app's worker threads.
@@ -63,7 +63,7 @@ def _matrix_panel(ax, values: np.ndarray, title: str, fmt: str, cmap: str,
                     color="white" if dark else "black")
 
 
-def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> Path:
+def plot_confusion(matrix: np.ndarray, title: str = "") -> Figure:
     """Counts and the row-normalised version (each row: where that true class went)."""
     matrix = np.asarray(matrix)
     fig = new_figure(14, 6)
@@ -71,11 +71,10 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> Path:
     _matrix_panel(ax_counts, matrix, f"{title} confusion matrix (counts)".strip(), "d", "Blues")
     _matrix_panel(ax_norm, row_normalize(matrix), f"{title} row-normalised (recall on diagonal)".strip(),
                   ".2f", "Blues", 0.0, 1.0)
-    return save(fig, path)
+    return fig
 
 
-def plot_confusion_comparison(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str,
-                              path: Path) -> Path:
+def plot_confusion_comparison(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> Figure:
     """Row-normalised matrices of A and B and their difference B - A (blue: B better on the
     diagonal / more of that confusion off it)."""
     norm_a, norm_b = row_normalize(a), row_normalize(b)
@@ -86,11 +85,11 @@ def plot_confusion_comparison(a: np.ndarray, b: np.ndarray, name_a: str, name_b:
     _matrix_panel(axes[1], norm_b, f"B: {name_b}", ".2f", "Blues", 0.0, 1.0)
     limit = max(float(np.abs(diff).max()), 0.05)
     _matrix_panel(axes[2], diff, "B - A (row-normalised)", "+.2f", "RdBu", -limit, limit)
-    return save(fig, path)
+    return fig
 
 
-def plot_roc(y_true: np.ndarray, proba: np.ndarray, auc: dict[str, float | None], path: Path,
-             title: str = "") -> Path:
+def plot_roc(y_true: np.ndarray, proba: np.ndarray, auc: dict[str, float | None],
+             title: str = "") -> Figure:
     """One-vs-rest ROC curve per emotion (AUC in the legend) and the chance diagonal."""
     fig = new_figure(7, 6)
     ax = fig.subplots()
@@ -108,10 +107,10 @@ def plot_roc(y_true: np.ndarray, proba: np.ndarray, auc: dict[str, float | None]
     ax.set_title(f"{title} ROC, one vs rest".strip())
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    return save(fig, path)
+    return fig
 
 
-def plot_reliability(table: list[dict], ece: float, path: Path, title: str = "") -> Path:
+def plot_reliability(table: list[dict], ece: float, title: str = "") -> Figure:
     """Reliability diagram: accuracy per confidence bin against the diagonal of perfect
     calibration, with the share of images per bin underneath."""
     fig = new_figure(6, 7)
@@ -139,17 +138,17 @@ def plot_reliability(table: list[dict], ece: float, path: Path, title: str = "")
     ax_count.set_xlabel("confidence (top-class probability)")
     ax_count.set_ylabel("share of images")
     ax_count.grid(alpha=0.3)
-    return save(fig, path)
+    return fig
 
 
-def plot_text(text: str, path: Path, title: str = "") -> Path:
+def plot_text(text: str, title: str = "") -> Figure:
     """A monospaced text block as an image (the classification report for slides/HTML)."""
     lines = text.splitlines()
     fig = new_figure(0.095 * max(len(line) for line in lines) + 0.6, 0.22 * len(lines) + 0.8)
     fig.text(0.02, 0.98, "\n".join(lines), family="monospace", fontsize=10, va="top")
     if title:
         fig.suptitle(title, fontsize=11, y=1.02)
-    return save(fig, path)
+    return fig
 
 
 Cell = tuple[np.ndarray | None, str]  # (gray (H, W) or RGB (H, W, 3) uint8 image, caption)
@@ -160,8 +159,8 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
 
 
-def plot_mosaic(rows: list[tuple[str, list[Cell]]], columns: int, path: Path, title: str = "",
-                caption_lines: int = 3, size: int = 48) -> Path:
+def plot_mosaic(rows: list[tuple[str, list[Cell]]], columns: int, title: str = "",
+                caption_lines: int = 3, size: int = 48) -> Figure:
     """A labelled grid of captioned size x size images, drawn as ONE image in one axes (a grid
     of 40 matplotlib axes takes seconds to lay out). A cell whose image is None shows its
     caption in grey in the middle instead ("none")."""
@@ -190,17 +189,16 @@ def plot_mosaic(rows: list[tuple[str, list[Cell]]], columns: int, path: Path, ti
         ax.text(-4, r * cell_h + caption + size / 2, label, ha="right", va="center", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.08 / height)
-    return save(fig, path)
+    return fig
 
 
-def plot_face_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], columns: int, path: Path,
-                   title: str = "") -> Path:
+def plot_face_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], columns: int,
+                   title: str = "") -> Figure:
     """Rows of captioned faces (at most `columns` each); a row with no faces says "none"."""
-    return plot_mosaic([(label, list(faces) or [(None, "none")]) for label, faces in rows], columns, path,
-                       title)
+    return plot_mosaic([(label, list(faces) or [(None, "none")]) for label, faces in rows], columns, title)
 
 
-def plot_per_class_bars(values: dict[str, list[float | None]], metric: str, path: Path) -> Path:
+def plot_per_class_bars(values: dict[str, list[float | None]], metric: str) -> Figure:
     """Grouped bars per emotion, one bar per run (compare: per-class recall or F1)."""
     fig = new_figure(10, 4)
     ax = fig.subplots()
@@ -215,4 +213,4 @@ def plot_per_class_bars(values: dict[str, list[float | None]], metric: str, path
     ax.set_title(f"per-class {metric}")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return save(fig, path)
+    return fig

@@ -20,6 +20,7 @@ import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
+from ferkit.evaluation.plots import Figure
 
 if TYPE_CHECKING:  # the pipeline calls write_report: no import back at run time
     from ferkit.evaluation.pipeline import Evaluation
@@ -144,7 +145,7 @@ def worst_misclassified(evaluation: Evaluation, per_class: int = WORST_PER_CLASS
     return out
 
 
-def plot_worst(evaluation: Evaluation, path: Path) -> Path:
+def plot_worst(evaluation: Evaluation) -> Figure:
     proba, y_pred, names = evaluation.proba, evaluation.y_pred, evaluation.data.image_names
     rows = []
     for k, picks in worst_misclassified(evaluation).items():
@@ -153,7 +154,7 @@ def plot_worst(evaluation: Evaluation, path: Path) -> Path:
                   f"p({EMOTIONS[k]}) {proba[i, k]:.2f}") for i in picks]
         rows.append((EMOTIONS[k], faces))
     title = f"{evaluation.name}: worst-misclassified {evaluation.split} faces per true class"
-    return plots.plot_face_grid(rows, WORST_PER_CLASS, path, title)
+    return plots.plot_face_grid(rows, WORST_PER_CLASS, title)
 
 
 def write_predictions(evaluation: Evaluation, path: Path) -> Path:
@@ -252,13 +253,17 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]
     write_predictions(evaluation, out / "predictions.csv")
     report_text = classification_report_text(m)
     (out / "classification_report.txt").write_text(report_text)
-    plots.plot_text(report_text, out / "classification_report.png",
-                    f"{title}: {evaluation.split}, protocol {evaluation.protocol}")
-    plots.plot_confusion(np.array(m["confusion_matrix"]), out / "confusion_matrix.png", title)
-    plots.plot_roc(evaluation.y_true, evaluation.proba,
-                   {name: c["auc"] for name, c in m["per_class"].items()}, out / "roc_curves.png", title)
-    plots.plot_reliability(m["calibration"]["table"], m["ece"], out / "reliability.png", title)
-    plot_worst(evaluation, out / "worst_misclassified.png")
+    figures = {
+        "classification_report.png": plots.plot_text(
+            report_text, f"{title}: {evaluation.split}, protocol {evaluation.protocol}"),
+        "confusion_matrix.png": plots.plot_confusion(np.array(m["confusion_matrix"]), title),
+        "roc_curves.png": plots.plot_roc(evaluation.y_true, evaluation.proba,
+                                         {name: c["auc"] for name, c in m["per_class"].items()}, title),
+        "reliability.png": plots.plot_reliability(m["calibration"]["table"], m["ece"], title),
+        "worst_misclassified.png": plot_worst(evaluation),
+    }
+    for name, figure in figures.items():
+        plots.save(figure, out / name)
     doc = build_document(evaluation)
     (out / "report.md").write_text(doc.to_markdown())
     (out / "report.html").write_text(doc.to_html(out))

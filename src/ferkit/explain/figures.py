@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
 from ferkit.data import LabeledSplit
@@ -113,12 +114,13 @@ def explain_files(model: FerModel, paths: list[Path], out_dir: Path, target: str
         title = f"{item.source.name}{where}: {EMOTIONS[k]} (p = {p:.2f})"
         if EMOTIONS[k] != predicted:
             title += f", predicted {predicted}"
-        figure = plot_explanation(item.face, result.heatmaps[i], title, out_dir / f"{item.stem}-gradcam.png")
+        path = out_dir / f"{item.stem}-gradcam.png"
+        figure = save(plot_explanation(item.face, result.heatmaps[i], title), path)
         done.append(Explained(item.source, figure, EMOTIONS[k], p, predicted, item.resized, item.box))
     return done, no_face
 
 
-def plot_explanation(face: np.ndarray, heatmap: np.ndarray, title: str, path: Path) -> Path:
+def plot_explanation(face: np.ndarray, heatmap: np.ndarray, title: str) -> Figure:
     """Three panels: the face, the heatmap (jet, with a colour bar), the overlay."""
     fig = new_figure(8.4, 3.2)
     ax_face, ax_map, ax_overlay = fig.subplots(1, 3)
@@ -132,7 +134,7 @@ def plot_explanation(face: np.ndarray, heatmap: np.ndarray, title: str, path: Pa
     for ax in (ax_face, ax_map, ax_overlay):
         ax.axis("off")
     fig.suptitle(title)
-    return save(fig, path)
+    return fig
 
 
 def _pick(proba: np.ndarray, y_true: np.ndarray, k: int, correct: bool) -> int | None:
@@ -173,5 +175,5 @@ def gallery(model: FerModel, data: LabeledSplit, path: Path, title: str = "",
                       (overlay(data.images[i], maps[i]), f"p = {proba[i, predicted]:.2f}")]
         rows.append((name, cells))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return plot_mosaic(rows, 4, path, title or f"Grad-CAM gallery ({data.name}, protocol {data.protocol})",
-                       caption_lines=1)
+    return save(plot_mosaic(rows, 4, title or f"Grad-CAM gallery ({data.name}, protocol {data.protocol})",
+                            caption_lines=1), path)

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 
+from ferkit.evaluation.plots import save
 from ferkit.training.plots import plot_history
 
 log = logging.getLogger("ferkit.training")
@@ -45,7 +46,7 @@ class HistoryCallback(L.Callback):
         if not trainer.is_global_zero:  # under DDP only rank 0 writes the run folder
             return
         (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
-        plot_history(self.history, self.run_dir / "curves.png", self.title)
+        save(plot_history(self.history, self.title), self.run_dir / "curves.png")
         log.info("epoch %d: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
                                            if k != "epoch" and v is not None), row["epoch"])
 

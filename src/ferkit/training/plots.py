@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from matplotlib.figure import Figure
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ferkit.evaluation.plots import new_figure
 
 
-def plot_history(history: list[dict], path: Path, title: str = "") -> None:
+def plot_history(history: list[dict], title: str = "") -> Figure:
+    """Accuracy and loss per epoch, train and validation side by side."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = new_figure(11, 4)
+    ax_acc, ax_loss = fig.subplots(1, 2)
     for ax, key, label in ((ax_acc, "acc", "accuracy"), (ax_loss, "loss", "loss")):
         ax.plot(epochs, [h.get(f"train_{key}") for h in history], "o-", label="train", ms=3)
         ax.plot(epochs, [h.get(f"val_{key}") for h in history], "o-", label="validation", ms=3)
@@ -21,6 +20,4 @@ def plot_history(history: list[dict], path: Path, title: str = "") -> None:
         ax.set_title(f"{title} {label}".strip())
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
