@@ -94,15 +94,10 @@ class BlazeFace:
     """The ONNX sessions and the decoding around them. Safe to call from several threads."""
 
     def __init__(self, config: BlazeFaceConfig | None = None, weights_dir: Path = WEIGHTS_DIR) -> None:
-        import onnxruntime as ort  # imported here so that ferkit.faces imports without it
+        from ferkit.faces.runtime import cpu_session
 
         self.config = config or BlazeFaceConfig()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.config.intra_op_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.sessions = [ort.InferenceSession(str(weights_dir / m.file), options,
-                                              providers=["CPUExecutionProvider"])
+        self.sessions = [cpu_session(weights_dir / m.file, self.config.intra_op_threads)
                          for m in self.config.models]
         self.anchors = [m.anchors() for m in self.config.models]
 

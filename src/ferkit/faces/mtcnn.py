@@ -123,22 +123,15 @@ class Mtcnn:
     """The three ONNX sessions and the cascade around them. Safe to call from several threads."""
 
     def __init__(self, config: MtcnnConfig | None = None, weights_dir: Path = WEIGHTS_DIR) -> None:
-        import onnxruntime as ort  # imported here so that ferkit.faces imports without it
+        from ferkit.faces.runtime import cpu_session
 
         self.config = config or MtcnnConfig()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.config.intra_op_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # P-Net sees a new input size at every pyramid level of every image: ONNX Runtime's memory
-        # arena would keep the peak of the largest image for good (+300 MB after one 1280 px image),
-        # at no measured speed gain (92.8 vs 92.7 ms a 640x480 frame).
-        options.enable_cpu_mem_arena = False
 
         def session(name: str):
-            return ort.InferenceSession(
-                str(weights_dir / f"{name}.onnx"), options, providers=["CPUExecutionProvider"]
-            )
+            # P-Net sees a new input size at every pyramid level of every image: ONNX Runtime's memory
+            # arena would keep the peak of the largest image for good (+300 MB after one 1280 px
+            # image), at no measured speed gain (92.8 vs 92.7 ms a 640x480 frame).
+            return cpu_session(weights_dir / f"{name}.onnx", self.config.intra_op_threads, memory_arena=False)
 
         self.pnet, self.rnet, self.onet = session("pnet"), session("rnet"), session("onet")
 
