@@ -71,6 +71,21 @@ def _architecture_lines(model: dict, training: dict) -> list[str]:
     return lines
 
 
+def _runtime_lines(onnx: dict | None) -> list[str]:
+    """What `Predictor` runs by default (the bundled ONNX export) and what it scores on Test."""
+    if not onnx:
+        return ["- Runs on PyTorch (no ONNX export bundled)"]
+    test, valid = onnx.get("test") or {}, onnx.get("valid") or {}
+    line = f"- Runs by default on ONNX Runtime, {onnx.get('precision')} (`{onnx.get('runs')}`)"
+    if test:
+        line += (f": Test accuracy {_pct(test.get('accuracy'))}, balanced "
+                 f"{_pct(test.get('balanced_accuracy'))} on that path")
+    if valid:
+        line += (f"; int8 vs fp32 on Valid: {_pct(valid.get('fp32'))} -> {_pct(valid.get('int8'))}, "
+                 f"top-1 agreement {valid.get('agreement', 0):.4f}")
+    return [line + ". The figures above are PyTorch's (`Predictor(backend=\"torch\")`)."]
+
+
 def model_card(folder: Path, name: str) -> str:
     model = json.loads((folder / "model.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -111,6 +126,7 @@ def model_card(folder: Path, name: str) -> str:
         f"emotions) **{_pct(balanced_accuracy_of(metrics))}**, macro F1 "
         f"{_pct(metrics.get('macro', {}).get('f1'))}, macro AUC {metrics.get('macro_auc', 0):.3f}, "
         f"ECE {metrics.get('ece', 0):.3f}",
+        *_runtime_lines(metrics.get("onnx")),
         "",
         "| emotion | precision | recall | F1 | test images |",
         "|---|---|---|---|---|",
