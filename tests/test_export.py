@@ -131,3 +131,39 @@ def test_onnx_files_of_the_wrong_shape_are_refused_at_load(exported, tmp_path):
     three = save(helper.make_graph(nodes, "g", [x48], outs), "three.onnx")
     with pytest.raises(ModelFileError, match="three.onnx: expected 1 input and 1 output, got 1 and 3"):
         Predictor(model=three)
+
+
+def test_a_model_folder_ships_one_export_that_the_predictor_runs(tiny_model, tmp_path):
+    """`ferkit export FOLDER --bundled`: int8 or fp32 by the accuracy and agreement rule, recorded in
+    metrics.json with the default path's own Test figure; refused without weights_sha256 or FERPlus."""
+    import shutil
+
+    from conftest import REAL_FERPLUS
+
+    from ferkit.inference.bundled import ONNX_FP32, ONNX_INT8
+    from ferkit.models.io import weights_sha256
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model, folder)
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(folder), "--bundled", "--data", str(REAL_FERPLUS)])
+    assert result.exit_code == 1 and "no weights_sha256" in result.output  # not bundled yet
+    config = json.loads((folder / "model.json").read_text())
+    config["weights_sha256"] = weights_sha256(folder)
+    (folder / "model.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["export", str(folder), "--bundled", "--data", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "need FERPlus" in result.output
+    if not (REAL_FERPLUS / "FER2013Valid").is_dir():
+        pytest.skip(f"FERPlus not found at {REAL_FERPLUS}")
+    result = runner.invoke(app, ["export", str(folder), "--bundled", "--data", str(REAL_FERPLUS)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((folder / "metrics.json").read_text())["onnx"]
+    valid = record["valid"]
+    keep_int8 = valid["change"] >= -0.003 and valid["agreement"] >= 0.995
+    assert record["runs"] == (ONNX_INT8 if keep_int8 else ONNX_FP32)
+    assert (folder / record["runs"]).is_file()
+    assert not (folder / (ONNX_FP32 if keep_int8 else ONNX_INT8)).exists()  # one export only
+    predictor = Predictor(folder)
+    assert predictor.backend.kind == "onnx"
+    assert predictor.model_info["onnx"]["precision"] == record["precision"]
+    assert record["test"]["faces"] == 3137 and 0 <= record["test"]["accuracy"] <= 1
