@@ -61,7 +61,6 @@ THREADS_ENV = "FERKIT_APP_THREADS"
 DEFAULT_THREADS = 1
 
 BOX_COLOR = (0, 255, 0)  # RGB; pure green so the browser test can find the boxes in the video
-TEXT_COLOR = (0, 0, 0)
 
 
 class FaceLike(Protocol):
@@ -246,26 +245,14 @@ def face_label(face: FaceResult, with_emotion: bool = False) -> str:
 
 def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], with_emotion: bool = False,
                box_scale: float = 1.0) -> np.ndarray:
-    """A copy of the RGB image with each face boxed and labelled (its number, and for the webcam
-    its emotion and confidence). Line width and text size follow the image size so the labels
-    stay readable on a 400 px photo and on a 4000 px one. `box_scale`: image pixels per box pixel
-    (a PhotoResult's display_scale)."""
-    out = np.ascontiguousarray(image.copy())
-    height, width = out.shape[:2]
-    thickness = max(2, round(min(height, width) / 250))
-    scale = max(0.5, min(height, width) / 700)
-    for face in faces:
-        x, y, w, h = (round(v * box_scale) for v in face.box)
-        cv2.rectangle(out, (x, y), (x + w, y + h), BOX_COLOR, thickness)
-        text = face_label(face, with_emotion)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thickness // 2))
-        top = y - th - base - 2 * thickness
-        if top < 0:  # no room above the box: put the label inside it
-            top = y
-        cv2.rectangle(out, (x, top), (x + tw + 2 * thickness, top + th + base + 2 * thickness), BOX_COLOR, -1)
-        cv2.putText(out, text, (x + thickness, top + th + thickness), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    TEXT_COLOR, max(1, thickness // 2), cv2.LINE_AA)
-    return out
+    """A copy of the RGB image with each face boxed and labelled in BOX_COLOR (its number, and for the
+    webcam its emotion and confidence), by ferkit's one drawing routine (ferkit.inference.annotate).
+    `box_scale`: image pixels per box pixel (a PhotoResult's display_scale)."""
+    from ferkit.inference.annotate import draw_faces as draw
+
+    shown = [replace(f, box=tuple(round(v * box_scale) for v in f.box)) for f in faces]
+    return draw(image, shown, probabilities=False, labels=[face_label(f, with_emotion) for f in faces],
+                color=BOX_COLOR)
 
 
 def enlarge(face: np.ndarray, factor: int = 3) -> np.ndarray:

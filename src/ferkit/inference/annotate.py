@@ -112,29 +112,31 @@ class Style:
 
 
 def layout(faces: Sequence[Drawable], image_size: tuple[int, int], style: Style,
-           probabilities: bool = True) -> list[Placement]:
+           probabilities: bool = True, labels: Sequence[str] | None = None) -> list[Placement]:
     """Labels first (above the box, else below; on a crowded photo only the face number, and inside
     the box when even that has no free spot), then charts: nothing covers a face, a label or
     another chart."""
     occupied: list[Rect] = [tuple(int(v) for v in f.box) for f in faces]
-    labels = []
+    placed_labels = []
     for index, face in enumerate(faces):
         box = occupied[index]
         probs = np.asarray(face.probabilities, dtype=float)
         top = int(np.argmax(probs))
         track = getattr(face, "track", None)  # video: the track id, which stays with the face
         ident = f"#{track}" if track is not None else f"{index}"
-        for text in (f"{ident}: {EMOTIONS[top]} {probs[top]:.0%}", ident):
+        full = labels[index] if labels is not None else f"{ident}: {EMOTIONS[top]} {probs[top]:.0%}"
+        texts = (full, full.split()[0].rstrip(":"))  # the number alone where the full label has no room
+        for text in texts:
             rect = place_panel(box, style.text_size(text), image_size, occupied, gap=style.thickness,
                                sides=("above", "below"))
             if rect is not None:
                 break
-        else:
-            rect = (box[0], box[1], *style.text_size(text))
+        else:  # no free spot: inside the box, clear of its edge
+            rect = (box[0] + style.thickness, box[1] + style.thickness, *style.text_size(text))
         occupied.append(rect)
-        labels.append((text, rect))
+        placed_labels.append((text, rect))
     placements = []
-    for face, (text, rect) in zip(faces, labels, strict=True):
+    for face, (text, rect) in zip(faces, placed_labels, strict=True):
         panel = None
         if probabilities:
             panel = place_panel(tuple(int(v) for v in face.box), style.panel_size, image_size, occupied,
@@ -145,23 +147,26 @@ def layout(faces: Sequence[Drawable], image_size: tuple[int, int], style: Style,
     return placements
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool = True) -> np.ndarray:
+def draw_faces(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool = True,
+               labels: Sequence[str] | None = None, color: tuple[int, int, int] | None = None) -> np.ndarray:
     """A copy of the RGB image with each face's box and label drawn; with `probabilities`, a
-    small bar chart of all 8 emotions beside each box where it fits (`layout`)."""
+    small bar chart of all 8 emotions beside each box where it fits (`layout`). `labels` replaces the
+    default label texts (number, emotion, confidence); `color` draws every box and label in one
+    colour instead of its emotion's. The one drawing routine of the CLI, video and the web app."""
     import cv2
 
     out = np.ascontiguousarray(image.copy())
     height, width = out.shape[:2]
     style = Style.for_image(width, height)
     line = style.line
-    for face, placed in zip(faces, layout(faces, (width, height), style, probabilities), strict=True):
+    for face, placed in zip(faces, layout(faces, (width, height), style, probabilities, labels), strict=True):
         x, y, w, h = (int(v) for v in face.box)
         probs = np.asarray(face.probabilities, dtype=float)
-        color = COLORS[EMOTIONS[int(np.argmax(probs))]]
-        cv2.rectangle(out, (x, y), (x + w, y + h), color, style.thickness)
+        face_color = color or COLORS[EMOTIONS[int(np.argmax(probs))]]
+        cv2.rectangle(out, (x, y), (x + w, y + h), face_color, style.thickness)
         lx, ly, _, lh = placed.label_rect
         base = style.text_metrics(placed.label)[2]
-        _text(out, placed.label, (lx, ly + lh - base), style.scale, color, style.label_weight)
+        _text(out, placed.label, (lx, ly + lh - base), style.scale, face_color, style.label_weight)
         if placed.panel_rect is None:
             continue
         px, py0 = placed.panel_rect[:2]
