@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -211,12 +212,12 @@ def _accuracy(fp32: Path, int8: Path, valid) -> dict[str, Any]:
 
 def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, int8: bool = False,
                 data_root: str | Path | None = None, atol: float = PARITY_ATOL,
-                measure_accuracy: bool = True) -> ExportReport:
+                measure_accuracy: bool = True, fp32_copy: str | Path | None = None) -> ExportReport:
     """Export a run folder / bundled model to `out` (.onnx) and verify it; see the module doc.
 
     `data_root` (a FERPlus root) supplies parity faces, int8 calibration faces and the
     accuracy comparison (skipped with `measure_accuracy=False`); without it random faces are
-    used for parity."""
+    used for parity. `fp32_copy`: with int8, also keep the checked fp32 export there."""
     from ferkit.models import load_model, read_model_config
 
     source = resolve_model(model)
@@ -247,6 +248,8 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
         report = ExportReport(out, opset, "int8" if int8 else "fp32", diff)
         if not int8:
             return report
+        if fp32_copy is not None:
+            shutil.copyfile(fp32, fp32_copy)
         calibration = None
         if data is not None:
             train = data["train"].images
@@ -286,8 +289,6 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
     (`ferkit export NAME --onnx FILE` writes the fp32 export in seconds). The outcome is recorded in
     the folder's metrics.json under "onnx" and returned. Needs FERPlus (calibration, accuracy check).
     """
-    import shutil
-
     source = resolve_model(model)
     if source.backend != "torch":
         raise ModelFileError(f"{model}: already an ONNX file; export needs a run folder or bundled model")
@@ -299,8 +300,8 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
     if data is None:
         raise ArgumentError(f"ONNX exports of a model folder need FERPlus: {why_not}")
     with tempfile.TemporaryDirectory(prefix="ferkit-export-") as tmp:
-        fp32 = export_onnx(folder, Path(tmp) / ONNX_FP32, data_root=data_root)
-        int8 = export_onnx(folder, Path(tmp) / ONNX_INT8, int8=True, data_root=data_root)
+        int8 = export_onnx(folder, Path(tmp) / ONNX_INT8, int8=True, data_root=data_root,
+                           fp32_copy=Path(tmp) / ONNX_FP32)
         accuracy = int8.accuracy or {}
         keep = (bool(accuracy) and accuracy["change"] >= -INT8_MAX_DROP
                 and accuracy["agreement"] >= INT8_MIN_AGREEMENT)
@@ -309,7 +310,7 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
         (folder / dropped).unlink(missing_ok=True)
     record = {"runs": shipped, "precision": "int8" if keep else "fp32",
               "test": _test_accuracy(folder / shipped, folder, data_root),
-              "max_abs_diff_fp32": fp32.max_abs_diff,
+              "max_abs_diff_fp32": int8.max_abs_diff,
               "int8_rule": (f"int8 if FERPlus Valid accuracy drops at most {INT8_MAX_DROP * 100:.1f} points "
                             f"and top-1 agreement with fp32 is at least {INT8_MIN_AGREEMENT}"),
               "valid": accuracy, "quantization": int8.quantization}

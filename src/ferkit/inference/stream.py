@@ -55,36 +55,43 @@ class FaceStream:
         self.tracker = FaceTracker(smooth_s=smooth_s)
         self.detect_every = detect_every
         self._frames = 0
-        self._last: list[tuple[DetectionLike, float]] = []  # (detection, time) of the last detect
-        self._last_tracks: list[int] = []  # their track ids
-        self._velocity: dict[int, tuple[float, float]] = {}  # track id -> pixels per second
-        self._detected: dict[int, tuple[tuple[float, float], float]] = {}  # track id -> (centre, time)
+        self._last: list[tuple[MovedDetection, int]] = []  # the last detections and their track ids
+        self._last_time = 0.0  # when they were made
+        # per live track: (centre, time) of its last detection, and its velocity in pixels per second
+        self._detected: dict[int, tuple[tuple[float, float], float]] = {}
+        self._velocity: dict[int, tuple[float, float]] = {}
 
     def update(self, rgb: np.ndarray, t: float) -> list[Face]:
         """One RGB uint8 frame at time `t` (seconds) -> its faces, largest first, with their track id
-        and probabilities smoothed over the track."""
+        and probabilities smoothed over the track. With no face in view, every frame is searched."""
         detect = self._frames % self.detect_every == 0 or not self._last
+        self._frames += 1
         if detect:
             faces = list(self.predictor.predict(rgb))
         else:
-            moved = [MovedDetection.of(d, *self._shift(track, t - seen))
-                     for (d, seen), track in zip(self._last, self._last_tracks, strict=True)]
-            faces = self.predictor.faces_at(rgb, moved)
-        self._frames += 1
+            dt = t - self._last_time
+            faces = self.predictor.faces_at(rgb, [MovedDetection.of(d, *self._shift(track, dt))
+                                                  for d, track in self._last])
         tracks = self.tracker.update([f.box for f in faces], [f.probabilities for f in faces], t)
-        if detect:  # velocity from detection to detection of the same track (never from guesses)
-            for face, track in zip(faces, tracks, strict=True):
-                x, y, w, h = face.box
-                centre = (x + w / 2, y + h / 2)
-                if track.id in self._detected and t > self._detected[track.id][1]:
-                    (px, py), seen = self._detected[track.id]
-                    self._velocity[track.id] = ((centre[0] - px) / (t - seen), (centre[1] - py) / (t - seen))
-                self._detected[track.id] = (centre, t)
         if detect:
-            self._last = [(MovedDetection.of(f, 0.0, 0.0), t) for f in faces]
-            self._last_tracks = [tr.id for tr in tracks]
+            self._remember(faces, [tr.id for tr in tracks], t)
         return [replace(f, probabilities=tr.probabilities.astype(np.float32), track=tr.id)
                 for f, tr in zip(faces, tracks, strict=True)]
+
+    def _remember(self, faces: list[Face], ids: list[int], t: float) -> None:
+        """Keep this detection for the frames until the next one; velocity from detection to detection
+        of the same track (never from guessed boxes). Tracks no longer seen are forgotten."""
+        detected, velocity = {}, {}
+        for face, track in zip(faces, ids, strict=True):
+            x, y, w, h = face.box
+            centre = (x + w / 2, y + h / 2)
+            if track in self._detected and t > self._detected[track][1]:
+                (px, py), seen = self._detected[track]
+                velocity[track] = ((centre[0] - px) / (t - seen), (centre[1] - py) / (t - seen))
+            detected[track] = (centre, t)
+        self._detected, self._velocity = detected, velocity
+        self._last = [(MovedDetection.of(f, 0.0, 0.0), track) for f, track in zip(faces, ids, strict=True)]
+        self._last_time = t
 
     def _shift(self, track: int, dt: float) -> tuple[float, float]:
         vx, vy = self._velocity.get(track, (0.0, 0.0))

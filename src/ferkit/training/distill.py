@@ -45,9 +45,13 @@ def teacher_probabilities(teacher: torch.nn.Module, images: np.ndarray, temperat
                           batch_size: int = 512) -> np.ndarray:
     """softmax(log p_teacher / T) for uint8 faces (N, 48, 48): (N, 8) float32, i.e. p^(1/T)
     renormalised. T > 1 flattens the teacher's distribution, passing on more of its second choices."""
-    probs = predict_proba(teacher, images, batch_size=batch_size).astype(np.float64)
-    tempered = np.exp(np.log(np.maximum(probs, 1e-12)) / temperature)
-    return (tempered / tempered.sum(axis=1, keepdims=True)).astype(np.float32)
+    return temper(predict_proba(teacher, images, batch_size=batch_size), temperature)
+
+
+def temper(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """p^(1/T), renormalised per row: float32."""
+    tempered = np.exp(np.log(np.maximum(probs.astype(np.float64), 1e-12)) / temperature)
+    return (tempered / tempered.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def mix_targets(targets: np.ndarray, teacher_probs: np.ndarray, weight: float) -> np.ndarray:
@@ -146,9 +150,7 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
              views * len(images))
     probs = np.zeros((views, len(images), NUM_CLASSES), dtype=np.float16)
     for k in range(views):
-        p = predictor.predict_faces(np.ascontiguousarray(stored[k])).astype(np.float64)
-        tempered = np.exp(np.log(np.maximum(p, 1e-12)) / temperature)
-        probs[k] = tempered / tempered.sum(axis=1, keepdims=True)
+        probs[k] = temper(predictor.predict_faces(np.ascontiguousarray(stored[k])), temperature)
     np.save(probs_path, probs, allow_pickle=False)
     stamp.write_text(json.dumps(key))
     return stored, probs.astype(np.float32)
