@@ -51,7 +51,7 @@ TEN_FACES = [(66, 33, 161, 223), (61, 341, 150, 216), (67, 659, 153, 202), (53, 
 def ten_face_photo() -> np.ndarray:
     import cv2
 
-    from ferkit.inference.images import load_image
+    from ferkit.images import load_image
 
     image = load_image(REAL_FACES / "bald_guys.jpg")
     cells = []
@@ -69,7 +69,7 @@ def jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def photos() -> dict[str, tuple[np.ndarray, int]]:
-    from ferkit.inference.images import load_image
+    from ferkit.images import load_image
 
     return {"1 face": (load_image(REAL_FACES / "Tom_Cruise_avp_2014_4.jpg"), 1),
             "10 faces": (ten_face_photo(), 10)}

@@ -212,7 +212,7 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
 def webcam_frames(seconds_per_face: float = 1.0, fps: int = 10) -> list[np.ndarray]:
     """Two different real faces, one after the other (so the live probabilities must change):
     Tom Cruise smiling, then the grimacing man in the middle of 2008_002506.jpg."""
-    from ferkit.inference.images import load_image
+    from ferkit.images import load_image
 
     first = fit_frame(load_image(REAL_FACES / "Tom_Cruise_avp_2014_4.jpg"))
     group = load_image(REAL_FACES / "2008_002506.jpg")

@@ -30,10 +30,11 @@ from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
 import ferkit
+from ferkit import images
 from ferkit.cli import app
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError, ModelFileError
-from ferkit.inference import Face, Predictor, crop_face, images, load_image, prepare_faces
+from ferkit.inference import Face, Predictor, crop_face, load_image, prepare_faces
 from ferkit.inference import bundled as bundled_mod
 from ferkit.models import load_model, normalize
 

@@ -176,7 +176,7 @@ def analyze_photo(predictor: PredictorLike, data: bytes, name: str, *, max_mb: f
     """Read and analyse one uploaded file. Never raises for a bad file: the result carries the
     error as one sentence, so one bad upload does not hide the others and no traceback reaches
     the page. Unexpected failures are logged with their traceback on the server only."""
-    from ferkit.inference.images import load_image
+    from ferkit.images import load_image
 
     start = time.perf_counter()
     if not data:

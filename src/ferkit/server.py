@@ -52,8 +52,8 @@ class ApiError(Exception):
 
 def create_app(settings: ServeSettings | None = None):
     """The FastAPI application, with its model loaded (once, here)."""
+    from ferkit.images import load_image
     from ferkit.inference import Predictor
-    from ferkit.inference.images import load_image
 
     settings = settings or ServeSettings()
     predictor = Predictor(model=settings.model, detector=settings.detector)

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ferkit.emotions import SPLITS, VOTE_COLUMNS
-from ferkit.errors import DataError
+from ferkit.errors import DataError, ImageError
+from ferkit.images import luma, open_image, rgb_from_pil
 from ferkit.settings import FACE_SIDE
 
 log = logging.getLogger(__name__)
@@ -130,27 +130,20 @@ def _parse_votes(
     return votes
 
 
-def _to_gray_uint8(img: Image.Image) -> tuple[np.ndarray, str | None]:
-    """8-bit grayscale pixels and, if a conversion happened, what it was."""
-    if img.mode == "L":
-        return np.asarray(img, dtype=np.uint8), None
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        wide = np.asarray(img, dtype=np.int64)
-        peak = 65535 if wide.max(initial=0) > 255 else 255
-        return (wide * 255 // peak).clip(0, 255).astype(np.uint8), f"converted {img.mode} to 8-bit"
-    return np.asarray(img.convert("L"), dtype=np.uint8), f"converted {img.mode} to grayscale"
-
-
 def read_face_image(path: Path) -> tuple[np.ndarray, str | None]:
-    """Decode one 48x48 face; DataError (naming the file) if it is unreadable or not 48x48."""
+    """Decode one 48x48 face (ferkit.images.open_image) -> (8-bit gray pixels, the conversion if one
+    happened); DataError naming the file if it is missing, unreadable or not 48x48."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            pixels, conversion = _to_gray_uint8(img)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from None
+        with open_image(path) as img:
+            mode = img.mode
+            if mode == "L":
+                pixels, conversion = np.asarray(img, dtype=np.uint8), None
+            else:
+                pixels = luma(rgb_from_pil(img, str(path)))
+                wide = mode.startswith("I") or mode == "F"
+                conversion = f"converted {mode} to 8-bit" if wide else f"converted {mode} to grayscale"
+    except ImageError as exc:
+        raise DataError(str(exc)) from None
     if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE):
         h, w = pixels.shape[:2]
         raise DataError(f"{path}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")

@@ -25,7 +25,7 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, DataError, FerkitError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.pipeline import Evaluation
-from ferkit.inference.images import IMAGE_EXTENSIONS
+from ferkit.images import IMAGE_EXTENSIONS
 from ferkit.priors import ClassPrior, PriorSpec
 
 LABELS_FILE = "labels.csv"

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from PIL import Image, UnidentifiedImageError
 
 from ferkit.data import LabeledSplit
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import DataError
+from ferkit.errors import DataError, ImageError
 from ferkit.evaluation.plots import Cell, new_figure, plot_mosaic, save
 from ferkit.evaluation.predict import predict_proba
 from ferkit.explain.gradcam import gradcam, overlay
+from ferkit.images import load_image, to_face
 from ferkit.models import INPUT_SIZE, FerModel
 from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec
@@ -50,38 +49,21 @@ class _Face:
     box: Box | None = None
 
 
-@contextmanager
-def _open_image(path: Path) -> Iterator[Image.Image]:
-    """PIL's lazy open (header only until pixels are asked for), with file errors named."""
-    if not path.is_file():
-        raise DataError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            yield image
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
-
-
 def load_face(path: str | Path) -> tuple[np.ndarray, bool]:
-    """A face image file -> (48x48 uint8 grayscale, whether it had to be resized whole)."""
-    with _open_image(Path(path)) as image:
-        gray = image.convert("L")
-    resized = gray.size != (INPUT_SIZE, INPUT_SIZE)
-    if resized:
-        gray = gray.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
-    return np.asarray(gray, dtype=np.uint8), resized
-
-
-def _is_face_crop(path: Path) -> bool:
-    with _open_image(path) as image:  # the header only
-        return image.size == (INPUT_SIZE, INPUT_SIZE)
+    """A face image file -> (48x48 uint8 grayscale, whether it had to be resized whole), the way
+    `ferkit predict` reads a face crop (ferkit.images.load_image, then to_face)."""
+    try:
+        rgb = load_image(path)
+    except ImageError as exc:
+        raise DataError(str(exc)) from None
+    return to_face(rgb), rgb.shape[:2] != (INPUT_SIZE, INPUT_SIZE)
 
 
 def _faces_of(path: Path, find_faces: FaceFinder | None) -> list[_Face]:
     """A 48x48 file is one face crop; a larger photo gives its detected faces (or, with no
     finder, itself resized whole)."""
-    if find_faces is None or _is_face_crop(path):
-        face, resized = load_face(path)
+    face, resized = load_face(path)
+    if find_faces is None or not resized:
         return [_Face(path, face, path.stem, resized)]
     found = find_faces(path)
     if len(found) == 1:

@@ -1,11 +1,12 @@
-"""Input images for detection and alignment: one converter, so every caller accepts the same inputs."""
+"""The detectors' input contract: uint8 images only (a detector given floats is a caller's mistake
+worth naming), converted by ferkit.images like every other image."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from ferkit.errors import FaceDetectorError
+from ferkit.errors import FaceDetectorError, ImageError
+from ferkit.images import luma, rgb_array
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -20,22 +21,15 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
             f"expected a uint8 image (0..255), got dtype {array.dtype}; "
             "convert first, e.g. (img * 255).clip(0, 255).astype(np.uint8) for floats in 0..1"
         )
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim == 2:
-        array = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_GRAY2RGB)
-    elif array.ndim == 3 and array.shape[2] in (3, 4):
-        array = array[:, :, :3]
-    else:
-        raise FaceDetectorError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise FaceDetectorError(f"the image is empty (shape {array.shape})")
-    return np.ascontiguousarray(array)
+    try:
+        return rgb_array(array, label="the image")
+    except ImageError as exc:
+        raise FaceDetectorError(str(exc)) from None
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
-    """Return `image` as HxW uint8 gray (ITU-R 601 luma, as PIL's 'L' that made FERPlus)."""
+    """Return `image` as HxW uint8 gray (ferkit.images.luma)."""
     array = np.asarray(image)
     if array.ndim == 2 and array.dtype == np.uint8 and array.size:
         return array
-    return cv2.cvtColor(to_rgb(array), cv2.COLOR_RGB2GRAY)
+    return luma(to_rgb(array))

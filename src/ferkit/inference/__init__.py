@@ -4,8 +4,8 @@
 door every image comes in through; `export_onnx` writes a standalone, parity-checked .onnx.
 """
 
+from ferkit.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
 from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, resolve_model
-from ferkit.inference.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
 from ferkit.inference.predictor import Face, ImageResult, Predictor, crop_face, prepare_faces
 from ferkit.inference.video import VideoRow
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError, ImageError
+from ferkit.images import Color, ImageSource, describe, load_image, to_face
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.bundled import ModelSource, resolve_model
-from ferkit.inference.images import Color, ImageSource, describe, load_image
 from ferkit.inference.scores import EmotionScores
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, VideoRow, iter_video
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     import torch
 
 
-FACE_SIZE = FACE_SIDE
 BATCH_SIZE = 256
 # `iter_predict_many` hands results out at least every this many images, so a caller that writes
 # as it goes (ferkit predict) keeps its work when stopped; detection costs far more than the
@@ -111,24 +110,6 @@ class ImageResult:
 
 # ---- face crops -> classifier input ---------------------------------------------------------
 
-def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
-    """One crop of any size, gray or colour (RGB unless color="bgr"), -> uint8 (48, 48) gray.
-
-    Colour goes to gray with the ITU-R 601 luma weights (as PIL's "L" and OpenCV do); shrinking
-    uses area averaging (no aliasing), enlarging bilinear interpolation."""
-    import cv2
-
-    if crop.size == 0:
-        raise ImageError(f"the crop has no pixels (shape {crop.shape})")
-    rgb = load_image(crop, color=color) if crop.ndim == 3 or crop.dtype != np.uint8 else None
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb is not None else crop
-    if gray.shape == (FACE_SIZE, FACE_SIZE):
-        return np.ascontiguousarray(gray)
-    shrink = gray.shape[0] >= FACE_SIZE and gray.shape[1] >= FACE_SIZE
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(gray, (FACE_SIZE, FACE_SIZE), interpolation=interpolation)
-
-
 def prepare_faces(faces: np.ndarray | Sequence[Any] | str | Path | bytes, color: Color = "rgb") -> np.ndarray:
     """Faces in any of the accepted forms -> uint8 (N, 48, 48), C-contiguous.
 
@@ -144,16 +125,16 @@ def prepare_faces(faces: np.ndarray | Sequence[Any] | str | Path | bytes, color:
             faces = faces[:, 0]
         if faces.size == 0 and faces.ndim >= 2 and (faces.shape[-1] == 0 or faces.shape[-2] == 0):
             raise ImageError(f"faces: the crops have no pixels (shape {faces.shape})")
-        if faces.ndim == 3 and faces.shape[1:] == (FACE_SIZE, FACE_SIZE) and faces.dtype == np.uint8:
+        if faces.ndim == 3 and faces.shape[1:] == (FACE_SIDE, FACE_SIDE) and faces.dtype == np.uint8:
             return np.ascontiguousarray(faces)
         if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4)
-                               and faces.shape[1:] != (FACE_SIZE, FACE_SIZE)):
+                               and faces.shape[1:] != (FACE_SIDE, FACE_SIDE)):
             return to_face(faces, color)[None]
         if faces.ndim in (3, 4):
             faces = list(faces)
         else:
             raise ImageError(f"faces: expected (N, 48, 48) uint8 or a list of crops, got shape {faces.shape}")
-    out = np.zeros((len(faces), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+    out = np.zeros((len(faces), FACE_SIDE, FACE_SIDE), dtype=np.uint8)
     for i, item in enumerate(faces):
         arr = item if isinstance(item, np.ndarray) else load_image(item)
         try:
@@ -359,10 +340,10 @@ class Predictor:
     def align(self, rgb: np.ndarray, detections: Sequence[DetectionLike]) -> np.ndarray:
         """The (N, 48, 48) uint8 classifier inputs of `detections` in an RGB image."""
         align = self._aligner()
-        crops = np.zeros((len(detections), FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+        crops = np.zeros((len(detections), FACE_SIDE, FACE_SIDE), dtype=np.uint8)
         for i, d in enumerate(detections):
             crop = np.asarray(align(rgb, d))
-            ready = crop.shape == (FACE_SIZE, FACE_SIZE) and crop.dtype == np.uint8
+            ready = crop.shape == (FACE_SIDE, FACE_SIDE) and crop.dtype == np.uint8
             crops[i] = crop if ready else to_face(crop)
         return crops
 
@@ -437,10 +418,10 @@ class Predictor:
                 raise
             except FerkitError as exc:
                 result.error = str(exc)
-                detections, crops = [], np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+                detections, crops = [], np.zeros((0, FACE_SIDE, FACE_SIDE), dtype=np.uint8)
             except Exception as exc:  # a detector/decoder bug on one file must not stop the rest
                 result.error = f"{result.source}: {type(exc).__name__}: {exc}"
-                detections, crops = [], np.zeros((0, FACE_SIZE, FACE_SIZE), dtype=np.uint8)
+                detections, crops = [], np.zeros((0, FACE_SIDE, FACE_SIDE), dtype=np.uint8)
             pending.append((result, detections, crops))
             queued += len(crops)
             if queued >= self.batch_size or len(pending) >= STREAM_EVERY:

@@ -114,8 +114,8 @@ def write_annotated(file: Path, result: ImageResult, target: Path) -> None:
     """Re-read `file`, draw its faces, save to `target` (the format its suffix names)."""
     from PIL import Image
 
+    from ferkit.images import load_image
     from ferkit.inference.annotate import draw_faces
-    from ferkit.inference.images import load_image
 
     image = draw_faces(load_image(file), result.faces)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
-"""Load any image a user hands us into one form: an RGB uint8 array (H, W, 3).
+"""The one image loader: any image a user hands us -> an RGB uint8 array (H, W, 3).
 
-Every input goes through `load_image`, so the Predictor sees one pixel format whatever came in
-(a path, bytes, an open file, a numpy array or a PIL image). Bad files raise `ImageError`
-naming the file and what is wrong, never a decoder traceback:
+Every image file is opened by `open_image` (the checks below, errors named) and every array goes
+through `rgb_array`; `load_image` is the door for photos and faces (a path, bytes, an open file, a
+numpy array or a PIL image), and the FERPlus reader opens its PNGs with `open_image` too. So the
+Predictor, the dataset, Grad-CAM and the detectors see one pixel format whatever came in. Bad files
+raise `ImageError` naming the file and what is wrong, never a decoder traceback:
 
 - empty (0 bytes), not an image / unsupported format, corrupt or truncated data;
 - larger than `MAX_PIXELS` (checked from the header, BEFORE any pixel is decoded, so a
@@ -19,15 +21,18 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Literal
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferkit import settings
 from ferkit.errors import ArgumentError, ImageError
+from ferkit.settings import FACE_SIDE
 
 # 64 megapixels: above every common camera's default output (12-50 MP), 192 MB as RGB.
 # PIL's own bomb check (warning at 89 MP, error at 179 MP) is a second line behind this one.
@@ -72,14 +77,33 @@ def load_image(source: ImageSource, color: Color = "rgb", max_pixels: int | None
     if color not in ("rgb", "bgr"):
         raise ArgumentError(f"color must be 'rgb' or 'bgr', got {color!r}")
     if isinstance(source, np.ndarray):
-        return _from_array(source, color, label)
+        return rgb_array(source, color, label)
     if color != "rgb":
         raise ArgumentError("color='bgr' applies to numpy arrays only "
                             "(files and PIL images know their order)")
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels, label)
-        return _to_rgb(_upright(source), label)
-    return _decode(_open_bytes(source, label), max_pixels, label)
+        return rgb_from_pil(_upright(source), label)
+    with open_image(source, max_pixels, label) as img:
+        return rgb_from_pil(img, label)
+
+
+@contextmanager
+def open_image(source: str | Path | bytes | bytearray | memoryview | IO[bytes], max_pixels: int | None = None,
+               name: str | None = None) -> Iterator[Image.Image]:
+    """An encoded image -> its decoded PIL image, upright (EXIF orientation applied), in its own mode.
+
+    Every check of the module happens here, in this order: there are bytes, the header is an image,
+    the size is within `max_pixels` (before decoding), the pixels decode."""
+    label = name or describe(source)
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    # ferkit refuses large images itself, with a sentence (_check_size): PIL's warning about them,
+    # printed before that refusal, would only be noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = _decode(_open_bytes(source, label), max_pixels, label)
+    with img:
+        yield _upright(img)
 
 
 def _open_bytes(source: str | Path | bytes | bytearray | memoryview | IO[bytes], label: str) -> IO[bytes]:
@@ -87,7 +111,7 @@ def _open_bytes(source: str | Path | bytes | bytearray | memoryview | IO[bytes],
     if isinstance(source, str | Path):
         path = Path(source).expanduser()
         if not path.exists():
-            raise ImageError(f"{label}: file not found")
+            raise ImageError(f"{label}: image file not found")
         if path.is_dir():
             raise ImageError(f"{label}: is a folder, not an image file")
         try:
@@ -118,34 +142,31 @@ def _check_size(size: tuple[int, int], max_pixels: int, label: str) -> None:
                          "decoding (resize it first)")
 
 
-def _decode(stream: IO[bytes], max_pixels: int, label: str) -> np.ndarray:
-    # ferkit refuses large images itself, with a sentence (_check_size): PIL's warning about them,
-    # printed before that refusal, would only be noise
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return _decode_quietly(stream, max_pixels, label)
-
-
-def _decode_quietly(stream: IO[bytes], max_pixels: int, label: str) -> np.ndarray:
+def _decode(stream: IO[bytes], max_pixels: int, label: str) -> Image.Image:
     try:
         img = Image.open(stream)  # lazy: reads the header only
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{label}: refused before decoding, possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image, or a format ferkit cannot read (supported: JPEG, PNG, "
-                         "BMP, GIF, TIFF, WebP, AVIF, PNM)") from None
+        raise ImageError(f"{label}: cannot decode image: not an image, or a format ferkit cannot read "
+                         "(supported: JPEG, PNG, BMP, GIF, TIFF, WebP, AVIF, PNM)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{label}: corrupt image header ({exc})") from None
-    with img:
+        raise ImageError(f"{label}: cannot decode image: corrupt header ({exc})") from None
+    try:
         _check_size(img.size, max_pixels, label)
-        try:
-            img.load()
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{label}: refused, possible decompression bomb ({exc})") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-            raise ImageError(f"{label}: {reason} {img.format or 'image'} file ({exc})") from None
-        return _to_rgb(_upright(img), label)
+        img.load()
+    except Image.DecompressionBombError as exc:
+        img.close()
+        raise ImageError(f"{label}: refused, possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        img.close()
+        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        kind = img.format or "image"
+        raise ImageError(f"{label}: cannot decode image: {reason} {kind} file ({exc})") from None
+    except ImageError:
+        img.close()
+        raise
+    return img
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -156,7 +177,8 @@ def _upright(img: Image.Image) -> Image.Image:
         return img
 
 
-def _to_rgb(img: Image.Image, label: str) -> np.ndarray:
+def rgb_from_pil(img: Image.Image, label: str = "<PIL image>") -> np.ndarray:
+    """A PIL image in any mode -> RGB uint8 (H, W, 3); transparency is composited onto white."""
     mode = img.mode
     try:
         if mode == "RGB":
@@ -172,6 +194,27 @@ def _to_rgb(img: Image.Image, label: str) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise ImageError(f"{label}: cannot convert {mode} image to RGB ({exc})") from None
     return np.ascontiguousarray(rgb)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> gray uint8 (H, W) with the ITU-R 601 weights (PIL's "L", which made
+    FERPlus, and OpenCV's RGB2GRAY): the one colour-to-gray rule of ferkit."""
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
+    """One crop of any size, gray or colour (RGB unless color="bgr"), -> uint8 (48, 48) gray.
+
+    Colour goes to gray with the ITU-R 601 luma weights (as PIL's "L" and OpenCV do); shrinking
+    uses area averaging (no aliasing), enlarging bilinear interpolation."""
+    if crop.size == 0:
+        raise ImageError(f"the crop has no pixels (shape {crop.shape})")
+    gray = luma(load_image(crop, color=color)) if crop.ndim == 3 or crop.dtype != np.uint8 else crop
+    if gray.shape == (FACE_SIDE, FACE_SIDE):
+        return np.ascontiguousarray(gray)
+    shrink = gray.shape[0] >= FACE_SIDE and gray.shape[1] >= FACE_SIDE
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(gray, (FACE_SIDE, FACE_SIDE), interpolation=interpolation)
 
 
 def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -192,14 +235,17 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def _from_array(array: np.ndarray, color: Color, label: str) -> np.ndarray:
+def rgb_array(array: np.ndarray, color: Color = "rgb", label: str = "<array>") -> np.ndarray:
+    """A pixel array -> RGB uint8 (H, W, 3), C-contiguous. (H, W) gray is repeated, (H, W, 4) loses
+    its alpha (an array has no background to composite on), colour is RGB unless `color="bgr"`;
+    uint16 is scaled to 8 bits and floats are read as 0..1."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageError(f"{label}: expected an (H, W) gray, (H, W, 3) colour or (H, W, 4) colour+alpha "
                          f"array, got shape {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ImageError(f"{label}: image has no pixels (shape {array.shape})")
+        raise ImageError(f"{label}: image is empty, no pixels (shape {array.shape})")
     if array.dtype == bool or array.dtype.kind not in "uif":
         raise ImageError(f"{label}: expected uint8 pixels, got dtype {array.dtype}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
