@@ -1,16 +1,13 @@
-"""The models shipped as package data, and the `ferkit bundle` step that ships them."""
+"""The models shipped as package data: found by name, carrying their Test metrics, reproducing them."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import REAL_FERPLUS, needs_ferplus, tiny_train_config, write_random_model
+from conftest import REAL_FERPLUS, needs_ferplus
 
 from ferkit.data import label_split, load_ferplus
-from ferkit.errors import ModelFileError
 from ferkit.inference import bundled
 from ferkit.models import load_model
 
@@ -51,93 +48,3 @@ def test_predictor_reproduces_the_shipped_test_accuracy(name):
     if default_path.backend.kind == "onnx":
         onnx_correct = int((default_path.predict_faces(test.images).argmax(1) == test.labels).sum())
         assert onnx_correct == metrics["onnx"]["test"]["correct"]
-
-
-def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeypatch):
-    from ferkit.evaluation.model_card import model_card
-    from ferkit.training.run import train
-
-    command = "ferkit train --config configs/tiny.yaml --set threads=1"
-    run = train(tiny_train_config(learnable_root, tmp_path / "runs", "tiny", epochs=1), command=command)
-    with pytest.raises(ModelFileError, match="ferkit evaluate"):
-        bundled.bundle_run(run, "tiny")
-    (run / "eval-test").mkdir()
-    (run / "eval-test" / "metrics.json").write_text(json.dumps(
-        {"split": "test", "protocol": "majority", "accuracy": 0.5, "calibration": {}}))
-    monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path / "weights")
-    target = bundled.bundle_run(run, "tiny", provisional=True)
-    metrics = json.loads((target / "metrics.json").read_text())
-    assert metrics["accuracy"] == 0.5 and metrics["provisional"] is True
-    assert metrics["training"]["epochs_trained"] == 1 and "calibration" not in metrics
-    assert metrics["evaluate_command"] == "ferkit evaluate tiny --split test --protocol majority"
-    assert metrics["training"]["commands"] == [command]
-    card = model_card(target, "tiny")
-    assert f"```\n{command}\nferkit evaluate runs/tiny --split test" in card
-    assert "ferkit bundle runs/tiny --name tiny --provisional\n" in card  # reproduces the flag too
-    a, b = load_model(run), load_model(target)
-    x = np.zeros((1, 1, 48, 48), np.float32)
-    import torch
-
-    torch.testing.assert_close(a(torch.from_numpy(x)), b(torch.from_numpy(x)))
-
-
-def test_card_prints_every_bundled_model_default_first(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from ferkit.cli import app
-
-    for name, accuracy in (("deep_cnn", 0.81), ("default", 0.86)):
-        write_random_model(tmp_path / name, metrics={"split": "test", "protocol": "majority",
-                                                     "accuracy": accuracy, "images": 3137})
-    monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path)
-    result = CliRunner().invoke(app, ["card"])
-    assert result.exit_code == 0, result.output
-    first, second = result.output.split("\n---\n")
-    assert first.startswith("# Model card: ferkit `default`") and "**Accuracy 86.0%**" in first
-    assert "# Model card: ferkit `deep_cnn`" in second and "**Accuracy 81.0%**" in second
-    result = CliRunner().invoke(app, ["card", "nope"])
-    assert result.exit_code == 1 and "no bundled model 'nope'; bundled: default, deep_cnn" in result.output
-
-
-def test_bundled_ensemble_reports_each_member_run_and_the_totals(tmp_path, monkeypatch):
-    from ferkit.evaluation.model_card import model_card
-    from ferkit.models.ensemble import save_ensemble
-    from ferkit.models.io import append_command
-
-    monkeypatch.chdir(tmp_path)  # member runs are recorded as given, relative to here
-    for seed, seconds in ((0, [60, 60]), (1, [30, 30, 30])):
-        run = write_random_model(Path(f"runs/m{seed}"), seed=seed)
-        (run / "history.json").write_text(json.dumps([{"epoch": i + 1, "seconds": s}
-                                                      for i, s in enumerate(seconds)]))
-        (run / "config.yaml").write_text(f"optimizer: sgd\nseed: {seed}\n")
-        append_command(run, f"ferkit train --config configs/resnet.yaml --set seed={seed}")
-    ensemble = save_ensemble([Path("runs/m0"), Path("runs/m1")], Path("runs/ens"),
-                             command="ferkit ensemble runs/m0 runs/m1 --out runs/ens")
-    (ensemble / "eval-test").mkdir()
-    (ensemble / "eval-test" / "metrics.json").write_text(json.dumps(
-        {"split": "test", "protocol": "majority", "accuracy": 0.9}))
-    monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path / "weights")
-    training = json.loads((bundled.bundle_run(ensemble, "default") / "metrics.json").read_text())["training"]
-    assert [m["run"] for m in training["members"]] == ["m0", "m1"]
-    assert training["epochs_trained"] == 5 and training["train_seconds"] == 210
-    assert training["longest_member_seconds"] == 120
-    assert training["commands"] == ["ferkit train --config configs/resnet.yaml --set seed=0",
-                                    "ferkit train --config configs/resnet.yaml --set seed=1",
-                                    "ferkit ensemble runs/m0 runs/m1 --out runs/ens"]
-    card = model_card(tmp_path / "weights" / "default", "default")
-    assert "An ensemble of 2 independently trained runs" in card and "run `m1`: `baseline`" in card
-    import shutil
-
-    shutil.rmtree("runs/m1")
-    with pytest.raises(ModelFileError, match="ensemble member runs not found: runs/m1"):
-        bundled.bundle_run(ensemble, "default")
-
-
-def test_a_bundled_models_training_record_is_reported_when_it_is_reused(tmp_path):
-    """Members written out of a bundled ensemble have no history, only the record the bundle kept."""
-    record = {"run": "old-m0", "epochs_trained": 38, "train_seconds": 6840.0, "commands": ["ferkit train"]}
-    member = write_random_model(tmp_path / "old-m0")
-    (member / "metrics.json").write_text(json.dumps({"training": record}))
-    assert bundled.training_info(member) == record
-    (member / "history.json").write_text(json.dumps([{"epoch": 1, "seconds": 5}]))  # a run of its own
-    assert bundled.training_info(member)["epochs_trained"] == 1

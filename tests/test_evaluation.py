@@ -197,7 +197,7 @@ def test_cli_errors_are_one_readable_line(tiny_runs, tmp_path):
 
 
 def test_model_card_says_where_the_plateau_schedule_cut_and_why_the_run_stopped():
-    from ferkit.evaluation.model_card import _recipe
+    from ferkit.release.model_card import _recipe
 
     history = [{"epoch": e, "lr": 0.001 if e <= 6 else 0.0002, "val_loss": 1.0 / e if e <= 5 else 0.3}
                for e in range(1, 14)]

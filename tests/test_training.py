@@ -191,9 +191,9 @@ def test_distillation_trains_on_the_teachers_predictions(learnable_root, tiny_ru
     import numpy as np
 
     from ferkit.data import label_split, load_ferplus
-    from ferkit.evaluation.model_card import _recipe
     from ferkit.evaluation.predict import predict_proba
-    from ferkit.inference.bundled import training_info
+    from ferkit.release.bundle import training_info
+    from ferkit.release.model_card import _recipe
 
     teacher = tiny_runs[0]
     run = train(tiny_train_config(learnable_root, tmp_path, "student", teacher=str(teacher),

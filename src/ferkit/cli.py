@@ -671,7 +671,8 @@ def export_command(
 ) -> None:
     """Export to a standalone ONNX file (dynamic batch, model.json in its metadata), checked against
     PyTorch (max |difference| <= 1e-4)."""
-    from ferkit.inference.export import export_folder, export_onnx
+    from ferkit.inference.export import export_onnx
+    from ferkit.release.bundle import export_folder
 
     root = data if data is not None else default_data_root()
     if data is None and not root.exists():
@@ -721,8 +722,7 @@ def bundle_command(
 ) -> None:
     """Ship a trained run as package data (src/ferkit/weights/NAME/) with its ONNX exports, for
     maintainers."""
-    from ferkit.inference.bundled import bundle_run
-    from ferkit.inference.export import export_folder
+    from ferkit.release.bundle import bundle_run, export_folder
 
     target = bundle_run(run, name, evaluation, provisional)
     console.print(f"[green]bundled {run} as {name!r} in {target}")
@@ -744,8 +744,8 @@ def _print_onnx_record(record: dict) -> None:
 def card_command(names: Annotated[list[str] | None, typer.Argument(
         help="Bundled model names (default: all, `default` first).")] = None) -> None:
     """Print the model cards (Markdown) of bundled models, built from their metrics.json."""
-    from ferkit.evaluation.model_card import model_card
     from ferkit.inference.bundled import list_bundled, weights_root
+    from ferkit.release.model_card import model_card
 
     bundled = list_bundled()
     for name in names or []:

@@ -1,7 +1,7 @@
 """The two ways a Predictor runs its classifier: PyTorch (a model folder) or ONNX Runtime (.onnx).
 
 A model folder may also hold its own ONNX export (bundled models do: model.int8.onnx where int8
-keeps FERPlus Valid accuracy, else model.onnx; see `ferkit.inference.export.export_folder`).
+keeps FERPlus Valid accuracy, else model.onnx; see `ferkit.release.bundle.export_folder`).
 Those run with ONNX Runtime by default, about 10x faster than PyTorch at batch 1; the folder's
 PyTorch weights are loaded only when something needs gradients (Grad-CAM).
 

@@ -18,7 +18,7 @@ from ferkit.errors import ModelFileError
 DEFAULT_MODEL = "default"
 METRICS_FILE = "metrics.json"
 # A model folder's own ONNX export (written by `ferkit bundle`): int8 where it keeps
-# FERPlus Valid accuracy (ferkit.inference.export.INT8_MAX_DROP), else fp32.
+# FERPlus Valid accuracy (ferkit.release.bundle.INT8_MAX_DROP), else fp32.
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 
@@ -95,95 +95,3 @@ def read_json_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelFileError(f"{path}: expected a JSON object")
     return data
-
-
-def training_info(run: Path) -> dict[str, Any]:
-    """How a run folder was trained, for metrics.json: epochs, seconds, Valid metrics, config and the
-    CLI lines that made it. An ensemble folder (model.json `member_runs`) reports each member and the
-    totals; its members train independently, so their wall time is the longest member's when they
-    run side by side and the sum when they run one after another. A distilled run (config `teacher`)
-    reports its teacher too, and the commands that made the teacher come first. A folder without
-    history.json whose metrics.json has a `training` record (a bundled model) reports that record."""
-    import yaml
-
-    from ferkit.models.io import read_commands
-
-    recorded = read_json_file(run / METRICS_FILE).get("training")
-    if recorded and not (run / "history.json").is_file():
-        # a bundled model, or a member written out of a bundled ensemble, carries its own record
-        return recorded
-    model_json = read_json_file(run / "model.json")
-    members = model_json.get("member_runs")
-    if members:
-        missing = [m for m in members if not (Path(m) / "model.json").is_file()]
-        if missing:
-            raise ModelFileError(f"{run}: ensemble member runs not found: {', '.join(missing)} "
-                                 "(paths are relative to where `ferkit ensemble` ran)")
-        infos = [training_info(Path(member)) for member in members]
-        return {
-            "run": run.name,
-            "members": infos,
-            "epochs_trained": sum(info["epochs_trained"] for info in infos),
-            "train_seconds": round(sum(info["train_seconds"] for info in infos), 1),
-            "longest_member_seconds": max(info["train_seconds"] for info in infos),
-            "config": infos[0]["config"],
-            "commands": [c for info in infos for c in info["commands"]] + read_commands(run),
-        }
-    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    info = {
-        "run": run.name,
-        "epochs_trained": len(history),
-        "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
-        "best_epoch": model_json.get("metrics", {}).get("best_epoch"),
-        "valid": {k: model_json.get("metrics", {}).get(k) for k in ("val_acc", "val_loss", "val_protocol")},
-        "config": config,
-        # the exact CLI lines that made the run (train, then any --resume), from commands.txt
-        "commands": read_commands(run),
-        # per epoch: losses, accuracies, learning rate (shows the plateau schedule and early stop)
-        "history": history,
-    }
-    teacher = (config or {}).get("teacher")
-    if teacher:
-        # a distilled model's cost includes its teacher's training
-        folder = Path(teacher)
-        teacher_info = training_info(folder) if (folder / "model.json").is_file() else {"run": teacher}
-        info["teacher"] = teacher_info
-        info["train_seconds_with_teacher"] = round(info["train_seconds"]
-                                                   + teacher_info.get("train_seconds", 0), 1)
-        info["commands"] = teacher_info.get("commands", []) + info["commands"]
-    return info
-
-
-def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
-               provisional: bool = False) -> Path:
-    """Copy a trained run into the package as `ferkit/weights/<name>/`: model.safetensors,
-    model.json, metrics.json (the run's Test evaluation + how it was trained) and the confusion
-    matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json."""
-    import shutil
-
-    from ferkit.models.io import weights_sha256
-
-    run = Path(run)
-    evaluation = Path(evaluation) if evaluation else run / "eval-test"
-    for needed in (run / "model.json", run / "model.safetensors", evaluation / "metrics.json"):
-        if not needed.is_file():
-            hint = f" (run `ferkit evaluate {run}` first)" if needed.name == "metrics.json" else ""
-            raise ModelFileError(f"{needed}: not found{hint}")
-    target = weights_root() / name
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "model.safetensors", target / "model.safetensors")
-    config = json.loads((run / "model.json").read_text())
-    config["weights_sha256"] = weights_sha256(target)  # load_model checks it: a damaged install says so
-    (target / "model.json").write_text(json.dumps(config, indent=2) + "\n")
-    if (evaluation / "confusion_matrix.png").is_file():
-        shutil.copyfile(evaluation / "confusion_matrix.png", target / "confusion_matrix.png")
-    metrics = json.loads((evaluation / "metrics.json").read_text())
-    for bulky in ("calibration", "run", "data"):
-        metrics.pop(bulky, None)
-    metrics["provisional"] = provisional
-    metrics["evaluate_command"] = (f"ferkit evaluate {name} --split {metrics.get('split', 'test')} "
-                                   f"--protocol {metrics.get('protocol', 'majority')}")
-    metrics["training"] = training_info(run)
-    (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    return target

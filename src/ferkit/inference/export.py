@@ -40,7 +40,7 @@ from ferkit.inference.backends import (
     META_VERSION,
     OnnxBackend,
 )
-from ferkit.inference.bundled import METRICS_FILE, ONNX_FP32, ONNX_INT8, read_json_file, resolve_model
+from ferkit.inference.bundled import METRICS_FILE, read_json_file, resolve_model
 
 DEFAULT_OPSET = 17
 PARITY_ATOL = 1e-4
@@ -49,10 +49,6 @@ CALIBRATION_FACES = 512
 # top-1 agreement with fp32 at 0.996 of FERPlus Valid (all Conv/MatMul/Gemm quantised: 0.993), at
 # a negligible cost in speed (a 1-channel stem and the classifier layer are a tiny share of the work).
 QUANTIZED_OPS = ["Conv"]
-# A model folder ships its int8 export only if int8 loses at most this much FERPlus Valid accuracy
-# and gives fp32's top label on at least this share of Valid faces (the parity the tests hold).
-INT8_MAX_DROP = 0.003
-INT8_MIN_AGREEMENT = 0.995
 
 
 @dataclass
@@ -263,59 +259,3 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
         elif measure_accuracy:
             report.notes.append(f"accuracy change not measured: {why_not or 'no FERPlus Valid faces'}")
     return report
-
-
-def _test_accuracy(path: Path, folder: Path, data_root: str | Path) -> dict[str, Any]:
-    """FERPlus Test (majority) accuracy of the export a Predictor runs by default: the figure a user
-    of the default path gets, beside metrics.json's PyTorch one."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    from ferkit.data import label_split, load_ferplus
-
-    test = label_split(load_ferplus(data_root, splits=("test",))["test"], "majority")
-    predicted = OnnxBackend(path, folder=folder).probabilities(test.images, None, 256).argmax(1)
-    return {"split": "test", "protocol": "majority", "faces": len(test),
-            "correct": int((predicted == test.labels).sum()),
-            "accuracy": float((predicted == test.labels).mean()),
-            "balanced_accuracy": float(balanced_accuracy_score(test.labels, predicted))}
-
-
-def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
-    """Write a model folder's own ONNX export next to its weights, for the Predictor's default path:
-    model.int8.onnx when int8 loses at most INT8_MAX_DROP of FERPlus Valid accuracy and agrees with
-    fp32's top label on INT8_MIN_AGREEMENT of its faces, else model.onnx
-    (fp32, parity-checked); the other file is removed. Only one is shipped: with both, the bundled
-    models would exceed PyPI's 100 MB per wheel, and the fp32 reference is the PyTorch weights
-    (`ferkit export NAME --onnx FILE` writes the fp32 export in seconds). The outcome is recorded in
-    the folder's metrics.json under "onnx" and returned. Needs FERPlus (calibration, accuracy check).
-    """
-    source = resolve_model(model)
-    if source.backend != "torch":
-        raise ModelFileError(f"{model}: already an ONNX file; export needs a run folder or bundled model")
-    folder = source.path
-    if not read_json_file(folder / "model.json").get("weights_sha256"):
-        raise ModelFileError(f"{folder / 'model.json'}: no weights_sha256 (bundle the run with "
-                             "`ferkit bundle` first: the export is tied to those weights)")
-    data, why_not = _load_data(data_root)
-    if data is None:
-        raise ArgumentError(f"ONNX exports of a model folder need FERPlus: {why_not}")
-    with tempfile.TemporaryDirectory(prefix="ferkit-export-") as tmp:
-        int8 = export_onnx(folder, Path(tmp) / ONNX_INT8, int8=True, data_root=data_root,
-                           fp32_copy=Path(tmp) / ONNX_FP32)
-        accuracy = int8.accuracy or {}
-        keep = (bool(accuracy) and accuracy["change"] >= -INT8_MAX_DROP
-                and accuracy["agreement"] >= INT8_MIN_AGREEMENT)
-        shipped, dropped = (ONNX_INT8, ONNX_FP32) if keep else (ONNX_FP32, ONNX_INT8)
-        shutil.copyfile(Path(tmp) / shipped, folder / shipped)
-        (folder / dropped).unlink(missing_ok=True)
-    record = {"runs": shipped, "precision": "int8" if keep else "fp32",
-              "test": _test_accuracy(folder / shipped, folder, data_root),
-              "max_abs_diff_fp32": int8.max_abs_diff,
-              "int8_rule": (f"int8 if FERPlus Valid accuracy drops at most {INT8_MAX_DROP * 100:.1f} points "
-                            f"and top-1 agreement with fp32 is at least {INT8_MIN_AGREEMENT}"),
-              "valid": accuracy, "quantization": int8.quantization}
-    metrics_path = folder / METRICS_FILE
-    metrics = read_json_file(metrics_path)
-    metrics["onnx"] = record
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return record

@@ -1,0 +1,170 @@
+"""Ship a trained run as a bundled model: `ferkit bundle` and `ferkit export NAME --bundled`.
+
+A bundled model is a folder under ferkit/weights/ (ferkit.inference.bundled finds it): the weights
+(safetensors, sha256 in model.json), metrics.json (its Test evaluation, how it was trained, its ONNX
+record) and ONE ONNX export, the file a Predictor runs by default.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ferkit.errors import ArgumentError, ModelFileError
+from ferkit.inference import bundled
+from ferkit.inference.bundled import METRICS_FILE, ONNX_FP32, ONNX_INT8, read_json_file, resolve_model
+
+# A model folder ships its int8 export only if int8 loses at most this much FERPlus Valid accuracy
+# and gives fp32's top label on at least this share of Valid faces (the parity the tests hold).
+INT8_MAX_DROP = 0.003
+INT8_MIN_AGREEMENT = 0.995
+
+
+def training_info(run: Path) -> dict[str, Any]:
+    """How a run folder was trained, for metrics.json: epochs, seconds, Valid metrics, config and the
+    CLI lines that made it. An ensemble folder (model.json `member_runs`) reports each member and the
+    totals; its members train independently, so their wall time is the longest member's when they
+    run side by side and the sum when they run one after another. A distilled run (config `teacher`)
+    reports its teacher too, and the commands that made the teacher come first. A folder without
+    history.json whose metrics.json has a `training` record (a bundled model) reports that record."""
+    import yaml
+
+    from ferkit.models.io import read_commands
+
+    recorded = read_json_file(run / METRICS_FILE).get("training")
+    if recorded and not (run / "history.json").is_file():
+        # a bundled model, or a member written out of a bundled ensemble, carries its own record
+        return recorded
+    model_json = read_json_file(run / "model.json")
+    members = model_json.get("member_runs")
+    if members:
+        missing = [m for m in members if not (Path(m) / "model.json").is_file()]
+        if missing:
+            raise ModelFileError(f"{run}: ensemble member runs not found: {', '.join(missing)} "
+                                 "(paths are relative to where `ferkit ensemble` ran)")
+        infos = [training_info(Path(member)) for member in members]
+        return {
+            "run": run.name,
+            "members": infos,
+            "epochs_trained": sum(info["epochs_trained"] for info in infos),
+            "train_seconds": round(sum(info["train_seconds"] for info in infos), 1),
+            "longest_member_seconds": max(info["train_seconds"] for info in infos),
+            "config": infos[0]["config"],
+            "commands": [c for info in infos for c in info["commands"]] + read_commands(run),
+        }
+    history = json.loads((run / "history.json").read_text()) if (run / "history.json").is_file() else []
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    info = {
+        "run": run.name,
+        "epochs_trained": len(history),
+        "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
+        "best_epoch": model_json.get("metrics", {}).get("best_epoch"),
+        "valid": {k: model_json.get("metrics", {}).get(k) for k in ("val_acc", "val_loss", "val_protocol")},
+        "config": config,
+        # the exact CLI lines that made the run (train, then any --resume), from commands.txt
+        "commands": read_commands(run),
+        # per epoch: losses, accuracies, learning rate (shows the plateau schedule and early stop)
+        "history": history,
+    }
+    teacher = (config or {}).get("teacher")
+    if teacher:
+        # a distilled model's cost includes its teacher's training
+        folder = Path(teacher)
+        teacher_info = training_info(folder) if (folder / "model.json").is_file() else {"run": teacher}
+        info["teacher"] = teacher_info
+        info["train_seconds_with_teacher"] = round(info["train_seconds"]
+                                                   + teacher_info.get("train_seconds", 0), 1)
+        info["commands"] = teacher_info.get("commands", []) + info["commands"]
+    return info
+
+
+def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
+               provisional: bool = False) -> Path:
+    """Copy a trained run into the package as `ferkit/weights/<name>/`: model.safetensors,
+    model.json, metrics.json (the run's Test evaluation + how it was trained) and the confusion
+    matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json."""
+    from ferkit.models.io import weights_sha256
+
+    run = Path(run)
+    evaluation = Path(evaluation) if evaluation else run / "eval-test"
+    for needed in (run / "model.json", run / "model.safetensors", evaluation / "metrics.json"):
+        if not needed.is_file():
+            hint = f" (run `ferkit evaluate {run}` first)" if needed.name == "metrics.json" else ""
+            raise ModelFileError(f"{needed}: not found{hint}")
+    target = bundled.weights_root() / name  # looked up at call time: tests bundle into a tmp folder
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "model.safetensors", target / "model.safetensors")
+    config = json.loads((run / "model.json").read_text())
+    config["weights_sha256"] = weights_sha256(target)  # load_model checks it: a damaged install says so
+    (target / "model.json").write_text(json.dumps(config, indent=2) + "\n")
+    if (evaluation / "confusion_matrix.png").is_file():
+        shutil.copyfile(evaluation / "confusion_matrix.png", target / "confusion_matrix.png")
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    for bulky in ("calibration", "run", "data"):
+        metrics.pop(bulky, None)
+    metrics["provisional"] = provisional
+    metrics["evaluate_command"] = (f"ferkit evaluate {name} --split {metrics.get('split', 'test')} "
+                                   f"--protocol {metrics.get('protocol', 'majority')}")
+    metrics["training"] = training_info(run)
+    (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return target
+
+
+def _test_accuracy(path: Path, folder: Path, data_root: str | Path) -> dict[str, Any]:
+    """FERPlus Test (majority) accuracy of the export a Predictor runs by default: the figure a user
+    of the default path gets, beside metrics.json's PyTorch one."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    from ferkit.data import label_split, load_ferplus
+    from ferkit.inference.backends import OnnxBackend
+
+    test = label_split(load_ferplus(data_root, splits=("test",))["test"], "majority")
+    predicted = OnnxBackend(path, folder=folder).probabilities(test.images, None, 256).argmax(1)
+    return {"split": "test", "protocol": "majority", "faces": len(test),
+            "correct": int((predicted == test.labels).sum()),
+            "accuracy": float((predicted == test.labels).mean()),
+            "balanced_accuracy": float(balanced_accuracy_score(test.labels, predicted))}
+
+
+def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
+    """Write a model folder's own ONNX export next to its weights, for the Predictor's default path:
+    model.int8.onnx when int8 loses at most INT8_MAX_DROP of FERPlus Valid accuracy and agrees with
+    fp32's top label on INT8_MIN_AGREEMENT of its faces, else model.onnx
+    (fp32, parity-checked); the other file is removed. Only one is shipped: with both, the bundled
+    models would exceed PyPI's 100 MB per wheel, and the fp32 reference is the PyTorch weights
+    (`ferkit export NAME --onnx FILE` writes the fp32 export in seconds). The outcome is recorded in
+    the folder's metrics.json under "onnx" and returned. Needs FERPlus (calibration, accuracy check).
+    """
+    from ferkit.inference.export import export_onnx
+
+    source = resolve_model(model)
+    if source.backend != "torch":
+        raise ModelFileError(f"{model}: already an ONNX file; export needs a run folder or bundled model")
+    folder = source.path
+    if not read_json_file(folder / "model.json").get("weights_sha256"):
+        raise ModelFileError(f"{folder / 'model.json'}: no weights_sha256 (bundle the run with "
+                             "`ferkit bundle` first: the export is tied to those weights)")
+    with tempfile.TemporaryDirectory(prefix="ferkit-export-") as tmp:
+        int8 = export_onnx(folder, Path(tmp) / ONNX_INT8, int8=True, data_root=data_root,
+                           fp32_copy=Path(tmp) / ONNX_FP32)
+        accuracy = int8.accuracy
+        if not accuracy:  # no FERPlus: nothing to calibrate on or to check the rule against
+            raise ArgumentError(f"ONNX exports of a model folder need FERPlus: {'; '.join(int8.notes)}")
+        keep = accuracy["change"] >= -INT8_MAX_DROP and accuracy["agreement"] >= INT8_MIN_AGREEMENT
+        shipped, dropped = (ONNX_INT8, ONNX_FP32) if keep else (ONNX_FP32, ONNX_INT8)
+        shutil.copyfile(Path(tmp) / shipped, folder / shipped)
+        (folder / dropped).unlink(missing_ok=True)
+    record = {"runs": shipped, "precision": "int8" if keep else "fp32",
+              "test": _test_accuracy(folder / shipped, folder, data_root),
+              "max_abs_diff_fp32": int8.max_abs_diff,
+              "int8_rule": (f"int8 if FERPlus Valid accuracy drops at most {INT8_MAX_DROP * 100:.1f} points "
+                            f"and top-1 agreement with fp32 is at least {INT8_MIN_AGREEMENT}"),
+              "valid": accuracy, "quantization": int8.quantization}
+    metrics_path = folder / METRICS_FILE
+    metrics = read_json_file(metrics_path)
+    metrics["onnx"] = record
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return record
