@@ -31,7 +31,7 @@ import pandas as pd
 from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
-from ferkit.evaluation.metrics import balanced_accuracy_of
+from ferkit.evaluation.metrics import recorded_metrics
 from ferkit.inference.scores import FACE_FIELDS, face_fields
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S  # live webcam label smoothing, seconds
 
@@ -408,17 +408,7 @@ def model_report(info: dict[str, Any], model: Any) -> ModelReport:
     config = info.get("model") if isinstance(info.get("model"), dict) else info
     folder = model_folder(info)
     metrics = metrics_of(info)
-    accuracy = metrics.get("accuracy")
-    per_class = metrics.get("per_class") if isinstance(metrics.get("per_class"), dict) else {}
-    recall: dict[str, float | None] = {}
-    support: dict[str, int | None] = {}
-    for emotion in EMOTIONS:
-        entry = per_class.get(emotion) if isinstance(per_class.get(emotion), dict) else {}
-        value, count = entry.get("recall"), entry.get("support")
-        recall[emotion] = float(value) if isinstance(value, int | float) else None
-        support[emotion] = int(count) if isinstance(count, int | float) else None
-    if not any(v is not None for v in recall.values()):
-        recall = {}
+    measured = recorded_metrics(metrics)
     image = None
     if folder is not None:
         image = next((folder / n for n in ("confusion_matrix.png", "confusion.png")
@@ -427,13 +417,13 @@ def model_report(info: dict[str, Any], model: Any) -> ModelReport:
         name=str(info.get("name") or (folder.name if folder else "") or "model"),
         architecture=describe_architecture(config),
         parameters=count_parameters(model, config),
-        accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
-        recall=recall,
-        support=support if recall else {},
-        balanced_accuracy=balanced_accuracy_of(metrics) if recall else None,
-        evaluated_on=evaluated_on(metrics) if isinstance(accuracy, int | float) else "",
+        accuracy=measured.accuracy,
+        recall=measured.recall,
+        support=measured.support,
+        balanced_accuracy=measured.balanced_accuracy,
+        evaluated_on=evaluated_on(metrics) if measured.accuracy is not None else "",
         confusion_image=image,
-        split=str(metrics.get("split") or "test"),
+        split=str(measured.split or "test"),
     )
 
 

@@ -148,10 +148,10 @@ def _decode(stream: IO[bytes], max_pixels: int, label: str) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{label}: refused before decoding, possible decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: cannot decode image: not an image, or a format ferkit cannot read "
+        raise ImageError(f"{label}: not an image, or a format ferkit cannot read "
                          "(supported: JPEG, PNG, BMP, GIF, TIFF, WebP, AVIF, PNM)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{label}: cannot decode image: corrupt header ({exc})") from None
+        raise ImageError(f"{label}: corrupt image header ({exc})") from None
     try:
         _check_size(img.size, max_pixels, label)
         img.load()
@@ -162,7 +162,7 @@ def _decode(stream: IO[bytes], max_pixels: int, label: str) -> Image.Image:
         img.close()
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         kind = img.format or "image"
-        raise ImageError(f"{label}: cannot decode image: {reason} {kind} file ({exc})") from None
+        raise ImageError(f"{label}: {reason} {kind} file ({exc})") from None
     except ImageError:
         img.close()
         raise

@@ -180,21 +180,20 @@ async def _read_body(request, limit_bytes: int) -> bytes:
 
 def model_facts(predictor) -> dict[str, Any]:
     """What /v1/model answers: the model, its size and its measured accuracy (metrics.json)."""
-    from ferkit.evaluation.metrics import balanced_accuracy_of
+    from ferkit.evaluation.metrics import recorded_metrics
 
     info = predictor.model_info
-    metrics = info.get("metrics") or {}
-    per_class = metrics.get("per_class") or {}
+    measured = recorded_metrics(info.get("metrics") or {})
     return {
         "name": info["name"], "backend": info["backend"], "classes": info["classes"],
         "architecture": (info.get("model") or {}).get("architecture"), "prior": info["prior"],
-        "evaluated_on": ({k: metrics.get(k) for k in ("split", "protocol", "images", "tta")}
-                         if metrics else None),
-        "accuracy": metrics.get("accuracy"),
-        "balanced_accuracy": balanced_accuracy_of(metrics) if metrics else None,
-        "recall": {e: (per_class.get(e) or {}).get("recall") for e in EMOTIONS} if per_class else None,
-        "support": {e: (per_class.get(e) or {}).get("support") for e in EMOTIONS} if per_class else None,
-        "provisional": bool(metrics.get("provisional", False)),
+        "evaluated_on": ({"split": measured.split, "protocol": measured.protocol, "images": measured.images,
+                          "tta": measured.tta} if info.get("metrics") else None),
+        "accuracy": measured.accuracy,
+        "balanced_accuracy": measured.balanced_accuracy,
+        "recall": measured.recall or None,
+        "support": measured.support or None,
+        "provisional": measured.provisional,
     }
 
 

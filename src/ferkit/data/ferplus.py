@@ -143,7 +143,9 @@ def read_face_image(path: Path) -> tuple[np.ndarray, str | None]:
                 wide = mode.startswith("I") or mode == "F"
                 conversion = f"converted {mode} to 8-bit" if wide else f"converted {mode} to grayscale"
     except ImageError as exc:
-        raise DataError(str(exc)) from None
+        if not path.is_file():
+            raise DataError(str(exc)) from None
+        raise DataError(f"{path}: cannot decode image ({str(exc).removeprefix(f'{path}: ')})") from None
     if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE):
         h, w = pixels.shape[:2]
         raise DataError(f"{path}: image is {w}x{h}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")

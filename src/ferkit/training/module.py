@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from ferkit.models import PIXEL_MEAN, PIXEL_STD, create_model
 from ferkit.training.augment import BatchAugment
@@ -45,6 +45,22 @@ def channels_last_is_safe(model: torch.nn.Module) -> bool:
                    and m.in_channels < 16 and m.out_channels < 16 for m in model.modules())
 
 
+def ema_with_warmup(decay: float):
+    """AveragedModel's update for an EMA whose decay warms up as TensorFlow's
+    ExponentialMovingAverage(num_updates): min(decay, (1 + step) / (10 + step)). A fixed 0.999 from
+    step 0 keeps the random init in the average for thousands of steps (measured on FERPlus: Valid
+    stuck at the majority class for 5+ epochs). Integer buffers (BatchNorm's batch count) are copied."""
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        step = int(n_averaged) - 1
+        weight = 1 - min(decay, (1 + step) / (10 + step))
+        for a, c in zip(averaged, current, strict=True):
+            if a.is_floating_point():
+                a.lerp_(c, weight)
+            else:
+                a.copy_(c)
+    return update
+
+
 class FerClassifier(L.LightningModule):
     def __init__(self, config: TrainConfig, class_weights: torch.Tensor | None = None):
         super().__init__()
@@ -58,7 +74,13 @@ class FerClassifier(L.LightningModule):
                         "16 channels in and out, whose channels_last backward crashes torch on AVX-512 CPUs")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None
+        # The weight EMA is torch's AveragedModel (params and BatchNorm buffers); n_averaged starts at
+        # 1 so the first update already averages with the copy instead of overwriting it.
+        self.ema = None
+        if config.ema_decay:
+            self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(config.ema_decay),
+                                     use_buffers=True)
+            self.ema.requires_grad_(False).n_averaged.fill_(1)
 
     # -- data in: uint8 (N,1,48,48) -> normalised float, augmented in training --------------
     def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
@@ -101,19 +123,13 @@ class FerClassifier(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema_model is not None:
-            with torch.no_grad():
-                # warm-up as TensorFlow's ExponentialMovingAverage(num_updates): a fixed 0.999 from
-                # step 0 keeps the random init in the average for thousands of steps (measured on
-                # FERPlus: Valid stuck at the majority class for 5+ epochs)
-                step = self.global_step
-                d = min(self.config.ema_decay, (1 + step) / (10 + step))
-                for ema_v, v in zip(self.ema_model.state_dict().values(),
-                                    self.model.state_dict().values(), strict=True):
-                    if ema_v.is_floating_point():
-                        ema_v.mul_(d).add_(v.detach(), alpha=1 - d)
-                    else:
-                        ema_v.copy_(v)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    @property
+    def ema_model(self) -> torch.nn.Module | None:
+        """The exponential moving average of the weights (a copy of the network), if enabled."""
+        return self.ema.module if self.ema is not None else None
 
     def eval_model(self) -> torch.nn.Module:
         """The weights to validate and export: the EMA copy when enabled."""
