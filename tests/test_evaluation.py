@@ -65,6 +65,27 @@ def test_metrics_match_hand_computed_values():
         ("neutral", "happiness"), ("happiness", "surprise")}
 
 
+def test_text_report_agrees_with_metrics_json_also_when_faces_were_missed():
+    """classification_report.txt (scikit-learn's) shows metrics.json's numbers: photos with no face
+    found count as misses of their class; a class with no image (contempt here) is left out."""
+    from ferkit.evaluation.report import classification_report_text
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 7, 300)
+    proba = rng.dirichlet(np.ones(8), 300)
+    proba[np.arange(300)[:200], y_true[:200]] += 1  # right on two thirds
+    missed = np.array([3, 3, 5, 6])
+    metrics = compute_metrics(y_true, proba / proba.sum(1, keepdims=True), missed=missed)
+    text = classification_report_text(y_true, proba.argmax(1), metrics["missed_per_class"])
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+    assert "contempt" not in rows
+    for emotion in EMOTIONS[:7]:
+        c = metrics["per_class"][emotion]
+        expected = [f"{c[k]:.3f}" for k in ("precision", "recall", "f1")] + [str(c["support"])]
+        assert rows[emotion] == expected
+    assert rows["macro"][2] == f"{metrics['balanced_accuracy']:.3f}"  # "macro avg": mean recall
+
+
 def test_auc_of_classes_without_support_is_null_not_a_crash():
     m = compute_metrics(Y_TRUE, PROBA)
     auc = {e: m["per_class"][e]["auc"] for e in EMOTIONS}

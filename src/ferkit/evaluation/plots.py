@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from ferkit.emotions import EMOTIONS
 
@@ -35,7 +35,8 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def row_normalize(matrix: np.ndarray) -> np.ndarray:
-    """Each row divided by its total (the true class's support); empty rows stay 0."""
+    """Each row divided by its total (the true class's support); empty rows stay 0. (scikit-learn's
+    confusion_matrix(normalize="true") needs the labels; the comparison has only stored counts.)"""
     matrix = np.asarray(matrix, dtype=np.float64)
     totals = matrix.sum(axis=1, keepdims=True)
     return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
@@ -43,24 +44,18 @@ def row_normalize(matrix: np.ndarray) -> np.ndarray:
 
 def _matrix_panel(ax, values: np.ndarray, title: str, fmt: str, cmap: str,
                   vmin: float | None = None, vmax: float | None = None) -> None:
-    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ticks = range(len(EMOTIONS))
-    ax.set_xticks(ticks, EMOTIONS, rotation=45, ha="right")
-    ax.set_yticks(ticks, EMOTIONS)
+    """One matrix (true rows x predicted columns) with its values written in, by scikit-learn's
+    ConfusionMatrixDisplay (it picks light or dark text per cell)."""
+    display = ConfusionMatrixDisplay(np.asarray(values), display_labels=list(EMOTIONS))
+    display.plot(ax=ax, cmap=cmap, values_format=fmt, xticks_rotation=45,
+                 im_kw={"vmin": vmin, "vmax": vmax}, text_kw={"fontsize": 7})
+    if vmin is not None and vmin < 0:  # a diverging map is dark at both ends: light text on both
+        limit = max(abs(vmin), abs(vmax or 0))
+        for text, value in zip(display.text_.ravel(), np.asarray(values).ravel(), strict=True):
+            text.set_color("white" if abs(value) > 0.6 * limit else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    lo, hi = image.get_clim()
-    for i in ticks:
-        for j in ticks:
-            # dark text on light cells, light text on dark ones (either end of a diverging map)
-            if cmap == "RdBu":
-                dark = abs(values[i, j]) > 0.6 * max(abs(lo), abs(hi))
-            else:
-                dark = values[i, j] > lo + 0.6 * (hi - lo)
-            ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
 
 
 def plot_confusion(matrix: np.ndarray, title: str = "") -> Figure:
@@ -97,8 +92,8 @@ def plot_roc(y_true: np.ndarray, proba: np.ndarray, auc: dict[str, float | None]
         if auc.get(name) is None:
             ax.plot([], [], color=EMOTION_COLORS[k], label=f"{name} (no support)")
             continue
-        fpr, tpr, _ = roc_curve(y_true == k, proba[:, k])
-        ax.plot(fpr, tpr, color=EMOTION_COLORS[k], lw=1.6, label=f"{name} (AUC {auc[name]:.3f})")
+        RocCurveDisplay.from_predictions(y_true == k, proba[:, k], name=name, ax=ax,
+                                         curve_kwargs={"color": EMOTION_COLORS[k], "lw": 1.6})
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="chance")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from sklearn.metrics import classification_report
 
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
@@ -116,22 +117,17 @@ def _inline_html(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def classification_report_text(metrics: dict) -> str:
-    """sklearn-style text table from metrics.json's numbers (so the two always agree).
-    Macro averages run over the classes with support (see ferkit.evaluation.metrics)."""
-    width = max(len(n) for n in (*EMOTIONS, "weighted avg"))
-    lines = [f"{'':>{width}}  precision     recall   f1-score    support", ""]
-    for name in EMOTIONS:
-        c = metrics["per_class"][name]
-        lines.append(f"{name:>{width}}  {fmt(c['precision']):>9}  {fmt(c['recall']):>9}  "
-                     f"{fmt(c['f1']):>9}  {c['support']:>9}")
-    lines += ["", f"{'accuracy':>{width}}  {'':>9}  {'':>9}  {fmt(metrics['accuracy']):>9}  "
-                  f"{metrics['images']:>9}"]
-    for average in ("macro", "weighted"):
-        a = metrics[average]
-        lines.append(f"{average + ' avg':>{width}}  {fmt(a['precision']):>9}  {fmt(a['recall']):>9}  "
-                     f"{fmt(a['f1']):>9}  {metrics['images']:>9}")
-    return "\n".join(lines) + "\n"
+def classification_report_text(y_true: np.ndarray, y_pred: np.ndarray,
+                               missed_per_class: dict[str, int] | None = None) -> str:
+    """scikit-learn's classification_report over the classes present, 3 digits. Faces that got no
+    prediction (photos where no face was found) count as misses of their true class, as in
+    metrics.json (ferkit.evaluation.metrics), so the two agree."""
+    missed = np.repeat(np.arange(len(EMOTIONS)), [(missed_per_class or {}).get(e, 0) for e in EMOTIONS])
+    truth = np.concatenate([np.asarray(y_true, dtype=int), missed])
+    predicted = np.concatenate([np.asarray(y_pred, dtype=int), np.full(len(missed), -1)])
+    present = [k for k in range(len(EMOTIONS)) if (truth == k).any()]
+    names = [EMOTIONS[k] for k in present]
+    return classification_report(truth, predicted, labels=present, target_names=names, digits=3, zero_division=0)
 
 
 def worst_misclassified(evaluation: Evaluation, per_class: int = WORST_PER_CLASS) -> dict[int, np.ndarray]:
@@ -251,7 +247,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> dict[str, Path]
     title = evaluation.name
     (out / "metrics.json").write_text(json.dumps(evaluation.metrics_json(), indent=2) + "\n")
     write_predictions(evaluation, out / "predictions.csv")
-    report_text = classification_report_text(m)
+    report_text = classification_report_text(evaluation.y_true, evaluation.y_pred, m.get("missed_per_class"))
     (out / "classification_report.txt").write_text(report_text)
     figures = {
         "classification_report.png": plots.plot_text(
