@@ -127,7 +127,8 @@ def classification_report_text(y_true: np.ndarray, y_pred: np.ndarray,
     predicted = np.concatenate([np.asarray(y_pred, dtype=int), np.full(len(missed), -1)])
     present = [k for k in range(len(EMOTIONS)) if (truth == k).any()]
     names = [EMOTIONS[k] for k in present]
-    return classification_report(truth, predicted, labels=present, target_names=names, digits=3, zero_division=0)
+    return classification_report(truth, predicted, labels=present, target_names=names, digits=3,
+                                 zero_division=0)
 
 
 def worst_misclassified(evaluation: Evaluation, per_class: int = WORST_PER_CLASS) -> dict[int, np.ndarray]:
