@@ -346,6 +346,27 @@ def test_photo_like_degradations_are_probabilities():
         TrainConfig(augment=AugmentConfig(jpeg=2)).validate()
 
 
+def test_logit_adjusted_loss_trains_on_shifted_logits_and_validates_on_raw_ones():
+    """logit_adjustment=tau: the training loss sees logits + tau * log(class frequency) (Menon et al.),
+    validation and export see the network's own logits."""
+    from ferkit.training.module import soft_cross_entropy
+
+    frequencies = torch.tensor([0.4, 0.3, 0.1, 0.1, 0.05, 0.02, 0.02, 0.01])
+    config = TrainConfig(model="resnet", model_args=TINY_RESNET, logit_adjustment=0.5, channels_last=False,
+                         augment=AugmentConfig(flip=False, shift=0, rotation=0, scale=0, brightness=0,
+                                               contrast=0, erasing=0))
+    module = FerClassifier(config, class_frequencies=frequencies).eval()  # eval: BatchNorm stays put
+    images = torch.randint(0, 256, (4, 1, 48, 48), dtype=torch.uint8)
+    targets = torch.eye(8)[[0, 5, 7, 2]]
+    module.log = lambda *args, **kwargs: None
+    loss = module.training_step((images, targets), 0)
+    logits = module.model(module._inputs(images, train=False))
+    assert torch.allclose(loss, soft_cross_entropy(logits + 0.5 * torch.log(frequencies), targets), atol=1e-5)
+    assert not torch.allclose(loss, soft_cross_entropy(logits, targets), atol=1e-3)
+    with pytest.raises(ConfigError, match="logit_adjustment"):
+        TrainConfig(logit_adjustment=-1).validate()
+
+
 def test_weight_ema_warms_up_from_the_live_weights():
     """The EMA copy follows the trained weights from the first step (decay ramps up as
     (1 + step) / (10 + step)), instead of keeping the random init in the average."""

@@ -64,6 +64,10 @@ class TrainConfig:
     max_hours: float = 0.0
     label_smoothing: float = 0.0
     class_balance: str = "none"  # none | weights (loss weights ~ 1/sqrt(frequency))
+    # tau of the logit-adjusted loss (Menon et al., ICLR 2021): training sees logits + tau * log(the
+    # training set's class frequencies), so the network's own logits learn a posterior with that much
+    # of the crowd's class prior taken out (1 = balanced); 0 = off
+    logit_adjustment: float = 0.0
     ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of weights
     # knowledge distillation (training/distill.py): a model folder or bundled name whose tempered
     # softmax on each training face is mixed into the target with weight distill_weight; "" = off
@@ -106,6 +110,7 @@ class TrainConfig:
             (self.max_hours >= 0, "max_hours", "zero or positive"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
             (self.class_balance in ("none", "weights"), "class_balance", "none or weights"),
+            (0 <= self.logit_adjustment <= 2, "logit_adjustment", "in [0, 2]"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
             (self.distill_temperature > 0, "distill_temperature", "positive"),

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from ferkit.errors import ConfigError
 from ferkit.models import PIXEL_MEAN, PIXEL_STD, create_model
 from ferkit.training.augment import BatchAugment
 from ferkit.training.config import TrainConfig
@@ -62,12 +63,20 @@ def ema_with_warmup(decay: float):
 
 
 class FerClassifier(L.LightningModule):
-    def __init__(self, config: TrainConfig, class_weights: torch.Tensor | None = None):
+    def __init__(self, config: TrainConfig, class_weights: torch.Tensor | None = None,
+                 class_frequencies: torch.Tensor | None = None):
         super().__init__()
         self.config = config
         self.model = create_model(config.model, **config.model_args)
         self.augment = BatchAugment(config.augment)
         self.register_buffer("class_weights", class_weights, persistent=False)
+        # the logit adjustment added in training only (config.logit_adjustment); (8,) or None
+        shift = None
+        if config.logit_adjustment:
+            if class_frequencies is None:
+                raise ConfigError("logit_adjustment needs the training set's class frequencies")
+            shift = config.logit_adjustment * torch.log(class_frequencies.float().clamp_min(1e-4))
+        self.register_buffer("logit_shift", shift, persistent=False)
         self.channels_last = config.channels_last and channels_last_is_safe(self.model)
         if config.channels_last and not self.channels_last:
             log.warning("channels_last off for this model: it has a strided 1x1 convolution with under "
@@ -116,7 +125,7 @@ class FerClassifier(L.LightningModule):
             eps = self.config.label_smoothing
             targets = targets * (1 - eps) + eps / targets.shape[1]
         logits = self.model(x)
-        loss = self._loss(logits, targets)
+        loss = self._loss(logits if self.logit_shift is None else logits + self.logit_shift, targets)
         acc = (logits.argmax(1) == targets.argmax(1)).float().mean()
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True)

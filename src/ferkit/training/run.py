@@ -129,8 +129,9 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
              run_dir, ferkit.__version__, torch.__version__, torch.get_num_threads())
 
     datamodule = _datamodule(config, run_dir)
-    weights = _class_weights(datamodule.class_frequencies()) if config.class_balance == "weights" else None
-    module = FerClassifier(config, weights)
+    frequencies = datamodule.class_frequencies()
+    weights = _class_weights(frequencies) if config.class_balance == "weights" else None
+    module = FerClassifier(config, weights, torch.tensor(frequencies, dtype=torch.float32))
     summary = summarize_model(module.model)
     if writer:
         (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
