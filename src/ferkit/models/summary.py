@@ -2,6 +2,10 @@
 
 Counts follow Keras: BatchNorm moving mean/variance are non-trainable parameters (PyTorch
 keeps them as buffers; `num_batches_tracked` is bookkeeping and not counted).
+
+Why not torchinfo or Lightning's ModelSummary: both count BatchNorm's running statistics as no
+parameters at all, so neither gives the Phase 2 specification's 5,873,096 total (which is Keras's,
+moving mean/variance included) nor its table; this module is the forward hooks that table needs.
 """
 
 from __future__ import annotations
