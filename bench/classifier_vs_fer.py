@@ -1,15 +1,15 @@
 """Classifier speed against the peer: ferkit's bundled models and `fer`'s TFLite model, interleaved.
 
-    .venv/bin/python bench/classifier_vs_fer.py --peer-python /tmp/fervenv/bin/python [--rounds 5]
+    .venv/bin/python bench/classifier_vs_fer.py [--rounds 5] [--models default runs/NAME x.onnx]
 
 The same 256 FERPlus Test faces (uint8 48x48, the first 256 of the majority protocol) go to every
 model, 1 thread each: batch 1 (256 calls of one face) and batch 64 (4 calls of 64), faces/s. Rounds
 alternate ferkit and fer (each bundled model on its default path, ONNX Runtime, and on PyTorch), and
 each figure is the median over the rounds, so both see the same machine state. fer runs in its own
-virtualenv (bench/peer_fer.py says how to make it) and is given the faces as its pipeline would: resized
-to its 64x64 input and scaled to [-1, 1], then its quantised TFLite model one face per invoke (fer's own
-loop). Accuracy: FERPlus majority labels on these 256 faces; fer has no contempt class (its 7 labels
-are mapped to FERPlus's names) and was trained on FER2013's original labels.
+virtualenv, made on first use by bench/peer_env.py (or --peer-python), and is given the faces as its
+pipeline would: resized to its 64x64 input and scaled to [-1, 1], then its quantised TFLite model one
+face per invoke (fer's own loop). Accuracy: FERPlus majority labels on these 256 faces; fer has no
+contempt class (its 7 labels are mapped to FERPlus's names) and was trained on FER2013's original labels.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 from inference import SHARED, cpu_name
+from peer_env import peer_python as make_peer_python
 
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS
@@ -67,10 +68,11 @@ def ours_seconds(predictor: Predictor, faces: np.ndarray, batch: int, calls: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peer-python", required=True, help="a Python that can `import fer`")
+    parser.add_argument("--peer-python", help="a Python that can `import fer` (default: bench/peer_env.py's)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="*", default=list_bundled())
     args = parser.parse_args()
+    peer_python = args.peer_python or make_peer_python()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     test = label_split(load_ferplus(SHARED / "ferplus", splits=("test",))["test"], "majority")
@@ -84,7 +86,7 @@ def main() -> None:
             if label not in candidates:
                 candidates[label] = predictor
     with tempfile.TemporaryDirectory(prefix="ferkit-peer-") as tmp:
-        peer = Peer(args.peer_python, faces, Path(tmp))
+        peer = Peer(peer_python, faces, Path(tmp))
         times: dict[str, dict[int, list[float]]] = {k: {b: [] for b in BATCHES} for k in [*candidates, "fer"]}
         for predictor in candidates.values():  # warm-up
             predictor.predict_faces(faces[:64])
@@ -108,9 +110,10 @@ def main() -> None:
     for label, predictor in candidates.items():
         accuracy = float((predictor.predict_faces(faces).argmax(1) == truth).mean())
         test_acc = predictor.backend.metrics.get("accuracy")
+        test_acc = "-" if test_acc is None else f"{test_acc:.3f}"
         print(f"| {label} | {rate[label][1]:,.0f} | {rate[label][64]:,.0f} | "
               f"{rate[label][1] / rate['fer'][1]:.2f} | {rate[label][64] / rate['fer'][64]:.2f} | "
-              f"{accuracy:.3f} | {test_acc:.3f} |")
+              f"{accuracy:.3f} | {test_acc} |")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,9 @@
 """The peer, PyPI `fer` 25.10.3, timed on frames saved by bench/realtime.py; run by that script.
 
-fer needs tensorflow, which ferkit does not, so it lives in its own virtualenv (tensorflow-cpu is a
-wheel on this machine's registry; fer's other hard requirements, facenet-pytorch and moviepy, are
-only for its MTCNN and video paths, so it is installed without them):
+fer needs tensorflow, which ferkit does not, so it runs in its own virtualenv, which bench/peer_env.py
+makes on first use (`.venv/bin/python bench/peer_env.py` prints its interpreter):
 
-    python3 -m venv /tmp/fervenv
-    /tmp/fervenv/bin/pip install "tensorflow-cpu==2.21.*" "opencv-python-headless<5" "setuptools<81" \\
-        requests pandas matplotlib tqdm pillow
-    /tmp/fervenv/bin/pip install --no-deps fer==25.10.3
-    .venv/bin/python bench/realtime.py --peer-python /tmp/fervenv/bin/python
+    .venv/bin/python bench/realtime.py --peer-python $(.venv/bin/python bench/peer_env.py)
 
 `FER()` is fer's default: OpenCV's Haar cascade, then its quantised TFLite classifier; one thread.
 Frames mode prints one JSON line: frame name -> frames/s (median of --repeats). Classifier mode
