@@ -79,7 +79,7 @@ def main() -> None:
     faces, truth = test.images[:256], test.labels[:256]
     candidates = {}
     for name in args.models:
-        for backend in ("auto", "torch"):
+        for backend in ("auto",) if name.endswith(".onnx") else ("auto", "torch"):
             predictor = Predictor(name, threads=1, backend=backend)
             precision = predictor.model_info.get("onnx", {}).get("precision", "fp32")
             label = f"{name} ({predictor.backend.kind} {precision})"
