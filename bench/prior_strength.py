@@ -1,6 +1,7 @@
 """The strength of the "uniform" class prior, measured on FERPlus Valid and the two dev sets.
 
     .venv/bin/python bench/prior_strength.py [--models default fast deep_cnn] [--strengths 0 0.25 0.5 0.75 1]
+        [--neutral 0.7 0.5]   # also neutral's probability scaled (a one-class prior)
 
 Each model predicts FERPlus Valid (majority protocol) and both dev sets through the whole photo
 pipeline once, under FERPlus's prior; every strength is then applied to those probabilities
@@ -46,6 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=["default"])
     parser.add_argument("--strengths", type=float, nargs="*", default=[0, 0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--neutral", type=float, nargs="*", default=[],
+                        help="also: neutral's probability times each of these (renormalised), FERPlus prior")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,15 +64,28 @@ def main() -> None:
             e = evaluate_photos(name, folder, prior="ferplus")
             missed = [EMOTIONS.index(m["emotion"]) for m in e.photos["missed"]]
             dev[key] = (e.data.labels, e.proba, missed)
-        for strength in args.strengths:
-            prior = ClassPrior("uniform", resolve_prior("uniform").target, strength)
-            sv = scores(v.data.labels, prior.apply(v.proba), [])
-            sw = scores(dev["wild"][0], prior.apply(dev["wild"][1]), dev["wild"][2])
-            sp = scores(dev["posed"][0], prior.apply(dev["posed"][1]), dev["posed"][2])
+        rules = [(f"{strength:g}", ClassPrior("uniform", resolve_prior("uniform").target, strength).apply)
+                 for strength in args.strengths]
+        rules += [(f"neutral x {scale:g}", neutral_scaled(scale)) for scale in args.neutral]
+        for label, apply in rules:
+            sv = scores(v.data.labels, apply(v.proba), [])
+            sw = scores(dev["wild"][0], apply(dev["wild"][1]), dev["wild"][2])
+            sp = scores(dev["posed"][0], apply(dev["posed"][1]), dev["posed"][2])
             r = sp["recall"]
-            print(f"| {name} | {strength:g} | {sv['acc']:.3f} | {sv['bal']:.3f} | {sw['acc']:.3f} | "
+            print(f"| {name} | {label} | {sv['acc']:.3f} | {sv['bal']:.3f} | {sw['acc']:.3f} | "
                   f"{sw['bal']:.3f} | {sw['bal5']:.3f} | {sp['acc']:.3f} | {sp['bal']:.3f} | "
                   f"{r['anger']:.2f} / {r['disgust']:.2f} / {r['fear']:.2f} |", flush=True)
+
+
+def neutral_scaled(scale: float):
+    """Probabilities -> neutral's times `scale`, renormalised: a one-class prior shift."""
+    weights = np.ones(len(EMOTIONS))
+    weights[EMOTIONS.index("neutral")] = scale
+
+    def apply(proba: np.ndarray) -> np.ndarray:
+        shifted = proba * weights
+        return shifted / shifted.sum(axis=1, keepdims=True)
+    return apply
 
 
 if __name__ == "__main__":
