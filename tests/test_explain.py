@@ -178,7 +178,7 @@ def test_cli_explain_finds_the_faces_in_photos_and_lists_photos_without_one(tiny
     assert f"Tom_Cruise_avp_2014_4.jpg face {single[0].box}:" in printed
     # the explained face is the aligned crop `ferkit predict` classified, not the resized photo
     done, no_face = explain_files(load_model(tiny_runs[0]), [photos[0]], tmp_path / "again",
-                                  find_faces=lambda path: [(f.crop, f.box) for f in predictor.predict(path)])
+                                  find_faces=lambda rgb: [(f.crop, f.box) for f in predictor.predict(rgb)])
     assert no_face == [] and len(done) == 1 and done[0].box == single[0].box and not done[0].resized
     expected = predictor.predict_faces(single[0].crop[None])[0]
     assert done[0].predicted == EMOTIONS[int(expected.argmax())]

@@ -377,10 +377,10 @@ def _face_finder(model: Path, detector: str | None):
 
     predictor = None
 
-    def find_faces(path: Path) -> list:
+    def find_faces(rgb) -> list:
         nonlocal predictor  # the detector loads only when a photo needs it
         predictor = predictor or Predictor(model=str(model), detector=detector)
-        return [(face.crop, face.box) for face in predictor.predict(path)]
+        return [(face.crop, face.box) for face in predictor.predict(rgb)]
 
     return find_faces
 

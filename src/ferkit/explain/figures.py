@@ -21,10 +21,10 @@ from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec
 
 Box = tuple[int, int, int, int]  # (x, y, width, height) in the photo's pixels
-# A photo file -> its faces as (48x48 uint8 grayscale crop, box), largest first; [] if none.
-# The CLI passes a Predictor's detector + aligner, so a face is explained on the same crop that
-# `ferkit predict` classifies.
-FaceFinder = Callable[[Path], list[tuple[np.ndarray, Box]]]
+# A photo (RGB uint8, as ferkit.images.load_image reads it) -> its faces as (48x48 uint8 grayscale
+# crop, box), largest first; [] if none. The CLI passes a Predictor's detector + aligner, so a face is
+# explained on the same crop that `ferkit predict` classifies.
+FaceFinder = Callable[[np.ndarray], list[tuple[np.ndarray, Box]]]
 
 
 @dataclass
@@ -49,23 +49,17 @@ class _Face:
     box: Box | None = None
 
 
-def load_face(path: str | Path) -> tuple[np.ndarray, bool]:
-    """A face image file -> (48x48 uint8 grayscale, whether it had to be resized whole), the way
-    `ferkit predict` reads a face crop (ferkit.images.load_image, then to_face)."""
+def _faces_of(path: Path, find_faces: FaceFinder | None) -> list[_Face]:
+    """A 48x48 file is one face crop; a larger photo gives its detected faces (or, with no finder,
+    itself resized whole). The file is read once (ferkit.images.load_image, as `ferkit predict` does)."""
     try:
         rgb = load_image(path)
     except ImageError as exc:
         raise DataError(str(exc)) from None
-    return to_face(rgb), rgb.shape[:2] != (INPUT_SIZE, INPUT_SIZE)
-
-
-def _faces_of(path: Path, find_faces: FaceFinder | None) -> list[_Face]:
-    """A 48x48 file is one face crop; a larger photo gives its detected faces (or, with no
-    finder, itself resized whole)."""
-    face, resized = load_face(path)
+    resized = rgb.shape[:2] != (INPUT_SIZE, INPUT_SIZE)
     if find_faces is None or not resized:
-        return [_Face(path, face, path.stem, resized)]
-    found = find_faces(path)
+        return [_Face(path, to_face(rgb), path.stem, resized)]
+    found = find_faces(rgb)
     if len(found) == 1:
         return [_Face(path, found[0][0], path.stem, box=found[0][1])]
     return [_Face(path, crop, f"{path.stem}-face{i}", box=box) for i, (crop, box) in enumerate(found, 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -46,7 +47,7 @@ def channels_last_is_safe(model: torch.nn.Module) -> bool:
                    and m.in_channels < 16 and m.out_channels < 16 for m in model.modules())
 
 
-def ema_with_warmup(decay: float):
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
     """AveragedModel's update for an EMA whose decay warms up as TensorFlow's
     ExponentialMovingAverage(num_updates): min(decay, (1 + step) / (10 + step)). A fixed 0.999 from
     step 0 keeps the random init in the average for thousands of steps (measured on FERPlus: Valid
