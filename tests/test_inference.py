@@ -36,7 +36,9 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError, ModelFileError
 from ferkit.inference import Face, Predictor, crop_face, load_image, prepare_faces
 from ferkit.inference import bundled as bundled_mod
+from ferkit.inference.export import max_flip_margin
 from ferkit.models import load_model, normalize
+from ferkit.release.bundle import int8_keeps_answers
 
 
 @dataclass
@@ -664,8 +666,11 @@ def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
     assert fast.backend.kind == "onnx" and exact.backend.kind == "torch"
     p_onnx, p_torch = fast.predict_faces(valid.images), exact.predict_faces(valid.images)
     agreement = float((p_onnx.argmax(1) == p_torch.argmax(1)).mean())
+    flip_margin = max_flip_margin(p_torch, p_onnx)
     precision = fast.model_info["onnx"]["precision"]
-    assert agreement >= 0.995, f"{name} ({precision}): top-1 agreement {agreement:.4f}"
+    # the bundling rule (ferkit.release.bundle.INT8_RULE): few changed answers, and only near-ties
+    assert int8_keeps_answers(agreement, flip_margin), \
+        f"{name} ({precision}): agreement {agreement:.4f}, changed an answer fp32 gave by {flip_margin:.2f}"
     assert np.abs(p_onnx - p_torch).max() <= ONNX_PROB_TOLERANCE[precision]
     # Grad-CAM needs the PyTorch model: the ONNX path loads it on demand, the same weights
     assert sum(p.numel() for p in fast.model.parameters()) == sum(p.numel() for p in exact.model.parameters())

@@ -203,7 +203,18 @@ def _accuracy(fp32: Path, int8: Path, valid) -> dict[str, Any]:
     acc8 = float((p8.argmax(1) == valid.labels).mean())
     return {"split": "valid", "protocol": "majority", "faces": len(valid), "fp32": acc32, "int8": acc8,
             "change": acc8 - acc32, "agreement": float((p32.argmax(1) == p8.argmax(1)).mean()),
-            "max_prob_diff": float(np.abs(p32 - p8).max())}
+            "max_flip_margin": max_flip_margin(p32, p8), "max_prob_diff": float(np.abs(p32 - p8).max())}
+
+
+def max_flip_margin(reference: np.ndarray, other: np.ndarray) -> float:
+    """How sure `reference` was of the surest answer `other` changes: the largest gap between the top
+    two reference probabilities among faces whose top label differs (0 when none does). Small means
+    every change is a near-tie, a coin toss either way."""
+    changed = reference.argmax(1) != other.argmax(1)
+    if not changed.any():
+        return 0.0
+    top2 = np.sort(reference[changed], axis=1)[:, -2:]
+    return float((top2[:, 1] - top2[:, 0]).max())
 
 
 def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, int8: bool = False,

@@ -17,10 +17,23 @@ from ferkit.errors import ArgumentError, ModelFileError
 from ferkit.inference import bundled
 from ferkit.inference.bundled import METRICS_FILE, ONNX_FP32, ONNX_INT8, read_json_file, resolve_model
 
-# A model folder ships its int8 export only if int8 loses at most this much FERPlus Valid accuracy
-# and gives fp32's top label on at least this share of Valid faces (the parity the tests hold).
+# A model folder ships its int8 export only if, on FERPlus Valid, int8 loses at most INT8_MAX_DROP of
+# accuracy, gives fp32's top label on at least INT8_MIN_AGREEMENT of the faces, and changes fp32's
+# answer only where fp32 itself was torn (top two probabilities within INT8_MAX_FLIP_MARGIN): int8 may
+# settle a coin toss the other way, never overturn a confident answer (the parity the tests hold).
+# A single network's int8 changes 0.5-0.7% of Valid answers, all near-ties (docs/experiments.md,
+# "int8 fidelity"); averaging makes an ensemble's rarer.
 INT8_MAX_DROP = 0.003
-INT8_MIN_AGREEMENT = 0.995
+INT8_MIN_AGREEMENT = 0.99
+INT8_MAX_FLIP_MARGIN = 0.1
+INT8_RULE = (f"int8 if on FERPlus Valid accuracy drops at most {INT8_MAX_DROP * 100:.1f} points, top-1 "
+             f"agreement with fp32 is at least {INT8_MIN_AGREEMENT} and every changed answer was a near-tie "
+             f"in fp32 (top two probabilities within {INT8_MAX_FLIP_MARGIN})")
+
+
+def int8_keeps_answers(agreement: float, max_flip_margin: float) -> bool:
+    """The fidelity half of the int8 rule: few changed answers, and only near-ties."""
+    return agreement >= INT8_MIN_AGREEMENT and max_flip_margin <= INT8_MAX_FLIP_MARGIN
 
 
 def training_info(run: Path) -> dict[str, Any]:
@@ -131,8 +144,8 @@ def _test_accuracy(path: Path, folder: Path, data_root: str | Path) -> dict[str,
 
 def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
     """Write a model folder's own ONNX export next to its weights, for the Predictor's default path:
-    model.int8.onnx when int8 loses at most INT8_MAX_DROP of FERPlus Valid accuracy and agrees with
-    fp32's top label on INT8_MIN_AGREEMENT of its faces, else model.onnx
+    model.int8.onnx when int8 passes INT8_RULE on FERPlus Valid (accuracy, agreement, only near-ties
+    changed), else model.onnx
     (fp32, parity-checked); the other file is removed. Only one is shipped: with both, the bundled
     models would exceed PyPI's 100 MB per wheel, and the fp32 reference is the PyTorch weights
     (`ferkit export NAME --onnx FILE` writes the fp32 export in seconds). The outcome is recorded in
@@ -153,15 +166,15 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
         accuracy = int8.accuracy
         if not accuracy:  # no FERPlus: nothing to calibrate on or to check the rule against
             raise ArgumentError(f"ONNX exports of a model folder need FERPlus: {'; '.join(int8.notes)}")
-        keep = accuracy["change"] >= -INT8_MAX_DROP and accuracy["agreement"] >= INT8_MIN_AGREEMENT
+        keep = (accuracy["change"] >= -INT8_MAX_DROP
+                and int8_keeps_answers(accuracy["agreement"], accuracy["max_flip_margin"]))
         shipped, dropped = (ONNX_INT8, ONNX_FP32) if keep else (ONNX_FP32, ONNX_INT8)
         shutil.copyfile(Path(tmp) / shipped, folder / shipped)
         (folder / dropped).unlink(missing_ok=True)
     record = {"runs": shipped, "precision": "int8" if keep else "fp32",
               "test": _test_accuracy(folder / shipped, folder, data_root),
               "max_abs_diff_fp32": int8.max_abs_diff,
-              "int8_rule": (f"int8 if FERPlus Valid accuracy drops at most {INT8_MAX_DROP * 100:.1f} points "
-                            f"and top-1 agreement with fp32 is at least {INT8_MIN_AGREEMENT}"),
+              "int8_rule": INT8_RULE,
               "valid": accuracy, "quantization": int8.quantization}
     metrics_path = folder / METRICS_FILE
     metrics = read_json_file(metrics_path)
