@@ -83,6 +83,8 @@ def _runtime_lines(onnx: dict | None) -> list[str]:
     if valid:
         line += (f"; int8 vs fp32 on Valid: {_pct(valid.get('fp32'))} -> {_pct(valid.get('int8'))}, "
                  f"top-1 agreement {valid.get('agreement', 0):.4f}")
+        if "max_flip_margin" in valid:
+            line += f", surest answer changed {valid['max_flip_margin']:.2f} (fp32 top-two gap)"
     return [line + ". The figures above are PyTorch's (`Predictor(backend=\"torch\")`)."]
 
 
