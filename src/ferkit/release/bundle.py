@@ -21,7 +21,7 @@ from ferkit.inference.bundled import METRICS_FILE, ONNX_FP32, ONNX_INT8, read_js
 # accuracy, gives fp32's top label on at least INT8_MIN_AGREEMENT of the faces, and changes fp32's
 # answer only where fp32 itself was torn (top two probabilities within INT8_MAX_FLIP_MARGIN): int8 may
 # settle a coin toss the other way, never overturn a confident answer (the parity the tests hold).
-# A single network's int8 changes 0.5-0.7% of Valid answers, all near-ties (docs/experiments.md,
+# A single network's int8 changes 0.5-1.5% of Valid answers, mostly near-ties (docs/experiments.md,
 # "int8 fidelity"); averaging makes an ensemble's rarer.
 INT8_MAX_DROP = 0.003
 INT8_MIN_AGREEMENT = 0.99
