@@ -245,6 +245,29 @@ def test_function_matching_trains_on_stored_views_with_the_teachers_answer_for_e
         np.testing.assert_allclose(targets[row].numpy(), expected, atol=1e-6)
 
 
+def test_a_run_interrupted_before_its_first_epoch_keeps_its_teacher_pass(learnable_root, tiny_runs, tmp_path):
+    import hashlib
+
+    from ferkit.training.distill import TEACHER_PASS_FILES, VIEWS_FILE
+
+    config = tiny_train_config(learnable_root, tmp_path, "cut", teacher=str(tiny_runs[0]), teacher_views=2,
+                               epochs=1, augment={"enabled": True, "flip": False})
+    with pytest.raises(SimulatedCrash):
+        train(config, extra_callbacks=[StopAfterEpochs(0)])  # interrupted after the teacher pass
+    run = tmp_path / "cut"
+    kept = {p.name for p in run.iterdir()}
+    assert kept == {name for name in TEACHER_PASS_FILES if name.startswith("teacher_view")}
+    stored = hashlib.sha256((run / VIEWS_FILE).read_bytes()).hexdigest()
+    (run / "train.log").write_text("a run killed outright leaves its log and config behind\n")
+    (run / "config.yaml").write_text("model: resnet\n")
+    train(config)  # the same command again: starts over, reusing the stored views and answers
+    log = (run / "train.log").read_text()
+    assert "drawing" not in log and "epoch 1:" in log and "killed outright" not in log
+    assert hashlib.sha256((run / VIEWS_FILE).read_bytes()).hexdigest() == stored
+    with pytest.raises(ConfigError, match="run folder exists"):
+        train(config)  # a run with a finished epoch is resumed, never started over
+
+
 def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
     import numpy as np
     from conftest import learnable_image

@@ -100,6 +100,10 @@ def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray
 
 VIEWS_FILE = "teacher_views.npy"  # uint8 (K, N, 48, 48): the stored augmented views
 VIEW_PROBS_FILE = "teacher_view_probs.npy"  # float16 (K, N, 8): the teacher's tempered softmax of each
+# Everything the teacher pass stores in a run folder. Each file is checked against the run's settings
+# before use, so an interrupted run keeps them (ferkit.training.run) and a rerun picks them up.
+TEACHER_PASS_FILES = (TEACHER_FILE, TEACHER_FILE + ".json", VIEWS_FILE, VIEW_PROBS_FILE,
+                      VIEW_PROBS_FILE + ".json")
 
 
 def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
@@ -123,8 +127,9 @@ def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
 def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augment, views: int,
                          temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(views (K, N, 48, 48) uint8, teacher probabilities (K, N, 8) float32), computed once per run and
-    kept in its folder (plain .npy, no pickle); a resumed run, or one killed half-way through the
-    teacher pass, reuses what matches its settings."""
+    kept in its folder (plain .npy, no pickle); a resumed run, or the same command run again after a
+    new run was interrupted before its first epoch (ferkit.training.run keeps these files), reuses
+    what matches its settings."""
     from dataclasses import asdict
 
     from ferkit.inference import Predictor

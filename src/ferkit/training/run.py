@@ -23,13 +23,18 @@ from ferkit.models.io import append_command
 from ferkit.training.callbacks import HistoryCallback
 from ferkit.training.config import TrainConfig, load_config, save_config
 from ferkit.training.data import FerplusDataModule
-from ferkit.training.distill import cached_teacher_probabilities, mix_targets
+from ferkit.training.distill import TEACHER_PASS_FILES, cached_teacher_probabilities, mix_targets
 from ferkit.training.loggers import AppendingCSVLogger
 from ferkit.training.module import FerClassifier
 
 log = logging.getLogger("ferkit.training")
 
 CHECKPOINTS = "checkpoints"
+# What a run writes before its first epoch ends. A folder holding nothing else never finished an epoch:
+# there is nothing to resume, so running the same command again starts over in it, keeping the stored
+# teacher pass (the costly part of function matching: ~15 min for 8 views of FERPlus on 2 cores).
+BEFORE_FIRST_EPOCH = {"config.yaml", "commands.txt", "train.log", "model_summary.txt", "logs", CHECKPOINTS,
+                      *TEACHER_PASS_FILES}
 
 
 def _log_to_file(run_dir: Path) -> logging.Handler:
@@ -61,9 +66,34 @@ def new_run_dir(config: TrainConfig) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"{run_dir}: run folder exists; use --resume {run_dir} or another --name")
+        if not never_finished_an_epoch(run_dir):
+            raise ConfigError(f"{run_dir}: run folder exists; use --resume {run_dir} or another --name")
+        discard_unfinished(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def never_finished_an_epoch(run_dir: Path) -> bool:
+    """True for a run folder that holds only what a run writes before its first checkpoint."""
+    checkpoints = run_dir / CHECKPOINTS
+    return (all(entry.name in BEFORE_FIRST_EPOCH for entry in run_dir.iterdir())
+            and not (checkpoints.is_dir() and any(checkpoints.iterdir())))
+
+
+def discard_unfinished(run_dir: Path) -> None:
+    """Empty a run folder that never finished an epoch, but keep its stored teacher pass; remove the
+    folder when nothing is left to keep."""
+    kept = [run_dir / name for name in TEACHER_PASS_FILES if (run_dir / name).is_file()]
+    if not kept:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():
+        if entry in kept:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def resume_config(run_dir: Path, overrides: list[dict] | None = None) -> TrainConfig:
@@ -104,11 +134,11 @@ def train(config: TrainConfig, resume: Path | None = None,
     try:
         return _train(config, run_dir, resume is not None, extra_callbacks or [])
     except BaseException:
-        # A new run that never finished an epoch holds nothing worth keeping: remove its folder, so
-        # that the same command can simply be run again (--resume would have nothing to resume).
+        # A new run that never finished an epoch holds nothing to resume: empty its folder but for the
+        # stored teacher pass, so that the same command can simply be run again and reuse that pass.
         if resume is None and launched_rank() == 0 and not (run_dir / CHECKPOINTS / "last.ckpt").exists():
             handler.close()
-            shutil.rmtree(run_dir, ignore_errors=True)
+            discard_unfinished(run_dir)
         raise
     finally:
         for name in ("ferkit", "lightning", "lightning.pytorch"):
