@@ -86,6 +86,8 @@ def training_info(run: Path) -> dict[str, Any]:
     if teacher:
         # a distilled model's cost includes its teacher's training
         folder = Path(teacher)
+        if not (folder / "model.json").is_file():  # a bundled model's name: its own training record
+            folder = bundled.weights_root() / teacher
         teacher_info = training_info(folder) if (folder / "model.json").is_file() else {"run": teacher}
         info["teacher"] = teacher_info
         info["train_seconds_with_teacher"] = round(info["train_seconds"]

@@ -31,8 +31,10 @@ def _schedule(training: dict) -> str:
         return ""
     config = training.get("config", {})
     pairs = zip(history, history[1:], strict=False)
+    # only a plateau schedule cuts; a one-cycle rate falls a little every epoch by design
     cuts = [f"{h['epoch'] - 1} ({p['lr']:g} -> {h['lr']:g})" for p, h in pairs
-            if h.get("lr") is not None and p.get("lr") is not None and h["lr"] < p["lr"]]
+            if h.get("lr") is not None and p.get("lr") is not None and h["lr"] < p["lr"]
+            and config.get("schedule", "plateau") == "plateau"]
     text = "; learning rate cut after epoch " + ", ".join(cuts) if cuts else ""
     patience = config.get("early_stopping_patience") or 0
     best = training.get("best_epoch") or 0
