@@ -268,6 +268,30 @@ def test_a_run_interrupted_before_its_first_epoch_keeps_its_teacher_pass(learnab
         train(config)  # a run with a finished epoch is resumed, never started over
 
 
+def test_stored_views_serve_any_mixup_but_not_other_view_settings(tiny_runs, tmp_path):
+    import dataclasses
+
+    import numpy as np
+    from conftest import learnable_image
+
+    from ferkit.training.distill import VIEWS_FILE, cached_teacher_views
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([learnable_image(i % 4, rng) for i in range(8)])
+    augment = AugmentConfig(flip=False)
+    views, probs = cached_teacher_views(tmp_path, str(tiny_runs[0]), faces, augment, 2, 1.0, 0)
+    drawn = (tmp_path / VIEWS_FILE).stat().st_mtime_ns
+    # mixup mixes batches during training, after the views: the stored pass still answers
+    again, again_probs = cached_teacher_views(tmp_path, str(tiny_runs[0]), faces,
+                                              dataclasses.replace(augment, mixup=0.4), 2, 1.0, 0)
+    assert (tmp_path / VIEWS_FILE).stat().st_mtime_ns == drawn
+    np.testing.assert_array_equal(again, views)
+    np.testing.assert_array_equal(again_probs, probs)
+    cached_teacher_views(tmp_path, str(tiny_runs[0]), faces, dataclasses.replace(augment, rotation=0.0), 2,
+                         1.0, 0)
+    assert (tmp_path / VIEWS_FILE).stat().st_mtime_ns != drawn  # other views: drawn again
+
+
 def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
     import numpy as np
     from conftest import learnable_image

@@ -124,6 +124,17 @@ def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
     return stored
 
 
+def view_settings(augment: dict) -> dict:
+    """The augmentation settings a stored view depends on: all but mixup, which mixes whole batches
+    during training (ferkit.training.module), after the views are drawn."""
+    return {name: value for name, value in augment.items() if name != "mixup"}
+
+
+def _same_views(stored: dict, key: dict) -> bool:
+    # stamps written before view_settings existed carry mixup too
+    return {**stored, "augment": view_settings(stored.get("augment") or {})} == key
+
+
 def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augment, views: int,
                          temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(views (K, N, 48, 48) uint8, teacher probabilities (K, N, 8) float32), computed once per run and
@@ -137,9 +148,9 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
     views_path, probs_path = run_dir / VIEWS_FILE, run_dir / VIEW_PROBS_FILE
     stamp = run_dir / (VIEW_PROBS_FILE + ".json")
     key = {"teacher": teacher, "temperature": temperature, "views": views, "seed": seed,
-           "faces": len(images), "augment": asdict(augment)}
+           "faces": len(images), "augment": view_settings(asdict(augment))}
     done = views_path.is_file() and probs_path.is_file() and stamp.is_file()
-    if done and json.loads(stamp.read_text()) == key:
+    if done and _same_views(json.loads(stamp.read_text()), key):
         stored = np.load(views_path, mmap_mode="r", allow_pickle=False)
         probs = np.load(probs_path, allow_pickle=False)
         if stored.shape == (views, *images.shape) and probs.shape == (views, len(images), NUM_CLASSES):
