@@ -153,7 +153,7 @@ def _load_data(data_root: str | Path | None):
         return None, f"FERPlus not usable at {data_root} ({exc})"
 
 
-def _calibration_reader(faces: np.ndarray, batch: int = 32):
+def calibration_reader(faces: np.ndarray, batch: int = 32):
     from onnxruntime.quantization import CalibrationDataReader
 
     from ferkit.models import normalize
@@ -180,14 +180,14 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray | None, workdir: Pa
             quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
             return ("dynamic quantisation (int8 weights; no FERPlus data to calibrate on, and "
                     "ConvInteger is slow on CPU: pass --data to get static quantisation)")
-        quantize_static(str(pre), str(out), _calibration_reader(calibration), quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(out), calibration_reader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=_input_convs(pre))
+                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=input_convs(pre))
     return (f"static QDQ quantisation of {'/'.join(QUANTIZED_OPS)} but the input's own (per-channel int8 "
             f"weights, uint8 activations calibrated on {len(calibration):,} FERPlus train faces)")
 
 
-def _input_convs(path: Path) -> list[str]:
+def input_convs(path: Path) -> list[str]:
     """Names of the Conv nodes that read the graph input (each ensemble member's stem)."""
     import onnx
 
