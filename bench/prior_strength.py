@@ -27,8 +27,8 @@ import torch
 
 from ferkit.cli import default_data_root
 from ferkit.emotions import EMOTIONS
-from ferkit.evaluation import compute_metrics, evaluate_photos, evaluate_run, load_eval_split
-from ferkit.inference.bundled import resolve_model
+from ferkit.evaluation import compute_metrics, evaluate_photos, load_eval_split
+from ferkit.inference import Predictor
 from ferkit.priors import ClassPrior, resolve_prior
 
 DEV_SETS = {"wild": "../shared/datasets/expressions-in-the-wild",
@@ -57,8 +57,9 @@ def main() -> None:
           "| posed bal (7) | posed anger / disgust / fear recall |")
     print("|---" * 10 + "|")
     for name in args.models:
-        source = resolve_model(name)
-        v = evaluate_run(source.path, valid, default_data_root(), threads=args.threads, prior="ferplus")
+        # Valid through the same Predictor as the dev sets: the model's own path (a folder's int8
+        # export when it has one, an .onnx file as given), under FERPlus's prior.
+        valid_proba = Predictor(name, prior="ferplus", threads=args.threads).predict_faces(valid.images)
         dev = {}
         for key, folder in DEV_SETS.items():
             e = evaluate_photos(name, folder, prior="ferplus")
@@ -68,7 +69,7 @@ def main() -> None:
                  for strength in args.strengths]
         rules += [(f"neutral x {scale:g}", neutral_scaled(scale)) for scale in args.neutral]
         for label, apply in rules:
-            sv = scores(v.data.labels, apply(v.proba), [])
+            sv = scores(valid.labels, apply(valid_proba), [])
             sw = scores(dev["wild"][0], apply(dev["wild"][1]), dev["wild"][2])
             sp = scores(dev["posed"][0], apply(dev["posed"][1]), dev["posed"][2])
             r = sp["recall"]
