@@ -1,0 +1,64 @@
+"""Which network shapes can outrun fer's classifier: untrained candidates, int8, timed beside fer.
+
+    .venv/bin/python bench/arch_speed.py [--rounds 3] [--archs fast r4-1122 ...]
+
+Speed does not depend on the weights, so each candidate is a freshly initialised `resnet` of the
+given shape, saved to a temporary run folder, exported as `ferkit export --int8` would (static QDQ,
+calibrated on FERPlus train faces), and handed to bench/classifier_vs_fer.py with the bundled `fast`
+as the reference: one run, 1 thread, interleaved with fer's TFLite model. Its accuracy columns mean
+nothing for untrained nets. Used to pick a student network before spending an hour training it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from inference import SHARED
+from train_throughput import forward_flops
+
+from ferkit.inference.export import export_onnx
+from ferkit.models import create_model, model_config, save_model
+
+# name -> resnet model_args; `fast` is the bundled student's shape, the others spend the same
+# budget differently (a fourth 3x3 stage holds parameters at little compute).
+ARCHS = {
+    "fast": dict(widths=[32, 64, 128], depths=[2, 2, 2], stem_width=16),
+    "r3-w160": dict(widths=[32, 64, 160], depths=[2, 2, 2], stem_width=16),
+    "r4-1111": dict(widths=[32, 64, 128, 256], depths=[1, 1, 1, 1], stem_width=16),
+    "r4-1122": dict(widths=[32, 64, 128, 256], depths=[1, 1, 2, 2], stem_width=16),
+    "r4-2221": dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 1], stem_width=16),
+    "r4-w24": dict(widths=[24, 48, 96, 192], depths=[2, 2, 2, 2], stem_width=16),
+    "resnet18h": dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 2], stem_width=32),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ferkit-arch-") as tmp:
+        onnx_files = []
+        print("| shape | resnet model_args | params | MFLOPs/face |\n|---|---|---|---|")
+        for name in args.archs:
+            torch.manual_seed(0)
+            model = create_model("resnet", **ARCHS[name]).eval()
+            params = sum(p.numel() for p in model.parameters())
+            print(f"| {name} | {ARCHS[name]} | {params:,} | {forward_flops(model) / 1e6:.0f} |")
+            folder = Path(tmp) / name
+            save_model(model, folder, model_config("resnet", ARCHS[name]))
+            onnx_files.append(str(export_onnx(folder, Path(tmp) / f"{name}.int8.onnx", int8=True,
+                                              data_root=SHARED / "ferplus").path))
+        print(flush=True)
+        script = Path(__file__).with_name("classifier_vs_fer.py")
+        subprocess.run([sys.executable, str(script), "--rounds", str(args.rounds),
+                        "--models", "fast", *onnx_files], check=True)
+
+
+if __name__ == "__main__":
+    main()
