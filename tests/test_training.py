@@ -292,6 +292,40 @@ def test_stored_views_serve_any_mixup_but_not_other_view_settings(tiny_runs, tmp
     assert (tmp_path / VIEWS_FILE).stat().st_mtime_ns != drawn  # other views: drawn again
 
 
+def test_a_run_takes_another_runs_teacher_pass_and_never_writes_through_it(tiny_runs, tmp_path):
+    import hashlib
+
+    import numpy as np
+    from conftest import learnable_image
+
+    from ferkit.training.distill import VIEW_PROBS_FILE, VIEWS_FILE, cached_teacher_views
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([learnable_image(i % 4, rng) for i in range(8)])
+    augment = AugmentConfig(flip=False)
+    source, run, other = tmp_path / "source", tmp_path / "run", tmp_path / "other"
+    for folder in (source, run, other):
+        folder.mkdir()
+    views, probs = cached_teacher_views(source, str(tiny_runs[0]), faces, augment, 2, 1.0, 0)
+    before = {name: hashlib.sha256((source / name).read_bytes()).hexdigest()
+              for name in (VIEWS_FILE, VIEW_PROBS_FILE)}
+    with pytest.raises(ConfigError, match=r"teacher_pass_from=.*other settings: teacher"):
+        cached_teacher_views(run, "no-such-teacher", faces, augment, 2, 1.0, 0, reuse_from=source)
+    taken, taken_probs = cached_teacher_views(run, str(tiny_runs[0]), faces, augment, 2, 1.0, 0,
+                                              reuse_from=source)
+    np.testing.assert_array_equal(taken, views)  # no teacher ran: the same views and answers
+    np.testing.assert_array_equal(taken_probs, probs)
+    with pytest.raises(ConfigError, match="no finished teacher pass"):
+        cached_teacher_views(other, str(tiny_runs[0]), faces, augment, 2, 1.0, 0, reuse_from=tmp_path)
+    # the same run folder redrawn with other settings gets files of its own; the source is untouched
+    cached_teacher_views(run, str(tiny_runs[0]), faces, augment, 3, 1.0, 0)
+    assert np.load(run / VIEWS_FILE).shape[0] == 3
+    assert before == {name: hashlib.sha256((source / name).read_bytes()).hexdigest()
+                      for name in (VIEWS_FILE, VIEW_PROBS_FILE)}
+    with pytest.raises(ConfigError, match="teacher_pass_from"):
+        TrainConfig(teacher="default", teacher_pass_from=str(source)).validate()  # no stored views
+
+
 def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
     import numpy as np
     from conftest import learnable_image

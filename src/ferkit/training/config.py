@@ -77,6 +77,9 @@ class TrainConfig:
     # 0: the teacher sees each clean face once; K > 0: K stored augmented views per face, the student
     # trained on the very view the teacher scored (function matching; training/distill.py)
     teacher_views: int = 0
+    # a run folder whose stored teacher pass (same teacher, views, seed and view augmentation) this run
+    # takes instead of making its own: the pass does not depend on the student or its schedule
+    teacher_pass_from: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # bf16-mixed is ~15x slower than fp32 on CPUs without AVX512-BF16 (bench/train_throughput.py)
     precision: str = "32-true"
@@ -116,6 +119,8 @@ class TrainConfig:
             (self.distill_temperature > 0, "distill_temperature", "positive"),
             (self.teacher_views >= 0, "teacher_views", "zero or positive"),
             (not self.teacher_views or self.teacher, "teacher_views", "a teacher (teacher_views needs one)"),
+            (not self.teacher_pass_from or self.teacher_views, "teacher_pass_from",
+             "empty unless teacher_views > 0 (only stored views make a teacher pass)"),
             (not self.teacher or self.protocol != "multi_target", "teacher",
              "no teacher with protocol multi_target (its targets are sets of accepted emotions, "
              "not a distribution to mix with)"),

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,12 +137,42 @@ def _same_views(stored: dict, key: dict) -> bool:
     return {**stored, "augment": view_settings(stored.get("augment") or {})} == key
 
 
+def _stored_pass_matches(folder: Path, key: dict) -> bool:
+    stamp = folder / (VIEW_PROBS_FILE + ".json")
+    done = (folder / VIEWS_FILE).is_file() and (folder / VIEW_PROBS_FILE).is_file() and stamp.is_file()
+    return done and _same_views(json.loads(stamp.read_text()), key)
+
+
+def reuse_teacher_pass(source: Path, run_dir: Path, key: dict) -> None:
+    """Hard-link (or copy, across file systems) another run's stored teacher pass into `run_dir`: the
+    pass costs 10-16 min on 2 cores and depends only on the teacher, the views' settings and the seed,
+    not on the student network or its schedule. The source must have been made with the same ones."""
+    if not _stored_pass_matches(source, key):
+        stamp = source / (VIEW_PROBS_FILE + ".json")
+        made = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if made is not None:  # stamps written before view_settings existed carry mixup too
+            made["augment"] = view_settings(made.get("augment") or {})
+        why = ("it holds no finished teacher pass" if made is None else
+               "its teacher pass was made with other settings: " + ", ".join(
+                   f"{name} {made.get(name)!r} (this run: {value!r})" for name, value in key.items()
+                   if made.get(name) != value))
+        raise ConfigError(f"config value teacher_pass_from={str(source)!r}: {why}")
+    for name in (VIEWS_FILE, VIEW_PROBS_FILE, VIEW_PROBS_FILE + ".json"):
+        (run_dir / name).unlink(missing_ok=True)
+        try:
+            os.link(source / name, run_dir / name)
+        except OSError:
+            shutil.copy2(source / name, run_dir / name)
+    log.info("distillation: reusing the teacher pass of %s", source)
+
+
 def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augment, views: int,
-                         temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                         temperature: float, seed: int,
+                         reuse_from: str | Path = "") -> tuple[np.ndarray, np.ndarray]:
     """(views (K, N, 48, 48) uint8, teacher probabilities (K, N, 8) float32), computed once per run and
     kept in its folder (plain .npy, no pickle); a resumed run, or the same command run again after a
     new run was interrupted before its first epoch (ferkit.training.run keeps these files), reuses
-    what matches its settings."""
+    what matches its settings. `reuse_from`: another run folder whose pass to take (`reuse_teacher_pass`)."""
     from dataclasses import asdict
 
     from ferkit.inference import Predictor
@@ -149,13 +181,16 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
     stamp = run_dir / (VIEW_PROBS_FILE + ".json")
     key = {"teacher": teacher, "temperature": temperature, "views": views, "seed": seed,
            "faces": len(images), "augment": view_settings(asdict(augment))}
-    done = views_path.is_file() and probs_path.is_file() and stamp.is_file()
-    if done and _same_views(json.loads(stamp.read_text()), key):
+    if reuse_from and not _stored_pass_matches(run_dir, key):
+        reuse_teacher_pass(Path(reuse_from), run_dir, key)
+    if _stored_pass_matches(run_dir, key):
         stored = np.load(views_path, mmap_mode="r", allow_pickle=False)
         probs = np.load(probs_path, allow_pickle=False)
         if stored.shape == (views, *images.shape) and probs.shape == (views, len(images), NUM_CLASSES):
             return stored, probs.astype(np.float32)
-    stamp.unlink(missing_ok=True)
+    # new files, never written through: a stored pass may be hard-linked to another run's
+    for path in (stamp, views_path, probs_path):
+        path.unlink(missing_ok=True)
     log.info("distillation: drawing %d views of %d training faces", views, len(images))
     stored = draw_views(images, augment, views, seed, views_path)
     try:

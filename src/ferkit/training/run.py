@@ -194,7 +194,7 @@ def _datamodule(config: TrainConfig, run_dir: Path) -> FerplusDataModule:
 
         views, view_probs = cached_teacher_views(
             run_dir, config.teacher, train_split.images, config.augment, config.teacher_views,
-            config.distill_temperature, config.seed)
+            config.distill_temperature, config.seed, reuse_from=config.teacher_pass_from)
         datamodule.train_views = ViewBatches(views, train_split.targets, view_probs, config.distill_weight)
         agreement = float((view_probs.argmax(2) == train_split.labels[None]).mean())
         log.info("distillation: %d views a face, weight %g; the teacher agrees with the vote label on "
