@@ -102,10 +102,10 @@ def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray
 
 VIEWS_FILE = "teacher_views.npy"  # uint8 (K, N, 48, 48): the stored augmented views
 VIEW_PROBS_FILE = "teacher_view_probs.npy"  # float16 (K, N, 8): the teacher's tempered softmax of each
+VIEW_STAMP_FILE = VIEW_PROBS_FILE + ".json"  # the settings the views and answers were made with
 # Everything the teacher pass stores in a run folder. Each file is checked against the run's settings
 # before use, so an interrupted run keeps them (ferkit.training.run) and a rerun picks them up.
-TEACHER_PASS_FILES = (TEACHER_FILE, TEACHER_FILE + ".json", VIEWS_FILE, VIEW_PROBS_FILE,
-                      VIEW_PROBS_FILE + ".json")
+TEACHER_PASS_FILES = (TEACHER_FILE, TEACHER_FILE + ".json", VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE)
 
 
 def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
@@ -132,32 +132,28 @@ def view_settings(augment: dict) -> dict:
     return {name: value for name, value in augment.items() if name != "mixup"}
 
 
-def _same_views(stored: dict, key: dict) -> bool:
+def _stored_pass(folder: Path) -> dict | None:
+    """The settings a folder's finished teacher pass was made with, or None if it holds none."""
+    stamp = folder / VIEW_STAMP_FILE
+    if not ((folder / VIEWS_FILE).is_file() and (folder / VIEW_PROBS_FILE).is_file() and stamp.is_file()):
+        return None
+    made = json.loads(stamp.read_text())
     # stamps written before view_settings existed carry mixup too
-    return {**stored, "augment": view_settings(stored.get("augment") or {})} == key
-
-
-def _stored_pass_matches(folder: Path, key: dict) -> bool:
-    stamp = folder / (VIEW_PROBS_FILE + ".json")
-    done = (folder / VIEWS_FILE).is_file() and (folder / VIEW_PROBS_FILE).is_file() and stamp.is_file()
-    return done and _same_views(json.loads(stamp.read_text()), key)
+    return {**made, "augment": view_settings(made.get("augment") or {})}
 
 
 def reuse_teacher_pass(source: Path, run_dir: Path, key: dict) -> None:
     """Hard-link (or copy, across file systems) another run's stored teacher pass into `run_dir`: the
     pass costs 10-16 min on 2 cores and depends only on the teacher, the views' settings and the seed,
     not on the student network or its schedule. The source must have been made with the same ones."""
-    if not _stored_pass_matches(source, key):
-        stamp = source / (VIEW_PROBS_FILE + ".json")
-        made = json.loads(stamp.read_text()) if stamp.is_file() else None
-        if made is not None:  # stamps written before view_settings existed carry mixup too
-            made["augment"] = view_settings(made.get("augment") or {})
+    made = _stored_pass(source)
+    if made != key:
         why = ("it holds no finished teacher pass" if made is None else
                "its teacher pass was made with other settings: " + ", ".join(
                    f"{name} {made.get(name)!r} (this run: {value!r})" for name, value in key.items()
                    if made.get(name) != value))
         raise ConfigError(f"config value teacher_pass_from={str(source)!r}: {why}")
-    for name in (VIEWS_FILE, VIEW_PROBS_FILE, VIEW_PROBS_FILE + ".json"):
+    for name in (VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE):
         (run_dir / name).unlink(missing_ok=True)
         try:
             os.link(source / name, run_dir / name)
@@ -178,12 +174,12 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
     from ferkit.inference import Predictor
 
     views_path, probs_path = run_dir / VIEWS_FILE, run_dir / VIEW_PROBS_FILE
-    stamp = run_dir / (VIEW_PROBS_FILE + ".json")
+    stamp = run_dir / VIEW_STAMP_FILE
     key = {"teacher": teacher, "temperature": temperature, "views": views, "seed": seed,
            "faces": len(images), "augment": view_settings(asdict(augment))}
-    if reuse_from and not _stored_pass_matches(run_dir, key):
+    if reuse_from and _stored_pass(run_dir) != key:
         reuse_teacher_pass(Path(reuse_from), run_dir, key)
-    if _stored_pass_matches(run_dir, key):
+    if _stored_pass(run_dir) == key:
         stored = np.load(views_path, mmap_mode="r", allow_pickle=False)
         probs = np.load(probs_path, allow_pickle=False)
         if stored.shape == (views, *images.shape) and probs.shape == (views, len(images), NUM_CLASSES):
