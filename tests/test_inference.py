@@ -662,7 +662,7 @@ def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
     from ferkit.data import label_split, load_ferplus
 
     valid = label_split(load_ferplus(REAL_FERPLUS, splits=("valid",))["valid"], "majority")
-    fast, exact = Predictor(name), Predictor(name, backend="torch")
+    fast, exact = Predictor(name, prior="ferplus"), Predictor(name, backend="torch", prior="ferplus")
     assert fast.backend.kind == "onnx" and exact.backend.kind == "torch"
     p_onnx, p_torch = fast.predict_faces(valid.images), exact.predict_faces(valid.images)
     agreement = float((p_onnx.argmax(1) == p_torch.argmax(1)).mean())

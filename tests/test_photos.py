@@ -76,7 +76,9 @@ def test_photo_accuracy_equals_an_independent_count_with_the_predictor(photo_fol
     recalls = [c["recall"] for c in m["per_class"].values() if c["recall"] is not None]
     assert m["balanced_accuracy"] == pytest.approx(np.mean(recalls))
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert written["balanced_accuracy"] == m["balanced_accuracy"] and written["prior"] == {"name": "ferplus"}
+    assert written["balanced_accuracy"] == m["balanced_accuracy"]
+    # photos are read under the model's own default prior (metrics.json "default_prior"), and say so
+    assert written["prior"] == predictor.prior.to_dict() and written["prior"]["name"] == "neutral:0.7"
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "images/dogs.jpg (fear)" in report and "balanced accuracy" in report
 

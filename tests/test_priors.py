@@ -43,6 +43,26 @@ def test_custom_prior_from_numbers_or_text():
     assert from_list.to_dict()["target"][0] == pytest.approx(0.2222, abs=1e-4)
 
 
+def test_neutral_prior_scales_neutral_alone_and_renormalises():
+    proba = np.array([[0.50, 0.05, 0.05, 0.30, 0.04, 0.02, 0.02, 0.02]], dtype=np.float32)
+    prior = resolve_prior("neutral:0.5")
+    adjusted = prior.apply(proba)
+    expected = proba[0].astype(np.float64).copy()
+    expected[EMOTIONS.index("neutral")] *= 0.5
+    np.testing.assert_allclose(adjusted[0], expected / expected.sum(), rtol=1e-5)
+    # a face the crowd would call neutral by a little is read as the sadness it shows
+    assert adjusted.argmax() == EMOTIONS.index("sadness")
+    assert str(prior) == "neutral:0.5" and resolve_prior(str(prior)) == prior
+    # as a target prior: FERPlus's with neutral half as frequent
+    assert prior.to_dict()["target"][0] == pytest.approx(0.3373 * 0.5 / (1 - 0.3373 * 0.5), abs=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["neutral:", "neutral:x", "neutral:0", "neutral:-1"])
+def test_bad_neutral_scale_is_an_error_naming_the_option(bad):
+    with pytest.raises(ArgumentError, match="--prior neutral:"):
+        resolve_prior(bad)
+
+
 @pytest.mark.parametrize("bad", ["flat", "1,2,3", "a,b,c,d,e,f,g,h", [1, 1, 1, 1, 1, 1, 1, 0],
                                  [1, 1, 1, 1, 1, 1, 1, float("nan")]])
 def test_bad_prior_is_an_error_naming_the_option(bad):

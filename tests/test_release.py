@@ -41,6 +41,22 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     import torch
 
     torch.testing.assert_close(a(torch.from_numpy(x)), b(torch.from_numpy(x)))
+    assert "default_prior" not in metrics  # FERPlus's: the probabilities as trained
+
+    # a default class prior for photos: recorded, used by a Predictor not told otherwise, reproduced
+    from ferkit import Predictor
+    from ferkit.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="--prior"):
+        bundle.bundle_run(run, "tiny-bad", default_prior="neutral:0")
+    assert not (tmp_path / "weights" / "tiny-bad").exists()  # nothing written for a bad prior
+    target = bundle.bundle_run(run, "tiny-photos", default_prior="neutral:0.7")
+    assert json.loads((target / "metrics.json").read_text())["default_prior"] == "neutral:0.7"
+    assert str(Predictor(target).prior) == "neutral:0.7"
+    assert str(Predictor(target, prior="ferplus").prior) == "ferplus"
+    card = model_card(target, "tiny-photos")
+    assert "ferkit bundle runs/tiny --name tiny-photos --default-prior neutral:0.7\n" in card
+    assert "`neutral:0.7`" in card.split("## Reproduce")[0]  # said in words, not only in the command
 
 
 def test_card_prints_every_bundled_model_default_first(tmp_path, monkeypatch):

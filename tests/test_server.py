@@ -79,7 +79,7 @@ def test_predict_answers_what_the_predictor_says_for_real_photos(server):
                                     headers={"content-type": "image/jpeg"}, timeout=60)):
             assert response.status_code == 200, response.text
             body = response.json()
-            assert body["model"] == "fast" and body["prior"] == {"name": "ferplus"}
+            assert body["model"] == "fast" and body["prior"] == predictor.prior.to_dict()  # its default
             assert [f["box"] for f in body["faces"]] == [f.to_dict()["box"] for f in expected]
             assert [f["emotion"] for f in body["faces"]] == [f.emotion for f in expected]
             for got, face in zip(body["faces"], expected, strict=True):
@@ -91,6 +91,9 @@ def test_options_prior_and_model_facts(server):
     data = (REAL_FACES / "2008_001009.jpg").read_bytes()
     uniform = httpx.post(f"{server}/v1/predict?prior=uniform&min_face=30", content=data, timeout=60).json()
     assert uniform["prior"]["name"] == "uniform" and uniform["faces"]
+    fewer_neutral = httpx.post(f"{server}/v1/predict?prior=neutral:0.5", content=data, timeout=60).json()
+    assert fewer_neutral["prior"] == {"name": "neutral:0.5", "target": fewer_neutral["prior"]["target"],
+                                      "strength": 1.0}
     bad = httpx.post(f"{server}/v1/predict?prior=sometimes", content=data, timeout=60)
     assert bad.status_code == 422 and "--prior" in bad.json()["error"]
     facts = httpx.get(f"{server}/v1/model", timeout=10).json()

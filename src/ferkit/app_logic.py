@@ -299,13 +299,15 @@ def table_csv(table: pd.DataFrame) -> bytes:
 # The class-prior setting (ferkit.priors): None keeps the model's own default.
 PRIOR_CHOICES: dict[str | None, str] = {
     None: "the model's default",
-    "ferplus": "FERPlus (web photos)",
+    "ferplus": "FERPlus (as trained)",
+    "neutral:0.7": "fewer neutral faces (photos of people)",
     "uniform": "uniform (posed or acted faces)",
 }
 PRIOR_HELP = ("How often each emotion is expected in your material. FERPlus: as the model was trained "
-              "(a third of its faces neutral), right for everyday photos. Uniform: every emotion equally "
-              "likely, right for posed or acted expressions, where the FERPlus prior calls subtle anger, "
-              "fear and disgust 'neutral'.")
+              "(a third of its faces neutral, as the crowd that labelled FERPlus saw them). Fewer neutral "
+              "faces: neutral 0.7 times as likely, the bundled models' default, chosen on photos of people "
+              "beyond FERPlus. Uniform: every emotion equally likely, right for posed or acted "
+              "expressions, where the FERPlus prior calls subtle anger, fear and disgust 'neutral'.")
 
 
 def gradcam_overlays(model: Any, crops: Sequence[np.ndarray], factor: int = 3,

@@ -200,9 +200,11 @@ def _run_or_bundled(run: Path) -> tuple[Path, bool]:
     return run, False
 
 
-PRIOR_HELP = ("Class prior of your material: ferplus (as trained: web photos like FER2013's), uniform "
-              "(every emotion equally likely: posed or acted faces), or 8 comma-separated frequencies in "
-              "the order " + ",".join(EMOTIONS) + ". Default: the model's own choice.")
+PRIOR_HELP = ("Class prior of your material: ferplus (as trained: web photos like FER2013's, a third "
+              "of them neutral), neutral:S (neutral S times as likely as FERPlus says; photos of people "
+              "beyond FERPlus: neutral:0.7), uniform (every emotion equally likely: posed or acted faces), "
+              "or 8 comma-separated frequencies in the order " + ",".join(EMOTIONS) + ". Default: the "
+              "model's own choice for photos (metrics.json default_prior), ferplus for FERPlus splits.")
 
 
 @app.command("evaluate")
@@ -716,6 +718,9 @@ def bundle_command(
     evaluation: Annotated[Path | None, typer.Option(
         help="Evaluation folder with metrics.json (default RUN/eval-test).")] = None,
     provisional: Annotated[bool, typer.Option(help="Mark the model as provisional in metrics.json.")] = False,
+    default_prior: Annotated[str | None, typer.Option(
+        help="The class prior the model answers photos under when not told (see --prior of predict; "
+             "chosen by the rule in docs/results/README.md, \"Class priors\"). Default: ferplus.")] = None,
     data: Annotated[Path | None, typer.Option(
         help="FERPlus root for the ONNX exports' calibration and accuracy check; default $FERKIT_DATA "
              f"or {DEFAULT_DATA}.")] = None,
@@ -724,7 +729,7 @@ def bundle_command(
     maintainers."""
     from ferkit.release.bundle import bundle_run, export_folder
 
-    target = bundle_run(run, name, evaluation, provisional)
+    target = bundle_run(run, name, evaluation, provisional, default_prior)
     console.print(f"[green]bundled {run} as {name!r} in {target}")
     _print_onnx_record(export_folder(target, data if data is not None else default_data_root()))
 

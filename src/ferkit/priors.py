@@ -15,6 +15,9 @@ model; the shipped value was chosen on FERPlus Valid and the two dev sets (docs/
 Modes (`resolve_prior`):
 - "ferplus": the probabilities as trained (no change);
 - "uniform": every emotion equally likely a priori;
+- "neutral:S": FERPlus's prior with neutral S times as frequent, applied in full, i.e. neutral's
+  probability times S, renormalised. Material where fewer faces are neutral than among FERPlus's
+  crowd-labelled web photos; the crowd calls a subtle expression "neutral";
 - 8 numbers (or "a,b,c,...") in EMOTIONS order: the user's own expected class frequencies.
 """
 
@@ -45,7 +48,7 @@ PriorSpec = str | Sequence[float] | np.ndarray | None
 class ClassPrior:
     """A target class prior and how strongly it replaces FERPlus's."""
 
-    name: str  # "ferplus", "uniform" or "custom"
+    name: str  # "ferplus", "uniform", "neutral:S" or "custom"
     target: tuple[float, ...]  # 8 frequencies in EMOTIONS order, summing to 1
     strength: float = PRIOR_STRENGTH
 
@@ -77,20 +80,39 @@ class ClassPrior:
         return self.name if self.name != "custom" else ",".join(f"{t:.3g}" for t in self.target)
 
 
+def neutral_prior(scale: float) -> ClassPrior:
+    """FERPlus's training prior with neutral's frequency times `scale`, renormalised, at full
+    strength: the model's neutral probability times `scale`, the others unchanged, renormalised."""
+    if not np.isfinite(scale) or scale <= 0:
+        raise ArgumentError(f"--prior neutral:{scale:g}: the scale must be a positive number "
+                            "(0.7: neutral 0.7 times as likely as the model says)")
+    target = np.asarray(FERPLUS_TRAIN_PRIOR, dtype=np.float64)
+    target[EMOTIONS.index("neutral")] *= scale
+    return ClassPrior(f"neutral:{scale:g}", tuple(float(t) for t in target / target.sum()), strength=1.0)
+
+
 def resolve_prior(spec: PriorSpec | ClassPrior) -> ClassPrior:
-    """None/"ferplus" -> as trained; "uniform"; or 8 non-negative numbers (a list, an array or a
-    comma-separated string) in EMOTIONS order, normalised to sum to 1. Anything else is an
-    ArgumentError naming --prior."""
+    """None/"ferplus" -> as trained; "uniform"; "neutral:S" (neutral_prior); or 8 non-negative
+    numbers (a list, an array or a comma-separated string) in EMOTIONS order, normalised to sum to 1.
+    Anything else is an ArgumentError naming --prior."""
     if isinstance(spec, ClassPrior):
         return spec
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "ferplus"):
         return ClassPrior("ferplus", FERPLUS_TRAIN_PRIOR)
     if isinstance(spec, str) and spec.strip().lower() == "uniform":
         return ClassPrior("uniform", tuple([1 / len(EMOTIONS)] * len(EMOTIONS)))
+    if isinstance(spec, str) and spec.strip().lower().startswith("neutral:"):
+        try:
+            scale = float(spec.strip().split(":", 1)[1])
+        except ValueError:
+            raise ArgumentError(f"--prior {spec.strip()}: expected neutral:S with S a number, e.g. "
+                                "neutral:0.7") from None
+        return neutral_prior(scale)
     if isinstance(spec, str):
         if "," not in spec:
-            raise ArgumentError(f"--prior {spec!r}: expected ferplus, uniform, or {len(EMOTIONS)} "
-                                f"comma-separated frequencies in the order {','.join(EMOTIONS)}")
+            raise ArgumentError(f"--prior {spec!r}: expected ferplus, uniform, neutral:S, or "
+                                f"{len(EMOTIONS)} comma-separated frequencies in the order "
+                                f"{','.join(EMOTIONS)}")
         try:
             spec = [float(part) for part in spec.split(",")]
         except ValueError:

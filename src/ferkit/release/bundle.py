@@ -97,11 +97,16 @@ def training_info(run: Path) -> dict[str, Any]:
 
 
 def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
-               provisional: bool = False) -> Path:
+               provisional: bool = False, default_prior: str | None = None) -> Path:
     """Copy a trained run into the package as `ferkit/weights/<name>/`: model.safetensors,
     model.json, metrics.json (the run's Test evaluation + how it was trained) and the confusion
-    matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json."""
+    matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json.
+    `default_prior` (ferkit.priors) is the class prior a Predictor of this model answers photos
+    under when not told (metrics.json "default_prior"); the Test evaluation stays under FERPlus's."""
     from ferkit.models.io import weights_sha256
+    from ferkit.priors import resolve_prior
+
+    prior = resolve_prior(default_prior)  # a bad prior fails before anything is written
 
     run = Path(run)
     evaluation = Path(evaluation) if evaluation else run / "eval-test"
@@ -124,6 +129,8 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     metrics["evaluate_command"] = (f"ferkit evaluate {name} --split {metrics.get('split', 'test')} "
                                    f"--protocol {metrics.get('protocol', 'majority')}")
     metrics["training"] = training_info(run)
+    if prior.name != "ferplus":
+        metrics["default_prior"] = str(prior)
     (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return target
 

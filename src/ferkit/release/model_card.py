@@ -54,6 +54,18 @@ def _distillation(training: dict) -> str:
             f"{config.get('distill_temperature')}")
 
 
+def _default_prior_lines(metrics: dict) -> list[str]:
+    """What the model answers photos under when not told (metrics.json "default_prior")."""
+    prior = metrics.get("default_prior")
+    if not prior:
+        return []
+    return [f"Default class prior for photos: `{prior}` (`ferkit.priors`): the probabilities of "
+            "`predict`, `video`, the app and the HTTP API are re-weighted to it unless `--prior` says "
+            "otherwise, chosen on FERPlus Valid and both development sets by the rule in "
+            "docs/results/README.md (\"Class priors\"). The FERPlus figures above are under FERPlus's own "
+            "prior, the prior of its faces (`ferkit evaluate` on a FERPlus split).", ""]
+
+
 def _architecture_lines(model: dict, training: dict) -> list[str]:
     """Architecture and recipe; an ensemble gets one line per member run."""
     members = training.get("members")
@@ -158,7 +170,7 @@ def model_card(folder: Path, name: str) -> str:
               "mostly read as neutral. `--prior uniform` (every emotion equally likely) recovers part of "
               "it at a cost on FERPlus and on photos in the wild; per-class figures on both development "
               "sets are in docs/results/README.md (\"Class priors and photos beyond FERPlus\").",
-              "",
+              "", *_default_prior_lines(metrics),
               "## Reproduce"]
     run = training.get("run", "NAME")
     protocol = metrics.get("protocol", "majority")
@@ -167,5 +179,7 @@ def model_card(folder: Path, name: str) -> str:
               "a stop; `ferkit ensemble` combined runs), then its evaluation and bundling:", "", "```"]
     lines += [*commands, f"ferkit evaluate runs/{run} --split test --protocol {protocol}",
               f"ferkit bundle runs/{run} --name {name}"
-              + (" --provisional" if metrics.get("provisional") else ""), "```", ""]
+              + (" --provisional" if metrics.get("provisional") else "")
+              + (f" --default-prior {metrics['default_prior']}" if metrics.get("default_prior") else ""),
+              "```", ""]
     return "\n".join(lines)
