@@ -80,7 +80,7 @@ def main() -> None:
     candidates = {}
     for name in args.models:
         for backend in ("auto",) if name.endswith(".onnx") else ("auto", "torch"):
-            predictor = Predictor(name, threads=1, backend=backend)
+            predictor = Predictor(name, threads=1, backend=backend, prior="ferplus")  # FERPlus faces
             precision = predictor.model_info.get("onnx", {}).get("precision", "fp32")
             label = f"{name} ({predictor.backend.kind} {precision})"
             if label not in candidates:

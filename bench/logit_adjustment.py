@@ -34,7 +34,7 @@ def main() -> None:
     data = load_ferplus(args.data, splits=("train", "valid"))
     prior = label_split(data["train"], "crossentropy").targets.mean(axis=0)
     valid = label_split(data["valid"], "majority")
-    log_proba = np.log(Predictor(model=args.model).predict_faces(valid.images) + 1e-12)
+    log_proba = np.log(Predictor(model=args.model, prior="ferplus").predict_faces(valid.images) + 1e-12)
     y = valid.labels
     print(f"prior (train, soft labels): {[round(float(p), 4) for p in prior]}")
     print(f"valid support: {np.bincount(y, minlength=len(EMOTIONS)).tolist()}")

@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     valid = label_split(load_ferplus(args.data, splits=("valid",))["valid"], "majority")
     pick = np.random.default_rng(0).permutation(len(valid))[: args.n]
-    predictor = Predictor(model=args.model)
+    predictor = Predictor(model=args.model, prior="ferplus")  # FERPlus faces: their own prior
     for detector in args.detectors:
         pipeline(predictor, valid, pick, detector, args.margins)
 
