@@ -39,7 +39,6 @@ FERPLUS_TRAIN_PRIOR: tuple[float, ...] = (0.3373, 0.26906, 0.12427, 0.13684, 0.0
 # How far a non-FERPlus prior is applied (1 = the full Bayes shift). Chosen on FERPlus Valid and the
 # dev sets by bench/prior_strength.py (docs/results/README.md, "Class priors").
 PRIOR_STRENGTH = 0.75
-PRIOR_MODES = ("ferplus", "uniform")
 
 PriorSpec = str | Sequence[float] | np.ndarray | None
 
