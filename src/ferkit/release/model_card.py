@@ -99,7 +99,8 @@ def _runtime_lines(onnx: dict | None) -> list[str]:
                  f"top-1 agreement {valid.get('agreement', 0):.4f}")
         if "max_flip_margin" in valid:
             line += f", surest answer changed {valid['max_flip_margin']:.2f} (fp32 top-two gap)"
-    return [line + ". The figures above are PyTorch's (`Predictor(backend=\"torch\")`)."]
+    return [line + ". The figures above are PyTorch's (`ferkit evaluate`, or "
+                   "`Predictor(backend=\"torch\", prior=\"ferplus\")`)."]
 
 
 def model_card(folder: Path, name: str) -> str:
