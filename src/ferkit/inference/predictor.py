@@ -200,8 +200,9 @@ class Predictor:
     threads: ONNX Runtime intra-op threads (None: its default). PyTorch's thread count is
         process-wide: set it with torch.set_num_threads.
     backend: "auto" (ONNX Runtime for .onnx files and for bundled models, which ship their export;
-        PyTorch for run folders), "onnx" or "torch" (the folder's PyTorch weights: the same numbers
-        as `ferkit evaluate`). Grad-CAM works with either: `.model` loads the PyTorch weights on demand.
+        PyTorch for run folders), "onnx" or "torch" (the folder's PyTorch weights: with prior="ferplus",
+        the same numbers as `ferkit evaluate` on FERPlus). Grad-CAM works with either: `.model`
+        loads the PyTorch weights on demand.
     """
 
     def __init__(self, model: str | Path | None = None, detector: str | DetectFn | None = None, *,
@@ -360,8 +361,9 @@ class Predictor:
                       color: Color = "rgb") -> np.ndarray:
         """Already-cropped faces -> (N, 8) float32 softmax probabilities in EMOTIONS order.
 
-        `faces`: uint8 (N, 48, 48) grayscale (used as is; with backend="torch", the same numbers
-        `ferkit evaluate` gets on FERPlus), or crops of any size/colour (see `prepare_faces`).
+        `faces`: uint8 (N, 48, 48) grayscale (used as is; with backend="torch" and prior="ferplus",
+        the same numbers `ferkit evaluate` gets on FERPlus), or crops of any size/colour (see
+        `prepare_faces`).
         Batched internally (`batch_size`, default 256). `tta` overrides the Predictor's TTA for this call."""
         images = prepare_faces(faces, color)
         mode = check_tta(tta) if tta is not None else self.tta
