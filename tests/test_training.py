@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -179,10 +180,11 @@ def test_time_budget_stops_the_run_and_still_exports_the_model(learnable_root, t
     assert (run / "model.safetensors").is_file() and (run / "checkpoints/best.ckpt").is_file()
 
 
-@pytest.mark.parametrize("protocol", ["probability", "multi_target", "majority"])
-def test_every_protocol_trains(learnable_root, tmp_path, protocol):
+@pytest.mark.parametrize(("protocol", "balance"),
+                         [("probability", "weights"), ("multi_target", "weights"), ("majority", "sampling")])
+def test_every_protocol_trains(learnable_root, tmp_path, protocol, balance):
     run = train(tiny_train_config(learnable_root, tmp_path, protocol, protocol=protocol, epochs=1,
-                            limit_train_batches=2, class_balance="weights", ema_decay=0.9,
+                            limit_train_batches=2, class_balance=balance, ema_decay=0.9,
                             label_smoothing=0.1, augment={"enabled": True, "flip": False, "mixup": 0.2}))
     assert json.loads((run / "model.json").read_text())["protocol"] == protocol
 
@@ -528,3 +530,22 @@ def test_ferkit_data_applies_to_a_config_without_a_data_root(tmp_path, monkeypat
     result = CliRunner().invoke(app, ["train", "--config", str(config), "--name", "env"])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((tmp_path / "runs" / "env" / "config.yaml").read_text())["data"] == str(root)
+
+
+def test_class_balanced_sampling_draws_a_rare_class_as_the_square_root_of_its_count():
+    """class_balance=sampling: an epoch is n draws with replacement, a class's share ~ sqrt(count),
+    the same for a resumed run (seeded by epoch) and different from one epoch to the next."""
+    from ferkit.training import data
+
+    labels = np.array([0] * 900 + [1] * 100)
+    weights = data.sqrt_balanced_weights(labels)
+    sampler = data.EpochBatchSampler(len(labels), 100, shuffle=True, seed=1, weights=weights)
+    sampler.set_epoch(2)
+    drawn = [i for b in sampler for i in b]
+    again = data.EpochBatchSampler(len(labels), 100, shuffle=True, seed=1, weights=weights)
+    again.set_epoch(2)
+    assert drawn == [i for b in again for i in b] and len(drawn) == len(labels)
+    rare_share = float(np.mean(labels[drawn] == 1))
+    assert 0.19 < rare_share < 0.31  # sqrt(100) / (sqrt(900) + sqrt(100)) = 0.25; plain shuffle: 0.10
+    sampler.set_epoch(3)
+    assert [i for b in sampler for i in b] != drawn

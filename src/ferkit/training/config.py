@@ -63,7 +63,8 @@ class TrainConfig:
     # 0 = none. Stops after the current step; extend with `--resume RUN --set max_hours=H`.
     max_hours: float = 0.0
     label_smoothing: float = 0.0
-    class_balance: str = "none"  # none | weights (loss weights ~ 1/sqrt(frequency))
+    # none | weights (loss weights ~ 1/sqrt(frequency)) | sampling (faces drawn ~ 1/sqrt(frequency))
+    class_balance: str = "none"
     # tau of the logit-adjusted loss (Menon et al., ICLR 2021): training sees logits + tau * log(the
     # training set's class frequencies), so the network's own logits learn a posterior with that much
     # of the crowd's class prior taken out (1 = balanced); 0 = off
@@ -112,7 +113,8 @@ class TrainConfig:
             (self.early_stopping_patience >= 0, "early_stopping_patience", "zero or positive"),
             (self.max_hours >= 0, "max_hours", "zero or positive"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
-            (self.class_balance in ("none", "weights"), "class_balance", "none or weights"),
+            (self.class_balance in ("none", "weights", "sampling"), "class_balance",
+             "none, weights or sampling"),
             (0 <= self.logit_adjustment <= 2, "logit_adjustment", "in [0, 2]"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),

@@ -185,6 +185,7 @@ def _datamodule(config: TrainConfig, run_dir: Path) -> FerplusDataModule:
     datamodule = FerplusDataModule(config.data, config.protocol, config.batch_size, config.seed,
                                    skip_bad=config.skip_bad)
     datamodule.setup()
+    datamodule.balanced_sampling = config.class_balance == "sampling"
     log.info("data: %d train, %d valid images (protocol %s)", len(datamodule.train_split),
              len(datamodule.valid_split), config.protocol)
     train_split = datamodule.train_split
