@@ -86,6 +86,25 @@ def test_kept_targets_are_distributions():
         assert (targets[~keep] == 0).all()
 
 
+@pytest.mark.parametrize(("votes", "expected"), [
+    ([0, 0, 0, 0, 2, 1, 0, 7, 0, 0], dist(anger=2, disgust=1, contempt=7)),  # the single vote stays
+    ([6, 0, 1, 2, 0, 0, 0, 0, 1, 0], dist(neutral=6, surprise=1, sadness=2)),  # unknown's vote leaves
+    ([3, 3, 2, 2, 0, 0, 0, 0, 0, 0], dist(neutral=3, happiness=3, surprise=2, sadness=2)),  # no top-3 cut
+    ([1] * 10, dist(**dict.fromkeys(["neutral", "happiness", "surprise", "sadness", "anger", "disgust",
+                                     "fear", "contempt"], 1))),
+])
+def test_all_votes_keeps_every_emotion_vote(votes, expected):
+    targets, keep = apply_protocol(np.array([votes]), "all_votes")
+    assert keep[0]
+    np.testing.assert_allclose(targets[0], expected, atol=1e-6)
+
+
+def test_all_votes_drops_faces_where_unknown_or_nf_leads():
+    _, keep = apply_protocol(np.array([[0] * 8 + [10, 0], [0] * 9 + [10], [2, 0, 0, 0, 0, 0, 0, 0, 3, 5]]),
+                             "all_votes")
+    assert not keep.any()
+
+
 def test_unknown_protocol_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown label protocol 'soft'"):
         apply_protocol(np.zeros((1, 10)), "soft")

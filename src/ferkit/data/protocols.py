@@ -2,7 +2,7 @@
 
 Each protocol follows Barsoum et al. 2016 and Microsoft's reference reader (FERPlus
 `ferplus.py::_process_data`): votes of 1 are outliers and are zeroed first (every protocol
-but `argmax`), the protocol builds a distribution over all 10 columns, and an image whose
+but `argmax` and `all_votes`), the protocol builds a distribution over all 10 columns, and an image whose
 distribution peaks at "unknown" or "NF" (ties go to the lower index) is dropped. Kept
 targets are renormalised over the 8 emotions.
 
@@ -22,7 +22,7 @@ from ferkit.errors import ArgumentError
 N_EMOTIONS = len(EMOTIONS)
 
 # Protocols whose target is a distribution (train with cross-entropy to it).
-SOFT_PROTOCOLS = ("crossentropy", "probability", "multi_target")
+SOFT_PROTOCOLS = ("crossentropy", "probability", "multi_target", "all_votes")
 
 
 def _without_outliers(votes: np.ndarray) -> np.ndarray:
@@ -102,6 +102,14 @@ def multi_target(votes: np.ndarray, threshold: float = 0.3) -> tuple[np.ndarray,
     return _finish(dist10)
 
 
+def all_votes(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every emotion vote counts: the raw vote shares, no outlier removal and no top-3 cut. The
+    reference rules discard about half of disgust's and contempt's votes (a quarter of fear's) as
+    single dissenters, against 3-4% of neutral's (bench/minority_votes.py); this keeps that evidence.
+    Dropped, as everywhere, when unknown or NF holds the most votes."""
+    return _finish(np.asarray(votes, dtype=np.float64))
+
+
 def argmax(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Plain argmax of the vote counts, ties to the lower index; dropped if unknown/NF wins."""
     counts = np.asarray(votes, dtype=np.float64)
@@ -116,6 +124,7 @@ PROTOCOLS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
     "crossentropy": crossentropy,
     "probability": probability,
     "multi_target": multi_target,
+    "all_votes": all_votes,
     "argmax": argmax,
 }
 

@@ -48,7 +48,7 @@ class TrainConfig:
     skip_bad: bool = False  # skip bad label rows and images (listed in train.log) instead of stopping
     model: str = "resnet"
     model_args: dict[str, Any] = field(default_factory=dict)
-    protocol: str = "crossentropy"  # majority | crossentropy | probability | multi_target | argmax
+    protocol: str = "crossentropy"  # majority|crossentropy|probability|multi_target|all_votes|argmax
     epochs: int = 30
     batch_size: int = 128
     optimizer: str = "adam"  # adam | adamw | sgd
