@@ -119,3 +119,25 @@ def test_a_bundled_models_training_record_is_reported_when_it_is_reused(tmp_path
     assert bundle.training_info(member) == record
     (member / "history.json").write_text(json.dumps([{"epoch": 1, "seconds": 5}]))  # a run of its own
     assert bundle.training_info(member)["epochs_trained"] == 1
+
+
+def test_a_bundled_model_with_a_retrained_head_reports_its_source_training_then_the_head(tmp_path,
+                                                                                          monkeypatch):
+    """`ferkit retrain-head default` then `ferkit bundle ... --name default`: the record names the
+    original training and the re-training command, read before the bundle replaces its own source."""
+    from ferkit.models.io import append_command
+
+    monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path / "weights")
+    source = write_random_model(tmp_path / "weights" / "default")
+    record = {"run": "ens", "epochs_trained": 80, "train_seconds": 100.0, "commands": ["ferkit ensemble"]}
+    (source / "metrics.json").write_text(json.dumps({"training": record}))
+    crt = write_random_model(tmp_path / "runs" / "crt", seed=1)
+    config = json.loads((crt / "model.json").read_text())
+    config["head_retrained"] = {"from": "default", "protocol": "all_votes", "balance": "full"}
+    (crt / "model.json").write_text(json.dumps(config))
+    append_command(crt, "ferkit retrain-head default --out runs/crt")
+    (crt / "eval-test").mkdir()
+    (crt / "eval-test" / "metrics.json").write_text(json.dumps({"split": "test", "accuracy": 0.9}))
+    training = json.loads((bundle.bundle_run(crt, "default") / "metrics.json").read_text())["training"]
+    assert training["epochs_trained"] == 80 and training["head_retrained"]["balance"] == "full"
+    assert training["commands"] == ["ferkit ensemble", "ferkit retrain-head default --out runs/crt"]

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from ferkit.cli import app
-from ferkit.errors import ConfigError
+from ferkit.errors import ArgumentError, ConfigError
 from ferkit.models import load_model
 from ferkit.training.augment import BatchAugment
 from ferkit.training.config import AugmentConfig, TrainConfig, load_config, parse_override
@@ -549,3 +549,44 @@ def test_class_balanced_sampling_draws_a_rare_class_as_the_square_root_of_its_co
     assert 0.19 < rare_share < 0.31  # sqrt(100) / (sqrt(900) + sqrt(100)) = 0.25; plain shuffle: 0.10
     sampler.set_epoch(3)
     assert [i for b in sampler for i in b] != drawn
+
+
+def test_retrain_head_relearns_only_the_last_layer_into_a_new_folder(learnable_root, tmp_path):
+    """`ferkit retrain-head`: the features are kept, the head is new, the source is untouched, and the
+    folder says how it was made; an existing folder is never written over."""
+    from ferkit.training.head import retrain_head
+
+    run = train(tiny_train_config(learnable_root, tmp_path / "runs", "src", epochs=1))
+    before = (run / "model.safetensors").read_bytes()
+    out = retrain_head(str(run), tmp_path / "crt", learnable_root, protocol="all_votes", balance="full",
+                       epochs=2, command="ferkit retrain-head runs/src --out crt")
+    assert (run / "model.safetensors").read_bytes() == before
+    source, retrained = load_model(run).state_dict(), load_model(out).state_dict()
+    changed = {k for k in source if not torch.equal(source[k], retrained[k])}
+    assert changed == {"fc.weight", "fc.bias"}
+    config = json.loads((out / "model.json").read_text())
+    assert config["head_retrained"]["balance"] == "full" and config["head_retrained"]["from"] == str(run)
+    assert (out / "commands.txt").read_text().rstrip().endswith("ferkit retrain-head runs/src --out crt")
+    result = CliRunner().invoke(app, ["retrain-head", str(run), "--out", str(out),
+                                      "--data", str(learnable_root)])
+    assert result.exit_code == 1 and "already exists and is not empty" in result.output
+    with pytest.raises(ArgumentError, match="--balance must be one of none, sqrt, full"):
+        retrain_head(str(run), tmp_path / "crt2", learnable_root, balance="half")
+
+
+def test_class_balanced_head_calls_the_rare_class_more_often():
+    """The point of cRT: on the same features, a head trained under full balance predicts the rare
+    class for more of the overlap than one trained on the faces as they come."""
+    from ferkit.training.head import train_head
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 900 + [1] * 100)
+    features = torch.from_numpy(rng.normal(size=(1000, 2)) + np.where(labels[:, None] == 1, 1.0, 0.0)).float()
+    targets = torch.nn.functional.one_hot(torch.from_numpy(labels), 8).float()
+    fc = torch.nn.Linear(2, 8)
+    rare = {}
+    for balance in ("none", "full"):
+        head = train_head(fc, features, targets, labels, balance, epochs=30, lr=0.05, seed=0)
+        with torch.no_grad():
+            rare[balance] = float((head(features).argmax(1) == 1).float().mean())
+    assert rare["none"] < 0.08 and rare["full"] > 0.25  # 10% of the faces are rare

@@ -710,6 +710,32 @@ def ensemble_command(
     console.print(f"[green]ensemble of {len(runs)} runs written to {folder}", highlight=False)
 
 
+@app.command("retrain-head")
+@user_errors
+def retrain_head_command(
+    model: Annotated[str, typer.Argument(help="Bundled model name or model folder (a resnet, or an "
+                                              "ensemble of them).")],
+    out: Annotated[Path, typer.Option(help="Output model folder, e.g. runs/default-crt (must not exist).")],
+    balance: Annotated[str, typer.Option(
+        help="Class-balanced sampling: full (faces drawn ~ 1/class count), sqrt (~ 1/sqrt) "
+             "or none.")] = "full",
+    protocol: Annotated[str, typer.Option(help="Label protocol of the targets.")] = "all_votes",
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the stored features.")] = 10,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
+    data: Annotated[Path | None, typer.Option(
+        help=f"FERPlus root (its training faces); default $FERKIT_DATA, else {DEFAULT_DATA}")] = None,
+) -> None:
+    """Re-learn a trained model's last layer under class-balanced sampling (cRT, Kang et al. 2020),
+    its features kept: rare-class recall for little accuracy, in minutes. Written like a run folder:
+    evaluate, export, bundle and --model take it."""
+    from ferkit.training.head import retrain_head
+
+    folder = retrain_head(model, out, data if data is not None else default_data_root(), protocol, balance,
+                          epochs, lr, command=shlex.join(["ferkit", *sys.argv[1:]]),
+                          log=lambda message: console.print(message, highlight=False))
+    console.print(f"[green]{model} with re-learned head(s) written to {folder}", highlight=False)
+
+
 @app.command("bundle")
 @user_errors
 def bundle_command(

@@ -52,6 +52,15 @@ def training_info(run: Path) -> dict[str, Any]:
         # a bundled model, or a member written out of a bundled ensemble, carries its own record
         return recorded
     model_json = read_json_file(run / "model.json")
+    retrained = model_json.get("head_retrained")
+    if retrained:
+        # `ferkit retrain-head`: the source model's training, then its re-learned last layer(s)
+        source = Path(retrained["from"])
+        if not (source / "model.json").is_file():  # a bundled model's name
+            source = bundled.weights_root() / retrained["from"]
+        base = training_info(source) if (source / "model.json").is_file() else {"run": retrained["from"]}
+        return {**base, "run": run.name, "head_retrained": retrained,
+                "commands": base.get("commands", []) + read_commands(run)}
     members = model_json.get("member_runs")
     if members:
         missing = [m for m in members if not (Path(m) / "model.json").is_file()]
@@ -114,6 +123,8 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
         if not needed.is_file():
             hint = f" (run `ferkit evaluate {run}` first)" if needed.name == "metrics.json" else ""
             raise ModelFileError(f"{needed}: not found{hint}")
+    # read before anything is written: it may read the bundled model this run replaces (retrain-head)
+    training = training_info(run)
     target = bundled.weights_root() / name  # looked up at call time: tests bundle into a tmp folder
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "model.safetensors", target / "model.safetensors")
@@ -128,7 +139,7 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     metrics["provisional"] = provisional
     metrics["evaluate_command"] = (f"ferkit evaluate {name} --split {metrics.get('split', 'test')} "
                                    f"--protocol {metrics.get('protocol', 'majority')}")
-    metrics["training"] = training_info(run)
+    metrics["training"] = training
     if prior.name != "ferplus":
         metrics["default_prior"] = str(prior)
     (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
