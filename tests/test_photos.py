@@ -78,7 +78,11 @@ def test_photo_accuracy_equals_an_independent_count_with_the_predictor(photo_fol
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["balanced_accuracy"] == m["balanced_accuracy"]
     # photos are read under the model's own default prior (metrics.json "default_prior"), and say so
-    assert written["prior"] == predictor.prior.to_dict() and written["prior"]["name"] == "neutral:0.7"
+    from ferkit.inference import bundled
+
+    recorded = json.loads((bundled.weights_root() / "default" / "metrics.json").read_text())
+    assert written["prior"] == predictor.prior.to_dict()
+    assert written["prior"]["name"] == recorded.get("default_prior", "ferplus")
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "images/dogs.jpg (fear)" in report and "balanced accuracy" in report
 

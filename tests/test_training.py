@@ -590,3 +590,23 @@ def test_class_balanced_head_calls_the_rare_class_more_often():
         with torch.no_grad():
             rare[balance] = float((head(features).argmax(1) == 1).float().mean())
     assert rare["none"] < 0.08 and rare["full"] > 0.25  # 10% of the faces are rare
+
+
+def test_a_fitted_temperature_recovers_over_confidence_and_changes_no_answer(learnable_root, tmp_path):
+    from ferkit.training.head import fit_temperature, retrain_head
+
+    rng = np.random.default_rng(0)
+    true_logits = torch.from_numpy(rng.normal(scale=2.0, size=(4000, 8))).float()
+    labels = torch.distributions.Categorical(logits=true_logits).sample().numpy()
+    assert abs(fit_temperature(3.0 * true_logits, labels) - 3.0) < 0.3  # logits three times too sure
+
+    run = train(tiny_train_config(learnable_root, tmp_path / "runs", "src", epochs=1))
+    plain = retrain_head(str(run), tmp_path / "plain", learnable_root, epochs=2, calibrate=False)
+    scaled = retrain_head(str(run), tmp_path / "scaled", learnable_root, epochs=2)
+    temperature = json.loads((scaled / "model.json").read_text())["head_retrained"]["temperature"]
+    assert temperature > 0 and abs(temperature - 1) > 1e-3
+    faces = torch.from_numpy(rng.integers(0, 256, (32, 1, 48, 48)).astype(np.float32) / 255 * 4 - 2)
+    with torch.no_grad():
+        a, b = load_model(plain)(faces), load_model(scaled)(faces)
+    assert torch.equal(a.argmax(1), b.argmax(1))
+    torch.testing.assert_close(a / temperature, b, rtol=1e-4, atol=1e-4)

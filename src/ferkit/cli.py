@@ -722,6 +722,9 @@ def retrain_head_command(
     protocol: Annotated[str, typer.Option(help="Label protocol of the targets.")] = "all_votes",
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the stored features.")] = 10,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
+    calibrate: Annotated[bool, typer.Option(
+        help="Fold one temperature, fitted on FERPlus Valid, into the heads: calibrated probabilities, "
+             "the same answers.")] = True,
     data: Annotated[Path | None, typer.Option(
         help=f"FERPlus root (its training faces); default $FERKIT_DATA, else {DEFAULT_DATA}")] = None,
 ) -> None:
@@ -731,7 +734,7 @@ def retrain_head_command(
     from ferkit.training.head import retrain_head
 
     folder = retrain_head(model, out, data if data is not None else default_data_root(), protocol, balance,
-                          epochs, lr, command=shlex.join(["ferkit", *sys.argv[1:]]),
+                          epochs, lr, calibrate, command=shlex.join(["ferkit", *sys.argv[1:]]),
                           log=lambda message: console.print(message, highlight=False))
     console.print(f"[green]{model} with re-learned head(s) written to {folder}", highlight=False)
 

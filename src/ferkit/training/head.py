@@ -9,6 +9,12 @@ and each member gets its own head); the head, initialised from the network's own
 Adam on cross-entropy to the label protocol's soft targets, each epoch drawn with replacement, face i
 with probability proportional to 1 (`none`), 1/sqrt(count of its class) (`sqrt`) or 1/count (`full`).
 Minutes on a CPU, against hours for a run: `ferkit retrain-head MODEL --out runs/NAME`.
+
+Soft targets that keep every dissenting vote, drawn class-balanced, leave the head under-confident
+(Valid confidence ~0.57 where ~0.82 of the answers are right; ECE 0.15 against the ensemble's 0.04), so
+by default one temperature T is fitted on FERPlus Valid (Guo et al., ICML 2017: the NLL of the
+majority labels) and folded into the heads (weights and bias / T). It changes no answer: the model's
+output is softmax(mean of the members' logits / T), whose argmax does not depend on T.
 """
 
 from __future__ import annotations
@@ -88,6 +94,38 @@ def training_features(networks: list[FerModel], data_root: str | Path, protocol:
             np.concatenate([train.labels, train.labels]))
 
 
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
+    """The T > 0 minimising the NLL of softmax(logits / T) against hard labels (1-D, convex in log T)."""
+    y = torch.as_tensor(labels)
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(nll)
+    return float(log_t.exp())
+
+
+def calibrated(heads: list[nn.Linear], features: list[torch.Tensor], labels: np.ndarray
+               ) -> tuple[list[nn.Linear], float]:
+    """`heads` with one temperature, fitted on (features, labels), folded in; and that temperature."""
+    with torch.no_grad():
+        logits = torch.stack([h(f) for h, f in zip(heads, features, strict=True)]).mean(0)  # (N, 8)
+    temperature = fit_temperature(logits, labels)
+    scaled = []
+    for head in heads:
+        head = copy.deepcopy(head)
+        with torch.no_grad():
+            head.weight /= temperature
+            head.bias /= temperature
+        scaled.append(head)
+    return scaled, temperature
+
+
 def with_heads(model: FerModel, heads: list[nn.Linear]) -> FerModel:
     """A copy of `model` whose (members') last layers are `heads`."""
     retrained = copy.deepcopy(model)
@@ -112,10 +150,11 @@ def save_retrained(model: FerModel, source: Path, out: str | Path, settings: dic
 
 
 def retrain_head(model: str, out: str | Path, data_root: str | Path, protocol: str = "all_votes",
-                 balance: str = "full", epochs: int = 10, lr: float = 1e-3, command: str | None = None,
-                 log: Callable[[str], None] = lambda message: None) -> Path:
+                 balance: str = "full", epochs: int = 10, lr: float = 1e-3, calibrate: bool = True,
+                 command: str | None = None, log: Callable[[str], None] = lambda message: None) -> Path:
     """`ferkit retrain-head`: `model` (bundled name or model folder) with its last layer(s) re-learned
-    under class-balanced sampling, written to the new folder `out`. Member i's head uses seed i."""
+    under class-balanced sampling, written to the new folder `out`. Member i's head uses seed i. With
+    `calibrate`, one temperature fitted on FERPlus Valid is folded into the heads (no answer changes)."""
     from ferkit.inference.bundled import resolve_model
 
     out = Path(out)
@@ -135,4 +174,9 @@ def retrain_head(model: str, out: str | Path, data_root: str | Path, protocol: s
              for i, (n, f) in enumerate(zip(networks, features, strict=True))]
     settings = {"from": str(model), "protocol": protocol, "balance": balance, "epochs": epochs, "lr": lr,
                 "views": "face + mirror"}
+    if calibrate:
+        valid = label_split(load_ferplus(data_root, splits=("valid",))["valid"], "majority")
+        valid_features = [pooled_features(n, valid.images) for n in networks]
+        heads, settings["temperature"] = calibrated(heads, valid_features, valid.labels)
+        log(f"temperature fitted on FERPlus Valid: {settings['temperature']:.3f}")
     return save_retrained(with_heads(network, heads), source.path, out, settings, command)
