@@ -1,4 +1,4 @@
-"""A CSV logger that keeps the rows of earlier sessions of a resumed run.
+"""A CSV logger that keeps the rows a resumed run logged before it was stopped.
 
 Lightning's CSVLogger deletes logs/metrics.csv when its folder already holds one, so `--resume`
 lost every row logged before the stop. This one appends to the file, under the header it has.
