@@ -7,7 +7,8 @@ For each label protocol and balance, the model's last layer (each member's, for 
 re-learned exactly as `ferkit retrain-head MODEL --protocol P --balance B` does (the features are
 computed once per protocol). Prints FERPlus Valid accuracy, balanced accuracy and disgust / contempt
 recall (majority protocol) for every variant; with `--out`, writes each variant as the model folder
-`OUT-<protocol>-<balance>`, for `bench/prior_strength.py --models ...` on the dev sets. Valid only:
+`OUT-<protocol>-<balance>` (with the Valid temperature folded in, as `ferkit retrain-head` does,
+unless `--no-calibrate`), for `bench/prior_strength.py --models ...` on the dev sets. Valid only:
 never Test.
 """
 
@@ -27,6 +28,7 @@ from ferkit.data import label_split, load_ferplus
 from ferkit.inference.bundled import resolve_model
 from ferkit.models import load_model
 from ferkit.training.head import (
+    calibrated,
     heads_of,
     pooled_features,
     save_retrained,
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default=None,
                         help="write each variant as the model folder OUT-<protocol>-<balance>")
+    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                        help="write the heads without the Valid temperature `ferkit retrain-head` folds in")
     parser.add_argument("--data", default=str(default_data_root()))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -68,6 +72,8 @@ def main() -> None:
             if args.out:
                 settings = {"from": args.model, "protocol": protocol, "balance": balance,
                             "epochs": args.epochs, "lr": args.lr, "views": "face + mirror"}
+                if args.calibrate:  # as `ferkit retrain-head` does; no answer changes under `ferplus`
+                    heads, settings["temperature"] = calibrated(heads, valid_features, valid.labels)
                 save_retrained(with_heads(model, heads), source.path, f"{args.out}-{protocol}-{balance}",
                                settings, command=shlex.join(["python", *sys.argv]))
 

@@ -10,7 +10,8 @@ k of the 10 votes for another emotion, next to each emotion's own majority count
 
 A second table gives each emotion's vote mass, over every face of the split, and the share of it
 that the reference protocols discard as outliers (a count of 1 is zeroed before any protocol but
-`argmax` builds its target): the rare classes lose far more of their evidence than neutral does.
+`argmax` and `all_votes` builds its target): the rare classes lose far more of their evidence than
+neutral does.
 No model runs.
 """
 

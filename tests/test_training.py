@@ -189,6 +189,18 @@ def test_every_protocol_trains(learnable_root, tmp_path, protocol, balance):
     assert json.loads((run / "model.json").read_text())["protocol"] == protocol
 
 
+def test_class_balance_sampling_reaches_the_training_batches(learnable_root, tmp_path):
+    """The config key, not only the sampler: `class_balance=sampling` makes the training loader draw
+    by square-root weights, and validation stays a plain pass over every face."""
+    from ferkit.training.run import _datamodule
+
+    for balance, sampled in (("sampling", True), ("none", False)):
+        config = tiny_train_config(learnable_root, tmp_path, balance, class_balance=balance)
+        datamodule = _datamodule(config, tmp_path / balance)
+        assert (datamodule.train_dataloader().sampler.weights is not None) == sampled
+        assert datamodule.val_dataloader().sampler.weights is None
+
+
 def test_distillation_trains_on_the_teachers_predictions(learnable_root, tiny_runs, tmp_path):
     import numpy as np
 
@@ -448,6 +460,8 @@ def test_logit_adjusted_loss_trains_on_shifted_logits_and_validates_on_raw_ones(
     assert not torch.allclose(loss, soft_cross_entropy(logits, targets), atol=1e-3)
     with pytest.raises(ConfigError, match="logit_adjustment"):
         TrainConfig(logit_adjustment=-1).validate()
+    with pytest.raises(ConfigError, match="remove it twice"):
+        TrainConfig(logit_adjustment=0.5, class_balance="sampling").validate()
 
 
 def test_weight_ema_warms_up_from_the_live_weights():
@@ -569,9 +583,15 @@ def test_retrain_head_relearns_only_the_last_layer_into_a_new_folder(learnable_r
     assert (out / "commands.txt").read_text().rstrip().endswith("ferkit retrain-head runs/src --out crt")
     result = CliRunner().invoke(app, ["retrain-head", str(run), "--out", str(out),
                                       "--data", str(learnable_root)])
-    assert result.exit_code == 1 and "already exists and is not empty" in result.output
+    assert result.exit_code == 1 and "already exists and is not an empty folder" in result.output
     with pytest.raises(ArgumentError, match="--balance must be one of none, sqrt, full"):
         retrain_head(str(run), tmp_path / "crt2", learnable_root, balance="half")
+    with pytest.raises(ArgumentError, match="--protocol must be one of"):
+        retrain_head(str(run), tmp_path / "crt2", learnable_root, protocol="votes")
+    (tmp_path / "a-file").write_text("kept")
+    with pytest.raises(ArgumentError, match="not an empty folder"):
+        retrain_head(str(run), tmp_path / "a-file", learnable_root)
+    assert (tmp_path / "a-file").read_text() == "kept"
 
 
 def test_class_balanced_head_calls_the_rare_class_more_often():

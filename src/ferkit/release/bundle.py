@@ -36,13 +36,26 @@ def int8_keeps_answers(agreement: float, max_flip_margin: float) -> bool:
     return agreement >= INT8_MIN_AGREEMENT and max_flip_margin <= INT8_MAX_FLIP_MARGIN
 
 
+def _model_folder(model: str, run: Path, field: str) -> Path:
+    """The folder of a model another one was made from (a run folder, or a bundled model's name,
+    whose folder carries its own training record), named by `run`'s `field`."""
+    for folder in (Path(model), bundled.weights_root() / model):
+        if (folder / "model.json").is_file():
+            return folder
+    raise ModelFileError(f"{run}: {field} names {model!r}, which is neither a model folder nor a bundled "
+                         "model; its training record is part of this model's (paths are relative to "
+                         "where the command ran)")
+
+
 def training_info(run: Path) -> dict[str, Any]:
     """How a run folder was trained, for metrics.json: epochs, seconds, Valid metrics, config and the
     CLI lines that made it. An ensemble folder (model.json `member_runs`) reports each member and the
     totals; its members train independently, so their wall time is the longest member's when they
     run side by side and the sum when they run one after another. A distilled run (config `teacher`)
-    reports its teacher too, and the commands that made the teacher come first. A folder without
-    history.json whose metrics.json has a `training` record (a bundled model) reports that record."""
+    reports its teacher too, and the commands that made the teacher come first; a model whose head was
+    re-learned (model.json `head_retrained`) reports its source's record, then the re-learning. A
+    folder without history.json whose metrics.json has a `training` record (a bundled model) reports
+    that record."""
     import yaml
 
     from ferkit.models.io import read_commands
@@ -55,10 +68,7 @@ def training_info(run: Path) -> dict[str, Any]:
     retrained = model_json.get("head_retrained")
     if retrained:
         # `ferkit retrain-head`: the source model's training, then its re-learned last layer(s)
-        source = Path(retrained["from"])
-        if not (source / "model.json").is_file():  # a bundled model's name
-            source = bundled.weights_root() / retrained["from"]
-        base = training_info(source) if (source / "model.json").is_file() else {"run": retrained["from"]}
+        base = training_info(_model_folder(retrained["from"], run, "head_retrained.from"))
         return {**base, "run": run.name, "head_retrained": retrained,
                 "commands": base.get("commands", []) + read_commands(run)}
     members = model_json.get("member_runs")
@@ -94,10 +104,7 @@ def training_info(run: Path) -> dict[str, Any]:
     teacher = (config or {}).get("teacher")
     if teacher:
         # a distilled model's cost includes its teacher's training
-        folder = Path(teacher)
-        if not (folder / "model.json").is_file():  # a bundled model's name: its own training record
-            folder = bundled.weights_root() / teacher
-        teacher_info = training_info(folder) if (folder / "model.json").is_file() else {"run": teacher}
+        teacher_info = training_info(_model_folder(teacher, run, "config.yaml teacher"))
         info["teacher"] = teacher_info
         info["train_seconds_with_teacher"] = round(info["train_seconds"]
                                                    + teacher_info.get("train_seconds", 0), 1)

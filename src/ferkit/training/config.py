@@ -116,6 +116,9 @@ class TrainConfig:
             (self.class_balance in ("none", "weights", "sampling"), "class_balance",
              "none, weights or sampling"),
             (0 <= self.logit_adjustment <= 2, "logit_adjustment", "in [0, 2]"),
+            (not self.logit_adjustment or self.class_balance == "none", "logit_adjustment",
+             "0 when class_balance is weights or sampling (each removes the class prior; together "
+             "they would remove it twice)"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
             (self.distill_temperature > 0, "distill_temperature", "positive"),

@@ -52,12 +52,18 @@ class ViewBatches(Dataset):
         return self.views[k, idx].unsqueeze(1), targets
 
 
+def class_balanced_weights(labels: np.ndarray, power: float) -> torch.Tensor:
+    """(N,) sampling weights: face i weighs count(its class) ** -power. Power 0 draws faces alike,
+    1 draws every class alike, 0.5 is square-root sampling (Mahajan et al. 2018; Kang et al., ICLR
+    2020), where a class's share of an epoch goes as sqrt(count)."""
+    counts = np.bincount(labels).astype(np.float64)
+    return torch.from_numpy(counts[labels] ** -power)
+
+
 def sqrt_balanced_weights(labels: np.ndarray) -> torch.Tensor:
-    """Square-root sampling (Mahajan et al. 2018; Kang et al., ICLR 2020): face i drawn with
-    probability proportional to 1/sqrt(count of its class), so a class's share of an epoch goes as
-    sqrt(count). Full balance would show each of FERPlus's ~100 contempt faces ~30 times an epoch."""
-    counts = np.bincount(labels, minlength=int(labels.max()) + 1).astype(np.float64)
-    return torch.from_numpy(1.0 / np.sqrt(counts[labels]))
+    """Square-root sampling, what `class_balance=sampling` trains with. Full balance would show each
+    of FERPlus's ~100 contempt faces ~30 times an epoch."""
+    return class_balanced_weights(labels, 0.5)
 
 
 def _rank_and_world() -> tuple[int, int]:

@@ -29,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.data import label_split, load_ferplus
+from ferkit.data import PROTOCOLS, label_split, load_ferplus
 from ferkit.errors import ArgumentError
 from ferkit.models import FerModel, load_model, normalize
 from ferkit.models.ensemble import Ensemble
 from ferkit.models.io import append_command, read_model_config, save_model
+from ferkit.training.data import class_balanced_weights
 
 BALANCE_POWERS = {"none": 0.0, "sqrt": 0.5, "full": 1.0}
 
@@ -69,8 +70,7 @@ def train_head(fc: nn.Linear, features: torch.Tensor, targets: torch.Tensor, lab
     if balance not in BALANCE_POWERS:
         raise ArgumentError(f"balance must be one of {', '.join(BALANCE_POWERS)}, not {balance!r}")
     head = copy.deepcopy(fc).float().train()
-    counts = np.bincount(labels, minlength=targets.shape[1]).astype(np.float64)
-    weights = torch.from_numpy(counts[labels] ** -BALANCE_POWERS[balance])
+    weights = class_balanced_weights(labels, BALANCE_POWERS[balance])
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -107,7 +107,7 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
         return loss
 
     optimizer.step(nll)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def calibrated(heads: list[nn.Linear], features: list[torch.Tensor], labels: np.ndarray
@@ -158,10 +158,12 @@ def retrain_head(model: str, out: str | Path, data_root: str | Path, protocol: s
     from ferkit.inference.bundled import resolve_model
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ArgumentError(f"{out}: already exists and is not empty (nothing is written over)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ArgumentError(f"{out}: already exists and is not an empty folder (nothing is written over)")
     if balance not in BALANCE_POWERS:
         raise ArgumentError(f"--balance must be one of {', '.join(BALANCE_POWERS)}, not {balance!r}")
+    if protocol not in PROTOCOLS:
+        raise ArgumentError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
     source = resolve_model(model)
     if source.backend != "torch":
         raise ArgumentError(f"{model}: an ONNX file has no trainable head; give a model folder or a "
