@@ -19,10 +19,10 @@ from ferkit.cli import app
 from ferkit.errors import ArgumentError, ConfigError
 from ferkit.models import load_model
 from ferkit.training.augment import BatchAugment
-from ferkit.training.config import AugmentConfig, TrainConfig, load_config, parse_override
+from ferkit.training.config import AugmentConfig, TrainConfig, load_config, parse_override, save_config
 from ferkit.training.distill import TEACHER_FILE, cached_teacher_probabilities, mix_targets
 from ferkit.training.module import FerClassifier
-from ferkit.training.run import train
+from ferkit.training.run import resume_config, train
 
 
 class SimulatedCrash(RuntimeError):
@@ -90,10 +90,58 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(learnable_root, tmp_p
     assert epochs == [0, 1, 2]
 
 
+class PressCtrlC(L.Callback):
+    """Ctrl-C at the start of epoch N+1: what a user stopping a long run does."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch >= self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_leaves_the_best_epoch_so_far_as_the_model_and_resume_goes_on(learnable_root, tmp_path):
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            train(tiny_train_config(learnable_root, tmp_path, "stopped"), extra_callbacks=[PressCtrlC(2)])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after a Ctrl-C
+    run = tmp_path / "stopped"
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["metrics"]["best_epoch"] == min(history, key=lambda h: h["val_loss"])["epoch"]
+    assert load_model(run)(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
+    assert "--resume" in (run / "train.log").read_text()
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 0, result.output
+    assert [h["epoch"] for h in json.loads((run / "history.json").read_text())] == [1, 2, 3]
+
+
 def crashed_run(root: Path, runs: Path, name: str) -> Path:
     with pytest.raises(SimulatedCrash):
         train(tiny_train_config(root, runs, name), extra_callbacks=[StopAfterEpochs(1)])
     return runs / name
+
+
+def test_resume_refuses_to_change_what_the_checkpoint_brings_back(learnable_root, tmp_path):
+    """`--resume --set lr=...` would be written to config.yaml and never used (the optimizer state wins);
+    `epochs` under one-cycle would crash the restored schedule. Where and how it computes may change."""
+    run = crashed_run(learnable_root, tmp_path, "crashed")
+    saved = (run / "config.yaml").read_text()
+    for change in (["--set", "lr=0.5"], ["--set", "augment.mixup=0.3"]):
+        result = CliRunner().invoke(app, ["train", "--resume", str(run), *change])
+        assert result.exit_code == 1 and "cannot change on --resume" in result.output, result.output
+    one_cycle = tiny_train_config(learnable_root, tmp_path, "x", schedule="onecycle")
+    save_config(one_cycle, run / "config.yaml")
+    with pytest.raises(ConfigError, match="epochs cannot change on --resume"):
+        resume_config(run, [{"epochs": 9}])
+    (run / "config.yaml").write_text(saved)
+    assert resume_config(run, [{"epochs": 9, "threads": 2}]).epochs == 9  # plateau: more epochs is fine
 
 
 class RunsCode:
@@ -356,6 +404,11 @@ def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
     (tmp_path / (TEACHER_FILE + ".json")).write_text(json.dumps(
         {"teacher": str(missing), "temperature": 4.0, "faces": len(faces)}))
     np.testing.assert_array_equal(cached_teacher_probabilities(tmp_path, str(missing), faces, 4.0), flat)
+    # a stamp cut short by a kill is no stamp: the answers are computed again, not trusted or a traceback
+    (tmp_path / (TEACHER_FILE + ".json")).write_text('{"teacher": "')
+    again = cached_teacher_probabilities(tmp_path, str(tiny_runs[0]), faces, temperature=1.0)
+    np.testing.assert_allclose(again, sharp, atol=1e-6)
+    assert json.loads((tmp_path / (TEACHER_FILE + ".json")).read_text())["temperature"] == 1.0
     votes = np.eye(8, dtype=np.float32)[[0, 1, 2, 3, 0, 1, 2, 3]]
     np.testing.assert_array_equal(mix_targets(votes, flat, 0.0), votes)
     np.testing.assert_allclose(mix_targets(votes, flat, 0.25).sum(1), 1, atol=1e-6)

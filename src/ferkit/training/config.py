@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -266,4 +267,6 @@ def save_config(config: TrainConfig, path: Path, extra: dict[str, Any] | None = 
     """The config as YAML (what `--resume` reads back), after an optional comment `header`."""
     data = config.to_dict() | (extra or {})
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    path.write_text(comment + yaml.safe_dump(data, sort_keys=False))
+    part = path.with_name(path.name + ".part")  # whole or not at all: `--resume` reads it back
+    part.write_text(comment + yaml.safe_dump(data, sort_keys=False))
+    os.replace(part, path)

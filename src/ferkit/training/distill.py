@@ -87,7 +87,7 @@ def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray
     cache = run_dir / TEACHER_FILE
     stamp = run_dir / (TEACHER_FILE + ".json")
     key = {"teacher": teacher, "temperature": temperature, "faces": len(images)}
-    if cache.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
+    if cache.is_file() and read_stamp(stamp) == key:
         probs = np.load(cache, allow_pickle=False)
         if probs.shape == (len(images), NUM_CLASSES):
             return probs
@@ -95,9 +95,27 @@ def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray
     log.info("distillation: teacher %s predicting %d training faces (T=%g)", folder, len(images),
              temperature)
     probs = teacher_probabilities(model, images, temperature)
+    stamp.unlink(missing_ok=True)
     np.save(cache, probs, allow_pickle=False)
-    stamp.write_text(json.dumps(key))
+    write_stamp(stamp, key)
     return probs
+
+
+def write_stamp(path: Path, key: dict) -> None:
+    """The settings that made the files beside it, written last and whole (a temporary file renamed
+    over it): a stamp present means those files are complete."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(key))
+    os.replace(part, path)
+
+
+def read_stamp(path: Path) -> dict | None:
+    """A stamp's settings, or None when there is none or it cannot be read (its files are then made
+    again rather than trusted)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 VIEWS_FILE = "teacher_views.npy"  # uint8 (K, N, 48, 48): the stored augmented views
@@ -134,10 +152,9 @@ def view_settings(augment: dict) -> dict:
 
 def _stored_pass(folder: Path) -> dict | None:
     """The settings a folder's finished teacher pass was made with, or None if it holds none."""
-    stamp = folder / VIEW_STAMP_FILE
-    if not ((folder / VIEWS_FILE).is_file() and (folder / VIEW_PROBS_FILE).is_file() and stamp.is_file()):
+    made = read_stamp(folder / VIEW_STAMP_FILE)
+    if not ((folder / VIEWS_FILE).is_file() and (folder / VIEW_PROBS_FILE).is_file() and made):
         return None
-    made = json.loads(stamp.read_text())
     # stamps written before view_settings existed carry mixup too
     return {**made, "augment": view_settings(made.get("augment") or {})}
 
@@ -199,5 +216,5 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
     for k in range(views):
         probs[k] = temper(predictor.predict_faces(np.ascontiguousarray(stored[k])), temperature)
     np.save(probs_path, probs, allow_pickle=False)
-    stamp.write_text(json.dumps(key))
+    write_stamp(stamp, key)
     return stored, probs.astype(np.float32)

@@ -105,7 +105,22 @@ def resume_config(run_dir: Path, overrides: list[dict] | None = None) -> TrainCo
     if not last.is_file():
         raise ConfigError(f"{run_dir}: nothing to resume (no {CHECKPOINTS}/last.ckpt)")
     check_checkpoint(last)
-    return load_config(run_dir / "config.yaml", overrides)
+    saved = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml", overrides)
+    before, after = saved.to_dict(), config.to_dict()
+    fixed = [key for key in after if after[key] != before.get(key) and key not in RESUME_KEYS
+             and not (key == "epochs" and saved.schedule in ("plateau", "constant"))]
+    if fixed:
+        raise ConfigError(f"{run_dir}: {', '.join(fixed)} cannot change on --resume: the checkpoint brings "
+                          "back the optimizer, the learning-rate schedule and early stopping as they were "
+                          "(a one-cycle or cosine schedule is sized by epochs); start a new run instead")
+    return config
+
+
+# What `--resume` may change: where and how the run computes, not what it learns. `epochs` too, under a
+# schedule that does not depend on it (plateau, constant).
+RESUME_KEYS = frozenset({"data", "threads", "progress_bar", "max_hours", "accelerator", "devices", "strategy",
+                         "skip_bad", "limit_val_batches"})
 
 
 def check_checkpoint(path: Path) -> None:
@@ -173,7 +188,17 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     started = time.perf_counter()
     last = run_dir / CHECKPOINTS / "last.ckpt"
     # weights_only=True explicitly: the environment cannot switch it off (see check_checkpoint)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None, weights_only=True)
+    except SystemExit:
+        # Ctrl-C (Lightning stops gracefully, then calls sys.exit(1)) or SIGTERM (SIGTERMException):
+        # the best epoch so far is exported, so a stopped run leaves a usable model; `--resume` goes on
+        if writer and trainer.interrupted and history.history:
+            _export_best(config, run_dir, module, best, history.history, time.perf_counter() - started,
+                         summary.total)
+            log.warning("stopped after epoch %d: its best epoch so far is exported; `ferkit train --resume "
+                        "%s` goes on", len(history.history), run_dir)
+        raise
     seconds = time.perf_counter() - started
     if writer:
         _export_best(config, run_dir, module, best, history.history, seconds, summary.total)
