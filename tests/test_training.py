@@ -144,6 +144,31 @@ def test_resume_refuses_to_change_what_the_checkpoint_brings_back(learnable_root
     assert resume_config(run, [{"epochs": 9, "threads": 2}]).epochs == 9  # plateau: more epochs is fine
 
 
+def test_a_moved_run_folder_keeps_its_best_checkpoint_score(learnable_root, tmp_path):
+    """A run copied elsewhere (another machine, a new name) resumes with the best val_loss it had, so
+    the next epoch replaces best.ckpt only if it is better (Lightning alone forgets the score)."""
+    import shutil
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from ferkit.training.callbacks import RunCheckpoint
+
+    run = crashed_run(learnable_root, tmp_path, "crashed")
+    moved = tmp_path / "elsewhere" / "crashed"
+    shutil.move(str(run), str(moved))
+    state = torch.load(moved / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
+    kwargs = {"monitor": "val_loss", "mode": "min", "save_top_k": 1, "filename": "best"}
+    callback = RunCheckpoint(dirpath=moved / "checkpoints", **kwargs)
+    assert callback.state_key == ModelCheckpoint(dirpath=moved / "checkpoints", **kwargs).state_key
+    saved = state["callbacks"][callback.state_key]
+    assert str(tmp_path / "crashed") in saved["dirpath"]
+    callback.load_state_dict(saved)
+    assert callback.best_model_score == saved["best_model_score"] is not None
+    assert Path(callback.best_model_path) == (moved / "checkpoints/best.ckpt").resolve()
+    result = CliRunner().invoke(app, ["train", "--resume", str(moved)])
+    assert result.exit_code == 0, result.output
+
+
 class RunsCode:
     """Unpickling this executes code: what a tampered checkpoint would carry."""
 

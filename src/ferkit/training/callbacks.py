@@ -1,4 +1,5 @@
-"""Callbacks: per-epoch history (history.json, curves.png, a line in train.log)."""
+"""Callbacks: per-epoch history (history.json, curves.png, a line in train.log), and checkpoints that
+survive a moved run folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ferkit.evaluation.plots import save
 from ferkit.training.plots import plot_history
@@ -55,3 +57,28 @@ class HistoryCallback(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, resumable from a run folder that has moved since the checkpoint was
+    written (copied to another machine, renamed). Lightning then drops the best score it kept, and the
+    first resumed epoch would replace best.ckpt whatever its loss; here the stored paths are moved to
+    the folder the run is in now."""
+
+    @property
+    def state_key(self) -> str:
+        # the key checkpoints already carry (Lightning builds it from the class name)
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        stored = state_dict.get("dirpath")
+        if stored and self.dirpath and stored != self.dirpath:
+            def here(path: str) -> str:
+                return str(Path(self.dirpath) / Path(path).name) if path else path
+
+            paths = ("best_model_path", "kth_best_model_path", "last_model_path")
+            best_k = state_dict.get("best_k_models", {})
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{key: here(state_dict[key]) for key in paths if key in state_dict},
+                          "best_k_models": {here(path): score for path, score in best_k.items()}}
+        super().load_state_dict(state_dict)

@@ -14,13 +14,13 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
 import ferkit
 from ferkit.errors import ConfigError
 from ferkit.models import model_config, save_model, summarize_model
 from ferkit.models.io import append_command
-from ferkit.training.callbacks import HistoryCallback
+from ferkit.training.callbacks import HistoryCallback, RunCheckpoint
 from ferkit.training.config import TrainConfig, load_config, save_config
 from ferkit.training.data import FerplusDataModule
 from ferkit.training.distill import TEACHER_PASS_FILES, cached_teacher_probabilities, mix_targets
@@ -181,7 +181,7 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     if writer:
         (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
     history = HistoryCallback(run_dir, title=config.model)
-    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val_loss",
+    best = RunCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="best", monitor="val_loss",
                            mode="min", save_top_k=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
     trainer = _trainer(config, run_dir, [history, *extra_callbacks, best])
@@ -240,8 +240,8 @@ def _trainer(config: TrainConfig, run_dir: Path, callbacks: list[L.Callback]) ->
     """Lightning's Trainer with a last.ckpt every epoch, early stopping if asked, CSV (+ TensorBoard) logs."""
     # its own callback: Lightning's save_last=True only writes last.ckpt when a new best is saved,
     # so a killed run lost every epoch since its last val_loss improvement (6 epochs, measured)
-    every_epoch = ModelCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="last", monitor=None,
-                                  save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
+    every_epoch = RunCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="last", monitor=None,
+                                save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
     callbacks = [*callbacks, every_epoch]
     if config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min",
@@ -274,7 +274,7 @@ def _trainer(config: TrainConfig, run_dir: Path, callbacks: list[L.Callback]) ->
     )
 
 
-def _export_best(config: TrainConfig, run_dir: Path, module: FerClassifier, best: ModelCheckpoint,
+def _export_best(config: TrainConfig, run_dir: Path, module: FerClassifier, best: RunCheckpoint,
                  rows: list[dict], seconds: float, params: int) -> None:
     """EarlyStopping's "restore best weights": write the best-validation-loss epoch as the run's model."""
     if best.best_model_path and Path(best.best_model_path).is_file():
