@@ -44,6 +44,18 @@ def test_batch_on_local_ray_writes_the_rows_of_predict(folder, tmp_path, monkeyp
     assert any(r["file"].endswith("dogs.jpg") and not r["face"] for r in rows)  # no face: one empty row
 
 
+def test_batch_never_writes_over_its_list_or_an_existing_file(tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\nphotos/a.jpg\n")
+    (tmp_path / "results").write_text("an earlier result, kept")
+    for out, message in ((listing, "is an input file"), (tmp_path / "results", "is not an empty folder")):
+        result = CliRunner().invoke(app, ["batch", str(listing), "--out", str(out)])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    assert listing.read_text() == "path\nphotos/a.jpg\n"
+    assert (tmp_path / "results").read_text() == "an earlier result, kept"
+
+
 @needs_real_faces
 @needs_face_detector
 def test_batch_from_a_list_to_parquet_reports_a_missing_file_as_a_row(folder, tmp_path, monkeypatch):

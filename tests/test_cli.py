@@ -53,7 +53,9 @@ def test_annotating_into_the_input_folder_is_refused_and_the_photos_are_unchange
 
 def test_a_csv_path_that_is_a_folder_or_an_input_is_refused_before_any_work(photos, tmp_path):
     before = digest(photos)
-    for target, message in ((tmp_path, "is a folder"), (photos / PHOTOS[1], "is an input file")):
+    (tmp_path / "a-file").write_text("kept")
+    for target, message in ((tmp_path, "is a folder"), (photos / PHOTOS[1], "is an input file"),
+                            (tmp_path / "a-file" / "out.csv", "cannot be written here")):
         result = CliRunner().invoke(app, ["predict", str(photos), "--csv", str(target),
                                           "--model", "no-such-model"])  # checked before the model loads
         assert result.exit_code == 1, result.output

@@ -638,12 +638,13 @@ def batch_command(
     except ImportError as exc:
         raise FerkitError(f"ferkit batch needs the scale extra ({exc}): "
                           "pip install 'ferkit[scale]'") from None
-    if out.exists() and out.suffix.lower() != ".csv" and any(out.iterdir()):
-        raise ArgumentError(f"--out {out}: folder exists and is not empty; choose a new one")
     if out.suffix.lower() == ".csv":
         from ferkit.inference.rows import check_output_file
 
-        check_output_file(out, [], "--out")
+        check_output_file(out, [Path(source)], "--out")  # never the list of inputs itself
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ArgumentError(f"--out {out}: exists and is not an empty folder; choose a new one "
+                            "(or a .csv file name)")
     report = run_batch(source, out, address=address, model=model, detector=detector, prior=prior,
                        batch_size=batch_size, actors=actors)
     console.print(f"{report.files:,} files -> {report.rows:,} rows in {report.out}", highlight=False)

@@ -8,6 +8,7 @@ one row with only `file` and `error` filled. So `file` alone answers "was it pro
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,11 @@ def check_output_file(path: Path, inputs: Iterable[Path], option: str) -> Path:
     for item in inputs:
         if Path(item).expanduser().resolve() == resolved:
             raise ArgumentError(f"{option} {path}: is an input file; ferkit never writes over its inputs")
+    # the nearest folder that exists must take a new file, or the work would be lost at the first row
+    folder = next(p for p in (resolved.parent, *resolved.parent.parents) if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        raise ArgumentError(f"{option} {path}: cannot be written here ({folder} is not a writable folder)")
     return path
 
 
