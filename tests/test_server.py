@@ -134,6 +134,12 @@ def test_every_limit_is_a_4xx_with_a_json_error(server):
     assert junk.status_code == 422 and "notes.jpg" in junk.json()["error"]
     empty = httpx.post(f"{server}/v1/predict", content=b"", timeout=60)
     assert empty.status_code == 422 and "no image" in empty.json()["error"]
+    # `curl --data-binary @photo.jpg` (form-encoded by default) and a multipart field of another name
+    as_form = httpx.post(f"{server}/v1/predict", content=b"\xff\xd8 a jpeg", timeout=60,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    misnamed = httpx.post(f"{server}/v1/predict", files={"image": ("a.jpg", b"\xff\xd8")}, timeout=60)
+    for response in (as_form, misnamed):
+        assert response.status_code == 422 and "field 'file'" in response.json()["error"], response.text
 
 
 @needs_real_faces

@@ -125,6 +125,12 @@ def create_app(settings: ServeSettings | None = None):
         if file is not None:
             name, data = file.filename or "upload", await file.read(limit_bytes + 1)
         else:
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if kind in FORM_TYPES:  # FastAPI has parsed (and used up) the body as a form
+                raise ApiError(422, f"the body came as form data ({kind}) with no field 'file': send "
+                                    "multipart field 'file' (curl -F file=@photo.jpg) or the raw image with "
+                                    "another Content-Type (curl --data-binary @photo.jpg -H 'Content-Type: "
+                                    "image/jpeg')")
             name, data = "body", await _read_body(request, limit_bytes)
         data = checked(data, name)
         chosen = predictor_for(prior, min_face, detector)
@@ -167,6 +173,10 @@ async def _in_thread(fn):
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(fn)
+
+
+# Content types FastAPI reads as a form before the endpoint runs (curl --data-binary sends the first)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 async def _read_body(request, limit_bytes: int) -> bytes:
