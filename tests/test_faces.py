@@ -312,3 +312,12 @@ def test_a_photo_that_is_itself_a_tight_face_crop_is_found():
     assert fx >= 0 and fy >= 0 and fx + fw <= tight.shape[1] and fy + fh <= tight.shape[0]
     assert fw >= 0.9 * tight.shape[1]  # the face fills the photo
     assert detect_faces(photo("dogs.jpg")) == []  # the second look finds no face on the dogs either
+    # the same crop as a large photo: found alike, its box in the large photo's pixels (the second look
+    # shrinks it before padding, so a long or huge image never becomes a padded copy many times its size)
+    import cv2
+
+    factor = 1600 / max(tight.shape[:2])
+    large = cv2.resize(tight, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    [big] = detect_faces(large)
+    assert big.box[2] >= 0.9 * large.shape[1] and big.box[0] + big.box[2] <= large.shape[1]
+    np.testing.assert_allclose(np.array(big.box) / factor, found[0].box, atol=0.08 * tight.shape[1])

@@ -342,8 +342,14 @@ def detect_faces(image: np.ndarray, detector: str = DEFAULT_DETECTOR, min_size: 
     height, width = rgb.shape[:2]
     faces = _detect_scaled(found, rgb, min_size)
     if not faces and tight_crops:
-        pad = round(TIGHT_CROP_PAD * max(height, width))
-        padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        faces = [f.shifted(-pad, -pad) for f in _detect_scaled(found, padded, min_size)]
+        # shrink before padding, to what detection would shrink the padded copy to anyway: a padded
+        # full-size copy of a large (or very long) image would be many times its size in memory
+        scale = min(1.0, MAX_DETECT_SIDE / ((1 + 2 * TIGHT_CROP_PAD) * max(height, width)))
+        small = rgb if scale == 1.0 else cv2.resize(
+            rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        pad = round(TIGHT_CROP_PAD * max(small.shape[:2]))
+        padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        faces = [f.shifted(-pad, -pad).scaled(1 / scale)
+                 for f in _detect_scaled(found, padded, max(1, round(min_size * scale)))]
     detections = [f.to_detection(width, height) for f in faces]
     return sorted(detections, key=lambda d: d.box[2] * d.box[3], reverse=True)
