@@ -67,6 +67,16 @@ def test_onnx_files_without_ferkit_metadata_are_refused(exported, tmp_path):
     assert bad.exit_code == 1 and "unknown model" in bad.stderr
 
 
+def test_a_refused_export_leaves_the_file_at_its_path_as_it_was(tiny_model, tmp_path):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export, kept")
+    with pytest.raises(ModelFileError, match="export refused"):
+        export_onnx(tiny_model, out, atol=-1.0)  # no parity can pass: the export is refused
+    assert out.read_bytes() == b"an earlier export, kept"
+    assert export_onnx(tiny_model, out).path == out  # a good export replaces it
+    assert onnx.load(str(out)).graph.node
+
+
 def test_int8_export_with_and_without_calibration_data(tiny_model, tmp_path):
     root = write_learnable_root(tmp_path / "ferplus", {"train": 32, "valid": 16, "test": 4})
     report = export_onnx(tiny_model, tmp_path / "int8.onnx", int8=True, data_root=root)

@@ -233,7 +233,12 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
     out = Path(out).expanduser()
     if out.suffix.lower() != ".onnx":
         raise ArgumentError(f"{out}: the output file must end in .onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise ArgumentError(f"{out}: is a folder; give a file name ending in .onnx")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArgumentError(f"{out}: cannot make its folder ({exc.strerror})") from None
     torch_model = load_model(source.path)
     config = read_model_config(source.path)
     metrics = read_json_file(source.path / METRICS_FILE)
@@ -243,9 +248,12 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
     else:
         parity_faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
 
+    # Built and checked in a temporary folder, moved to `out` last: a refused or stopped export leaves
+    # whatever was at `out` as it was.
     with tempfile.TemporaryDirectory(prefix="ferkit-export-") as tmp:
         workdir = Path(tmp)
-        fp32 = workdir / "fp32.onnx" if int8 else out
+        built = workdir / "model.onnx"
+        fp32 = workdir / "fp32.onnx" if int8 else built
         _torch_export(torch_model, fp32, opset)
         _write_metadata(fp32, _metadata(config, metrics, opset, "fp32"))
         diff = _parity(torch_model, fp32, parity_faces)
@@ -254,6 +262,7 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
                                  f"(limit {atol:.0e}); export refused")
         report = ExportReport(out, opset, "int8" if int8 else "fp32", diff)
         if not int8:
+            shutil.move(built, out)
             return report
         if fp32_copy is not None:
             shutil.copyfile(fp32, fp32_copy)
@@ -263,10 +272,11 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
             count = min(CALIBRATION_FACES, len(train))
             pick = np.random.default_rng(0).choice(len(train), count, replace=False)
             calibration = train[np.sort(pick)]
-        report.quantization = _quantize(fp32, out, calibration, workdir)
-        _write_metadata(out, _metadata(config, metrics, opset, "int8"))
+        report.quantization = _quantize(fp32, built, calibration, workdir)
+        _write_metadata(built, _metadata(config, metrics, opset, "int8"))
         if data is not None and len(data["valid"]) and measure_accuracy:
-            report.accuracy = _accuracy(fp32, out, data["valid"])
+            report.accuracy = _accuracy(fp32, built, data["valid"])
         elif measure_accuracy:
             report.notes.append(f"accuracy change not measured: {why_not or 'no FERPlus Valid faces'}")
+        shutil.move(built, out)
     return report
