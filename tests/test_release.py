@@ -58,6 +58,15 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     assert "ferkit bundle runs/tiny --name tiny-photos --default-prior neutral:0.7\n" in card
     assert "`neutral:0.7`" in card.split("## Reproduce")[0]  # said in words, not only in the command
 
+    # a malformed evaluation, or the bundled folder given as the run: refused, the install untouched
+    installed = {p.name: p.read_bytes() for p in target.iterdir()}
+    (run / "eval-test" / "metrics.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="metrics.json: not valid JSON"):
+        bundle.bundle_run(run, "tiny-photos")
+    with pytest.raises(ArgumentError, match="is the bundled model 'tiny-photos' itself"):
+        bundle.bundle_run(target, "tiny-photos", evaluation=run / "eval-test")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == installed
+
 
 def test_card_prints_every_bundled_model_default_first(tmp_path, monkeypatch):
     from typer.testing import CliRunner

@@ -130,17 +130,21 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
         if not needed.is_file():
             hint = f" (run `ferkit evaluate {run}` first)" if needed.name == "metrics.json" else ""
             raise ModelFileError(f"{needed}: not found{hint}")
-    # read before anything is written: it may read the bundled model this run replaces (retrain-head)
-    training = training_info(run)
+    # Everything is read and checked before anything is written: the training record may read the
+    # bundled model this run replaces (retrain-head), and a bad file must not leave a half-replaced one.
     target = bundled.weights_root() / name  # looked up at call time: tests bundle into a tmp folder
+    if target.resolve() == run.resolve():
+        raise ArgumentError(f"{run}: is the bundled model {name!r} itself; bundle the run folder it "
+                            "came from")
+    training = training_info(run)
+    config = read_json_file(run / "model.json")
+    metrics = read_json_file(evaluation / "metrics.json")
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "model.safetensors", target / "model.safetensors")
-    config = json.loads((run / "model.json").read_text())
     config["weights_sha256"] = weights_sha256(target)  # load_model checks it: a damaged install says so
     (target / "model.json").write_text(json.dumps(config, indent=2) + "\n")
     if (evaluation / "confusion_matrix.png").is_file():
         shutil.copyfile(evaluation / "confusion_matrix.png", target / "confusion_matrix.png")
-    metrics = json.loads((evaluation / "metrics.json").read_text())
     for bulky in ("calibration", "run", "data"):
         metrics.pop(bulky, None)
     metrics["provisional"] = provisional
