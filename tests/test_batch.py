@@ -44,6 +44,21 @@ def test_batch_on_local_ray_writes_the_rows_of_predict(folder, tmp_path, monkeyp
     assert any(r["file"].endswith("dogs.jpg") and not r["face"] for r in rows)  # no face: one empty row
 
 
+def test_lists_of_paths_with_or_without_a_header_and_bad_lists(tmp_path):
+    from ferkit.batch import list_sources
+    from ferkit.errors import FerkitError
+
+    (tmp_path / "with.csv").write_text("id,path\n1,a.jpg\n2,b.jpg\n")
+    (tmp_path / "bare.csv").write_text("a.jpg\nb.jpg\n")
+    for name in ("with.csv", "bare.csv"):
+        assert list_sources(tmp_path / name) == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    (tmp_path / "latin1.csv").write_bytes("path\ncaf\xe9.jpg\n".encode("latin-1"))
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    for name, message in (("latin1.csv", "not a UTF-8 CSV"), ("broken.parquet", "not a readable Parquet")):
+        with pytest.raises(FerkitError, match=message):
+            list_sources(tmp_path / name)
+
+
 def test_batch_never_writes_over_its_list_or_an_existing_file(tmp_path):
     listing = tmp_path / "list.csv"
     listing.write_text("path\nphotos/a.jpg\n")

@@ -66,19 +66,27 @@ def list_sources(source: str | Path) -> list[str]:
         return [str(f) for f in files]
     if path.is_file() and path.suffix.lower() in (".csv", ".parquet"):
         if path.suffix.lower() == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise FerkitError(f"{path}: not a readable Parquet file ({exc})") from None
             column = "path" if "path" in table.column_names else table.column_names[0]
             items = [str(v) for v in table.column(column).to_pylist() if v]
         else:
-            with path.open(newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.reader(fh))
+            try:
+                with path.open(newline="", encoding="utf-8-sig") as fh:
+                    rows = list(csv.reader(fh))
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise FerkitError(f"{path}: not a UTF-8 CSV list of paths ({exc})") from None
             if not rows:
                 raise FerkitError(f"{path}: empty list")
             header = [h.strip().lower() for h in rows[0]]
-            column = header.index("path") if "path" in header else 0
-            items = [r[column].strip() for r in rows[1:] if len(r) > column and r[column].strip()]
+            # a first row naming a `path` column is a header; otherwise it is the first path
+            column, body = (header.index("path"), rows[1:]) if "path" in header else (0, rows)
+            items = [r[column].strip() for r in body if len(r) > column and r[column].strip()]
         if not items:
             raise FerkitError(f"{path}: lists no image")
         base = path.parent  # relative paths in a list are relative to the list
