@@ -109,3 +109,16 @@ def test_ctrl_c_keeps_the_rows_and_copies_of_the_files_done(photos, tmp_path, ti
     done = sorted({Path(r["file"]).name for r in rows})
     assert 0 < len(done) < 150 and all(r["emotion"] for r in rows)  # complete rows only
     assert sorted(p.name for p in annotated.iterdir()) == done  # a copy for each file with rows
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(monkeypatch, tmp_path):
+    """Commands without their own Ctrl-C handling (e.g. `evaluate --photos`) still end in one line."""
+    import ferkit.data
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ferkit.data, "load_ferplus", pressed)
+    result = CliRunner().invoke(app, ["data", "summary", str(tmp_path)])
+    assert result.exit_code == 130 and "stopped (Ctrl-C)" in result.output
+    assert "Traceback" not in result.output

@@ -143,6 +143,11 @@ def test_a_labels_file_without_the_columns_or_rows_is_a_clear_error(tmp_path):
     empty.mkdir()
     with pytest.raises(DataError, match="no labels.csv and no class subfolders"):
         read_photo_labels(empty)
+    latin1 = tmp_path / "latin1"
+    latin1.mkdir()
+    (latin1 / "labels.csv").write_bytes("image,emotion\ncaf\xe9.png,happy\n".encode("latin-1"))
+    with pytest.raises(DataError, match="labels.csv: not a UTF-8 CSV"):
+        read_photo_labels(latin1)
 
 
 @needs_face_detector

@@ -39,8 +39,8 @@ def default_data_root() -> Path:
 
 
 def user_errors(fn):
-    """Turn ferkit's own errors into one red line and exit code 1. Anything else is a bug and keeps
-    its traceback."""
+    """Turn ferkit's own errors into one red line and exit code 1, and Ctrl-C into one line and exit
+    code 130 (what a command had written by then stays). Anything else is a bug and keeps its traceback."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
@@ -49,6 +49,9 @@ def user_errors(fn):
         except FerkitError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]stopped (Ctrl-C)", highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper
 

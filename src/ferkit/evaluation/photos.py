@@ -127,12 +127,16 @@ def _csv_rows(path: Path):
     """(line number, row dict) of a CSV with a header naming `image` and `emotion`."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        header = [h.strip().lower() for h in reader.fieldnames or []]
-        if "image" not in header or "emotion" not in header:
-            raise DataError(f"{path}: expected a header with columns image,emotion; got {reader.fieldnames}")
-        reader.fieldnames = header
-        for row in reader:
-            yield reader.line_num, row
+        try:
+            header = [h.strip().lower() for h in reader.fieldnames or []]
+            if "image" not in header or "emotion" not in header:
+                raise DataError(f"{path}: expected a header with columns image,emotion; "
+                                f"got {reader.fieldnames}")
+            reader.fieldnames = header
+            for row in reader:
+                yield reader.line_num, row
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: not a UTF-8 CSV ({exc}); save it as UTF-8") from None
 
 
 def evaluate_photos(model: str | Path | None, folder: str | Path, labels: str | Path | None = None, *,
