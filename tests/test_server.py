@@ -112,6 +112,11 @@ def test_predict_faces_takes_cropped_faces(server):
     body = httpx.post(f"{server}/v1/predict-faces", files=crops, timeout=60).json()
     assert [f["file"] for f in body["faces"]] == ["face0.png", "face1.png"]
     assert all(abs(sum(f["probabilities"].values()) - 1) < 1e-4 for f in body["faces"])
+    from ferkit.inference import Predictor
+
+    expected = Predictor(model="fast").predict_faces([Image.open(io.BytesIO(c[1][1])) for c in crops])
+    answered = np.array([list(f["probabilities"].values()) for f in body["faces"]])
+    np.testing.assert_allclose(answered, expected, atol=1e-5)  # what the Python API says for the crops
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -134,6 +139,10 @@ def test_every_limit_is_a_4xx_with_a_json_error(server):
     assert junk.status_code == 422 and "notes.jpg" in junk.json()["error"]
     empty = httpx.post(f"{server}/v1/predict", content=b"", timeout=60)
     assert empty.status_code == 422 and "no image" in empty.json()["error"]
+    chunked = httpx.post(f"{server}/v1/predict", content=iter([b"\xff" * 1024] * 4), timeout=60)
+    assert chunked.status_code == 411 and "Content-Length" in chunked.json()["error"]
+    bad_option = httpx.post(f"{server}/v1/predict?min_face=abc", content=b"\xff\xd8", timeout=60)
+    assert bad_option.status_code == 422 and "min_face" in bad_option.json()["error"]
     # `curl --data-binary @photo.jpg` (form-encoded by default) and a multipart field of another name
     as_form = httpx.post(f"{server}/v1/predict", content=b"\xff\xd8 a jpeg", timeout=60,
                          headers={"Content-Type": "application/x-www-form-urlencoded"})

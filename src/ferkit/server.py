@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile  # the serve extra: pip install 'ferkit[serve]'
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ferkit import settings
@@ -52,8 +53,10 @@ class ApiError(Exception):
 
 def create_app(settings: ServeSettings | None = None):
     """The FastAPI application, with its model loaded (once, here)."""
+    import numpy as np
+
     from ferkit.images import load_image
-    from ferkit.inference import Predictor
+    from ferkit.inference import Predictor, prepare_faces
 
     settings = settings or ServeSettings()
     predictor = Predictor(model=settings.model, detector=settings.detector)
@@ -66,9 +69,20 @@ def create_app(settings: ServeSettings | None = None):
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_option(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own checks (e.g. min_face=abc) answer in the API's one error shape too
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in exc.errors())
+        return JSONResponse({"error": problems}, status_code=422)
+
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         declared = request.headers.get("content-length")
+        if request.method == "POST" and declared is None:
+            # a chunked upload declares no size; it would be spooled to disk whole before any check
+            return JSONResponse({"error": "send the upload with a Content-Length header (chunked uploads "
+                                          "are not taken)"}, status_code=411)
         if declared and declared.isdigit() and int(declared) > limit_bytes + 64 * 1024:  # + multipart framing
             return JSONResponse({"error": f"upload of {int(declared) / 1e6:.1f} MB is above the limit of "
                                           f"{settings.max_upload_mb:g} MB"}, status_code=413)
@@ -154,7 +168,9 @@ def create_app(settings: ServeSettings | None = None):
         chosen = predictor_for(prior, None, None)
 
         def work() -> dict[str, Any]:
-            crops = [load_image(data, max_pixels=settings.max_pixels, name=name) for name, data in blobs]
+            # each crop shrunk to 48x48 as soon as it is decoded: many large crops never sit in memory at once
+            crops = np.concatenate([prepare_faces([load_image(data, max_pixels=settings.max_pixels,
+                                                              name=name)]) for name, data in blobs])
             probabilities = chosen.predict_faces(crops)
             return {"faces": [{"file": name, "emotion": EMOTIONS[int(p.argmax())],
                                "confidence": float(p.max()),
