@@ -84,6 +84,9 @@ def test_text_report_agrees_with_metrics_json_also_when_faces_were_missed():
         expected = [f"{c[k]:.3f}" for k in ("precision", "recall", "f1")] + [str(c["support"])]
         assert rows[emotion] == expected
     assert rows["macro"][2] == f"{metrics['balanced_accuracy']:.3f}"  # "macro avg": mean recall
+    # "share of true class" is of the whole class, its photos with no face included
+    for pair in metrics["most_confused"]:
+        assert pair["rate"] == pytest.approx(pair["count"] / metrics["per_class"][pair["true"]]["support"])
 
 
 def test_auc_of_classes_without_support_is_null_not_a_crash():

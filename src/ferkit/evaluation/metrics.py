@@ -103,9 +103,10 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def most_confused(matrix: np.ndarray, top: int = 5) -> list[dict]:
-    """The largest off-diagonal cells: which true class is most often taken for which."""
-    support = matrix.sum(axis=1)
+def most_confused(matrix: np.ndarray, top: int = 5, support: np.ndarray | None = None) -> list[dict]:
+    """The largest off-diagonal cells: which true class is most often taken for which. `rate` is the
+    share of the true class's `support` (default: the matrix row; photos with no face add to it)."""
+    support = matrix.sum(axis=1) if support is None else np.asarray(support)
     cells = [(int(matrix[i, j]), i, j) for i in range(N_CLASSES) for j in range(N_CLASSES)
              if i != j and matrix[i, j] > 0]
     cells.sort(key=lambda c: (-c[0], c[1], c[2]))
@@ -175,7 +176,7 @@ def compute_metrics(y_true, proba, targets=None, n_bins: int = ECE_BINS, missed=
         "nll": negative_log_likelihood(y_true, proba),
         "per_class": per_class,
         "confusion_matrix": matrix.tolist(),
-        "most_confused": most_confused(matrix),
+        "most_confused": most_confused(matrix, support=support),
         "calibration": {"bins": n_bins, "table": calibration_bins(proba, y_true, n_bins)},
     }
     if len(missed):

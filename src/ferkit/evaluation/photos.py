@@ -178,7 +178,7 @@ def evaluate_photos(model: str | Path | None, folder: str | Path, labels: str | 
                         dropped={})
     proba_array = np.asarray(proba, dtype=np.float32)
     metrics = compute_metrics(data.labels, proba_array, missed=missed_labels)
-    present = sorted(set(photos.labels.tolist()))
+    present = sorted(set(labels_found) | set(missed_labels))  # not the photos that could not be read
     evaluation = Evaluation(
         run=predictor.source.path, architecture=predictor.backend.config.get("architecture", "?"),
         data_root=photos.root, split="photos", protocol="labels", tta=predictor.tta, data=data,

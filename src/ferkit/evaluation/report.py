@@ -216,7 +216,8 @@ def build_document(evaluation: Evaluation) -> Document:
         doc.paragraph("No confusions: every image was classified correctly.")
     doc.heading("Confusion matrix")
     doc.image("confusion_matrix.png", "Confusion matrix: counts (left) and each row divided by the "
-                                      "true class's size (right; the diagonal is per-class recall)")
+                                      + ("number of its photos with a face found (right)" if photos else
+                                         "true class's size (right; the diagonal is per-class recall)"))
     doc.heading("Classification report")
     doc.preformatted((evaluation.out_dir / "classification_report.txt").read_text())
     doc.heading("ROC curves")
