@@ -81,7 +81,7 @@ def analyze(data: bytes, name: str, model: str | None, detector: str, prior: str
 @st.cache_data(max_entries=256, show_spinner=False)
 def gradcam_overlays(crops: np.ndarray, model: str | None, detector: str,
                      prior: str | None) -> list[np.ndarray]:
-    return logic.gradcam_overlays(logic.torch_model(load_predictor(model, detector)), crops, prior=prior)
+    return logic.gradcam_overlays(load_predictor(model, detector).with_prior(prior), crops)
 
 
 # ---------------------------------------------------------------- sidebar

@@ -372,6 +372,25 @@ def test_gradcam_toggle_adds_one_overlay_per_face(app):
     assert len(overlays) == 3
 
 
+def test_gradcam_explains_under_the_prior_the_page_answers_with(monkeypatch):
+    """`fast` answers photos under its own default prior (neutral:0.7); Grad-CAM must explain the
+    class shown under that prior, not FERPlus's."""
+    import ferkit.explain
+    from ferkit import Predictor
+
+    predictor = Predictor(model="fast")
+    seen = []
+    real = ferkit.explain.gradcam
+    monkeypatch.setattr(ferkit.explain, "gradcam", lambda *a, **k: seen.append(k["prior"]) or real(*a, **k))
+    faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    overlays = logic.gradcam_overlays(predictor, list(faces))
+    assert len(overlays) == 2 and overlays[0].shape == (144, 144, 3)
+    assert [str(p) for p in seen] == [str(predictor.prior)] == ["neutral:0.7"]
+    chosen = predictor.with_prior("uniform")
+    logic.gradcam_overlays(chosen, list(faces))
+    assert str(seen[-1]) == "uniform"
+
+
 @needs_faces
 def test_snapshot_mode_predicts_on_the_camera_photo(app):
     app.sidebar.radio(key="mode").set_value("Webcam (snapshot)").run()

@@ -93,3 +93,17 @@ def test_detecting_every_third_frame_follows_a_moving_face(predictor):
 def test_detect_every_must_be_positive(predictor):
     with pytest.raises(ArgumentError, match="detect_every"):
         FaceStream(predictor, detect_every=0)
+
+
+def test_a_face_followed_towards_the_edge_stays_in_the_frame():
+    """Between detections a face moves with its velocity; near the edge the move stops at the frame
+    (a box outside it could not be cropped, and `ferkit video` would stop)."""
+    from types import SimpleNamespace
+
+    from ferkit.inference.stream import MovedDetection
+
+    face = SimpleNamespace(box=(580, 10, 50, 60), landmarks={"left_eye": (600.0, 30.0)}, confidence=0.9)
+    moved = MovedDetection.of(face, 40.0, -25.0, frame=(640, 480))
+    assert moved.box == (590, 0, 50, 60)  # right edge at 640, top at 0
+    assert moved.landmarks == {"left_eye": (610.0, 20.0)}  # moved as far as the box
+    assert MovedDetection.of(face, 40.0, -25.0).box == (620, -15, 50, 60)  # no frame: moved as asked

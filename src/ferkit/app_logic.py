@@ -310,17 +310,16 @@ PRIOR_HELP = ("How often each emotion is expected in your material. FERPlus: as 
               "expressions, where the FERPlus prior calls subtle anger, fear and disgust 'neutral'.")
 
 
-def gradcam_overlays(model: Any, crops: Sequence[np.ndarray], factor: int = 3,
-                     prior: Any = None) -> list[np.ndarray]:
-    """Grad-CAM of each 48x48 face for its own top class (under `prior`, as the page shows it),
-    blended onto the face enlarged `factor` times (RGB uint8, the size the page shows crops at).
-    One batched pass for all faces of an image."""
+def gradcam_overlays(predictor: Any, crops: Sequence[np.ndarray], factor: int = 3) -> list[np.ndarray]:
+    """Grad-CAM of each 48x48 face for the emotion the page shows (its top class under the
+    predictor's prior: the model's own default when none was chosen), blended onto the face enlarged
+    `factor` times (RGB uint8, the size the page shows crops at). One batched pass for all faces."""
     from ferkit.explain import gradcam, overlay
 
     if len(crops) == 0:
         return []
     faces = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
-    heatmaps = gradcam(model, faces, prior=prior).heatmaps
+    heatmaps = gradcam(torch_model(predictor), faces, prior=predictor.prior).heatmaps
     return [overlay(enlarge(face, factor), heatmap) for face, heatmap in zip(faces, heatmaps, strict=True)]
 
 

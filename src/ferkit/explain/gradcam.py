@@ -7,6 +7,7 @@ maps and w_k the spatial mean of d logit_c / d A_k. ferkit then upsamples it (bi
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,9 @@ from ferkit.models.classify import eval_mode
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 
 BATCH_SIZE = 64
+# Grad-CAM hooks the model's layers while it runs: one at a time per process, since the app's browser
+# sessions share one cached model and two runs would read each other's activations.
+_HOOKED = threading.Lock()
 OVERLAY_ALPHA = 0.45
 
 
@@ -151,7 +155,7 @@ def gradcam(model: FerModel, faces_uint8: np.ndarray, target: int | str | None =
     explainers = [LayerGradCam(forward, module) for module in hooked]
     device = next(model.parameters()).device
     heatmaps, classes, probabilities = [], [], []
-    with eval_mode(model):
+    with _HOOKED, eval_mode(model):
         for start in range(0, len(faces), BATCH_SIZE):
             x = normalize(faces[start:start + BATCH_SIZE]).to(device)
             with torch.no_grad():

@@ -18,6 +18,7 @@ thread-local switch), and eval-mode BatchNorm/Dropout keep no per-call state. An
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +98,7 @@ class OnnxBackend:
         self.metrics = self._json_meta(meta, META_METRICS_JSON, path, required=False)
         self.folder = folder
         self._torch: TorchBackend | None = None
+        self._torch_lock = threading.Lock()  # sessions asking for Grad-CAM at once load it once
         if folder is not None:  # an export inside a model folder: the folder's files are the truth
             self._check_made_from(folder, path)
             self.metrics = read_json_file(Path(folder) / METRICS_FILE)
@@ -129,8 +131,9 @@ class OnnxBackend:
         """The folder's PyTorch model (for Grad-CAM), loaded on first use; None for a bare .onnx."""
         if self.folder is None:
             return None
-        if self._torch is None:
-            self._torch = TorchBackend(self.folder)
+        with self._torch_lock:
+            if self._torch is None:
+                self._torch = TorchBackend(self.folder)
         return self._torch.model
 
     def _check_shapes(self, path: Path) -> None:

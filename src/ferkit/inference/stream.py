@@ -34,9 +34,15 @@ class MovedDetection:
     landmarks: dict[str, tuple[float, float]] | None
 
     @classmethod
-    def of(cls, face: DetectionLike | Face, dx: float, dy: float) -> MovedDetection:
-        """From a detection or a predicted Face (its box, landmarks and detection confidence)."""
+    def of(cls, face: DetectionLike | Face, dx: float, dy: float,
+           frame: tuple[int, int] | None = None) -> MovedDetection:
+        """From a detection or a predicted Face (its box, landmarks and detection confidence). With
+        `frame` (width, height), the move stops where the box would leave the frame: a face followed
+        towards an edge stays a box in the frame, as a detection would be."""
         x, y, w, h = face.box
+        if frame is not None:
+            dx = min(max(x + dx, 0), max(0, frame[0] - w)) - x
+            dy = min(max(y + dy, 0), max(0, frame[1] - h)) - y
         marks = getattr(face, "landmarks", None)
         if marks is not None:
             marks = {k: (px + dx, py + dy) for k, (px, py) in marks.items()}
@@ -70,7 +76,8 @@ class FaceStream:
             faces = list(self.predictor.predict(rgb))
         else:
             dt = t - self._last_time
-            faces = self.predictor.faces_at(rgb, [MovedDetection.of(d, *self._shift(track, dt))
+            frame = (rgb.shape[1], rgb.shape[0])
+            faces = self.predictor.faces_at(rgb, [MovedDetection.of(d, *self._shift(track, dt), frame=frame)
                                                   for d, track in self._last])
         tracks = self.tracker.update([f.box for f in faces], [f.probabilities for f in faces], t)
         if detect:
