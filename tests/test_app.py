@@ -236,6 +236,22 @@ def test_live_processor_draws_counts_frames_and_tracks_the_largest_face():
     assert processor.stats().faces == 1
 
 
+def test_live_processor_starts_tracks_afresh_when_the_model_or_prior_changes():
+    """Smoothing over a change of prior (or model, or detector) would mix two models' answers."""
+    face = fake_face((100, 20, 80, 80), top=1)
+    processor = logic.LiveProcessor(ListPredictor([face]))
+    processor.process(np.zeros((240, 320, 3), np.uint8))
+    tracker = processor.tracker
+    processor.predictor = ListPredictor([face])  # a page rerun: the same model and prior
+    assert processor.tracker is tracker
+    other = ListPredictor([face])
+    other.prior = "uniform"
+    processor.tracker.smooth_s = 0.5
+    processor.predictor = other
+    assert processor.tracker is not tracker and processor.predictor is other
+    assert processor.tracker.smooth_s == 0.5  # the sidebar's smoothing is kept
+
+
 def test_live_processor_keeps_the_video_flowing_when_a_frame_fails():
     processor = logic.LiveProcessor(ListPredictor([], RuntimeError("detector crashed")))
     frame = np.full((60, 80, 3), 7, np.uint8)

@@ -471,6 +471,12 @@ class LiveStats:
     error: str | None = None
 
 
+def _answers_as(predictor: PredictorLike) -> tuple[str, str, str]:
+    """What makes two predictors' answers comparable: model, prior and detector."""
+    return (str(getattr(getattr(predictor, "source", None), "name", None)),
+            str(getattr(predictor, "prior", None)), str(getattr(predictor, "detector_name", None)))
+
+
 class LiveProcessor:
     """Runs the Predictor on every webcam frame streamlit-webrtc hands it (on its own thread) and
     keeps, under a lock, what the page's refresh loop reads: the frame rate and the largest face.
@@ -497,7 +503,15 @@ class LiveProcessor:
 
     @predictor.setter
     def predictor(self, predictor: PredictorLike) -> None:
-        self.stream.predictor = predictor  # the sidebar changed: the next frame uses it
+        """The sidebar's predictor, set on every page run: the next frame uses it. Another model,
+        prior or detector starts the tracks afresh, since smoothing across the change would mix two
+        models' answers for a few seconds."""
+        from ferkit.inference.stream import FaceStream
+
+        if _answers_as(predictor) != _answers_as(self.stream.predictor):
+            self.stream = FaceStream(predictor, smooth_s=self.stream.tracker.smooth_s)
+        else:
+            self.stream.predictor = predictor
 
     @property
     def tracker(self) -> Any:

@@ -27,7 +27,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ferkit import settings
-from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError, ImageError
 
 MAX_UPLOAD_MB = float(settings.MAX_UPLOAD_MB)
@@ -57,6 +56,7 @@ def create_app(settings: ServeSettings | None = None):
 
     from ferkit.images import load_image
     from ferkit.inference import Predictor, prepare_faces
+    from ferkit.inference.scores import Scores
 
     settings = settings or ServeSettings()
     predictor = Predictor(model=settings.model, detector=settings.detector)
@@ -172,10 +172,9 @@ def create_app(settings: ServeSettings | None = None):
             crops = np.concatenate([prepare_faces([load_image(data, max_pixels=settings.max_pixels,
                                                               name=name)]) for name, data in blobs])
             probabilities = chosen.predict_faces(crops)
-            return {"faces": [{"file": name, "emotion": EMOTIONS[int(p.argmax())],
-                               "confidence": float(p.max()),
-                               "probabilities": {e: float(v) for e, v in zip(EMOTIONS, p, strict=True)}}
-                              for (name, _), p in zip(blobs, probabilities, strict=True)],
+            scored = [(name, Scores(p)) for (name, _), p in zip(blobs, probabilities, strict=True)]
+            return {"faces": [{"file": name, "emotion": s.emotion, "confidence": s.confidence,
+                               "probabilities": s.scores} for name, s in scored],
                     "model": chosen.source.name, "prior": chosen.prior.to_dict()}
 
         return await _in_thread(lambda: run(work))

@@ -6,6 +6,7 @@ the app's table share."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,13 @@ class EmotionScores:
     @property
     def scores(self) -> dict[str, float]:
         return {e: float(p) for e, p in zip(EMOTIONS, self.probabilities, strict=True)}
+
+
+@dataclass(frozen=True)
+class Scores(EmotionScores):
+    """Probabilities alone (a face crop's, with no box): emotion, confidence, scores as for a Face."""
+
+    probabilities: np.ndarray
 
 
 FACE_FIELDS = ["x", "y", "width", "height", "emotion", "confidence", *EMOTIONS]
