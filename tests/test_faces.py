@@ -157,6 +157,25 @@ def test_align_face_at_the_border_pads_and_stays_48(box):
     assert crop.shape == (48, 48) and crop.dtype == np.uint8
 
 
+def test_a_face_cut_by_the_image_edge_is_framed_as_if_whole():
+    """The detector's box is clipped to the image, but the face is framed from its whole square: the
+    visible part lands where it would in the uncut photo, the rest repeats the edge pixels."""
+    from ferkit.faces.detectors import FaceBox
+
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (160, 200), dtype=np.uint8), (0, 0), 3)
+    whole = FaceBox(40.0, 30.0, 120.0, 110.0, 0.99).to_detection(200, 160)
+    assert whole.face_square is None  # a box inside the image is framed exactly as before
+    cut = image[:, 60:]  # the left 20 px of the face are outside this photo
+    clipped = FaceBox(-20.0, 30.0, 60.0, 110.0, 0.99).to_detection(140, 160)
+    assert clipped.box == (0, 30, 60, 80) and clipped.face_square == (-20.0, 30.0, 80.0, 80.0)
+    framed, full = align_face(cut, clipped, margin=0.0), align_face(image, whole, margin=0.0)
+    visible = slice(14, 48)  # columns of the crop that the cut photo still holds (20 of 80 px lost)
+    assert np.abs(framed[:, visible].astype(int) - full[:, visible]).mean() < 2
+    recentred = align_face(cut, Detection(clipped.box, 0.99), margin=0.0)  # the clipped box, as before
+    assert np.abs(recentred[:, visible].astype(int) - full[:, visible]).mean() > 5
+
+
 def test_align_face_margin_widens_the_view():
     img, det = eyes_image(0)
     tight, wide = aligned_points(det, 0.0), aligned_points(det, 0.5)

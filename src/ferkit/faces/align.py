@@ -57,7 +57,7 @@ def crop_frame(detection: Detection, margin: float) -> CropFrame:
     """The square to cut: the box's long side grown by `margin` of it on each side, raised a little."""
     if not margin > -0.5:
         raise FaceDetectorError(f"margin must be > -0.5 (a fraction of the face side), got {margin}")
-    x, y, w, h = detection.box
+    x, y, w, h = getattr(detection, "face_square", None) or detection.box  # unclipped when known
     if w <= 0 or h <= 0:
         raise FaceDetectorError(f"detection box has no area: {detection.box}")
     face = max(w, h)

@@ -33,11 +33,16 @@ class Detection:
     landmarks: points in image pixels, or None when the detector gives none (haar). "left_eye" and
         "right_eye" are as seen in the image (the left one has the smaller x for an upright face),
         not the person's own left and right.
+    face_square: the calibrated face square before clipping (x, y, width, height, float pixels) when it
+        reaches past the image (None when the box is whole); alignment frames the face from it, so a
+        face cut by the image edge is framed as if whole (the edge pixels repeated) instead of
+        re-centred on what is visible.
     """
 
     box: tuple[int, int, int, int]
     confidence: float
     landmarks: dict[str, tuple[float, float]] | None = None
+    face_square: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -74,7 +79,11 @@ class FaceBox:
     def to_detection(self, width: int, height: int) -> Detection:
         x1, y1 = max(0, round(self.x1)), max(0, round(self.y1))
         x2, y2 = min(width, round(self.x2)), min(height, round(self.y2))
-        return Detection((x1, y1, max(x2 - x1, 1), max(y2 - y1, 1)), float(self.score), self.landmarks)
+        box = (x1, y1, max(x2 - x1, 1), max(y2 - y1, 1))
+        whole = (round(self.x1), round(self.y1), round(self.x2), round(self.y2)) == (x1, y1, x2, y2)
+        square = None if whole else (float(self.x1), float(self.y1), float(self.x2 - self.x1),
+                                     float(self.y2 - self.y1))  # kept only when clipping cut it
+        return Detection(box, float(self.score), self.landmarks, square)
 
 
 class FaceDetector(ABC):
