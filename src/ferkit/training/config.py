@@ -267,6 +267,12 @@ def save_config(config: TrainConfig, path: Path, extra: dict[str, Any] | None = 
     """The config as YAML (what `--resume` reads back), after an optional comment `header`."""
     data = config.to_dict() | (extra or {})
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    part = path.with_name(path.name + ".part")  # whole or not at all: `--resume` reads it back
-    part.write_text(comment + yaml.safe_dump(data, sort_keys=False))
+    write_whole(path, comment + yaml.safe_dump(data, sort_keys=False))  # `--resume` reads it back
+
+
+def write_whole(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all: written beside it, then renamed over it, so a kill
+    mid-write leaves the old file (or none), never a cut one."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
     os.replace(part, path)

@@ -37,6 +37,7 @@ import torch
 from ferkit.errors import ArgumentError, ConfigError, FerkitError
 from ferkit.evaluation.predict import predict_proba
 from ferkit.models import NUM_CLASSES
+from ferkit.training.config import write_whole
 
 log = logging.getLogger("ferkit.training")
 
@@ -104,9 +105,7 @@ def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray
 def write_stamp(path: Path, key: dict) -> None:
     """The settings that made the files beside it, written last and whole (a temporary file renamed
     over it): a stamp present means those files are complete."""
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(key))
-    os.replace(part, path)
+    write_whole(path, json.dumps(key))
 
 
 def read_stamp(path: Path) -> dict | None:
