@@ -44,6 +44,31 @@ def test_batch_on_local_ray_writes_the_rows_of_predict(folder, tmp_path, monkeyp
     assert any(r["file"].endswith("dogs.jpg") and not r["face"] for r in rows)  # no face: one empty row
 
 
+@needs_real_faces
+@needs_face_detector
+def test_a_csv_batch_stopped_by_ctrl_c_keeps_the_rows_it_has(folder, tmp_path, monkeypatch):
+    import ray.data
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    iter_rows = ray.data.Dataset.iter_rows
+
+    def ctrl_c_after_two_rows(self, *args, **kwargs):
+        for n, row in enumerate(iter_rows(self, *args, **kwargs)):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield row
+
+    monkeypatch.setattr(ray.data.Dataset, "iter_rows", ctrl_c_after_two_rows)
+    out = tmp_path / "batch.csv"
+    result = CliRunner().invoke(app, ["batch", str(folder), "--out", str(out), "--model", "fast"])
+    assert result.exit_code == 130, result.output
+    # (Ray's own logging may complain about the test runner's closed streams: only our last line counts)
+    assert result.output.strip().splitlines()[-1].startswith("stopped (KeyboardInterrupt): the rows of ")
+    assert "of 5 files are in" in result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 and all(r["file"] for r in rows)
+
+
 def test_lists_of_paths_with_or_without_a_header_and_bad_lists(tmp_path):
     from ferkit.batch import list_sources
     from ferkit.errors import FerkitError

@@ -10,7 +10,9 @@ one loaded Predictor per Ray actor (detection + alignment + classification). Eve
 row, in the columns of `ferkit predict --csv` (PREDICT_COLUMNS); an image with no face gives one row
 with empty face fields, and a file that cannot be read or decoded gives one row with its error:
 a bad file never fails the job. DEST ending in .csv gets one CSV in input order (for what fits on
-one machine); anything else is a folder of Parquet files written by the workers.
+one machine); anything else is a folder of Parquet files written by the workers. A CSV job stopped
+part-way (Ctrl-C, a lost cluster) still writes the rows it has, in input order, and says how many
+files they cover (BatchStopped); the workers' Parquet files are kept as written.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ class BatchReport:
     files: int
     rows: int = 0
     failed: list[str] = field(default_factory=list)  # "<file>: <error>"
+    done: int = 0  # files whose rows are in `out`
+
+
+class BatchStopped(KeyboardInterrupt):
+    """A CSV batch stopped part-way; `report` says what was written (the rows of `report.done` files)."""
+
+    def __init__(self, report: BatchReport, cause: BaseException):
+        super().__init__(f"stopped ({type(cause).__name__}): the rows of {report.done:,} of "
+                         f"{report.files:,} files are in {report.out}")
+        self.report = report
 
 
 def list_sources(source: str | Path) -> list[str]:
@@ -165,17 +177,17 @@ def run_batch(source: str | Path, out: str | Path, *, address: str | None = None
                 batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                 batch_format="numpy")
             if out.suffix.lower() == ".csv":
-                rows += list(dataset.iter_rows())
+                try:
+                    for row in dataset.iter_rows():
+                        rows.append(row)
+                except BaseException as exc:  # Ctrl-C included: keep what was computed
+                    raise BatchStopped(_write_rows(out, files, rows), exc) from exc
             else:
                 dataset.write_parquet(str(out))
-        report = BatchReport(out=out, files=len(files))
         if out.suffix.lower() == ".csv":
-            order = {f: i for i, f in enumerate(files)}
-            rows.sort(key=lambda r: (order.get(str(r["file"]), len(order)), r.get("face") or 0))
-            _write_csv(out, rows)
-            report.rows = len(rows)
-            report.failed = [r["error"] for r in rows if r.get("error")]
+            report = _write_rows(out, files, rows)
         else:
+            report = BatchReport(out=out, files=len(files), done=len(files))
             import pyarrow.parquet as pq
 
             if missing:  # rows for the files that could not be read at all, beside the workers' files
@@ -193,9 +205,14 @@ def run_batch(source: str | Path, out: str | Path, *, address: str | None = None
             ray.shutdown()
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_rows(out: Path, files: list[str], rows: list[dict[str, Any]]) -> BatchReport:
+    """Write the face rows to the CSV `out` in input order (faces in order within a file)."""
     from ferkit.inference.rows import CsvWriter
 
-    with CsvWriter(path, PREDICT_COLUMNS) as writer:
+    order = {f: i for i, f in enumerate(files)}
+    rows = sorted(rows, key=lambda r: (order.get(str(r["file"]), len(order)), r.get("face") or 0))
+    with CsvWriter(out, PREDICT_COLUMNS) as writer:
         for row in rows:
             writer.write({k: v for k, v in row.items() if v is not None})
+    return BatchReport(out=out, files=len(files), rows=len(rows), done=len({str(r["file"]) for r in rows}),
+                       failed=[r["error"] for r in rows if r.get("error")])

@@ -637,7 +637,7 @@ def batch_command(
     try:
         import ray  # noqa: F401
 
-        from ferkit.batch import run_batch
+        from ferkit.batch import BatchStopped, run_batch
     except ImportError as exc:
         raise FerkitError(f"ferkit batch needs the scale extra ({exc}): "
                           "pip install 'ferkit[scale]'") from None
@@ -648,8 +648,12 @@ def batch_command(
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ArgumentError(f"--out {out}: exists and is not an empty folder; choose a new one "
                             "(or a .csv file name)")
-    report = run_batch(source, out, address=address, model=model, detector=detector, prior=prior,
-                       batch_size=batch_size, actors=actors)
+    try:
+        report = run_batch(source, out, address=address, model=model, detector=detector, prior=prior,
+                           batch_size=batch_size, actors=actors)
+    except BatchStopped as stopped:
+        err_console.print(f"[yellow]{stopped}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     console.print(f"{report.files:,} files -> {report.rows:,} rows in {report.out}", highlight=False)
     if report.failed:
         err_console.print(f"[yellow]{len(report.failed)} files failed (rows with their error):",

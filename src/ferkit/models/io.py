@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, ModelFileError
+from ferkit.files import write_whole
 from ferkit.models.base import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, FerModel
 from ferkit.models.registry import create_model
 
@@ -53,8 +54,9 @@ def save_model(model: FerModel, folder: Path, config: dict[str, Any],
         state = {k: v.half() if v.is_floating_point() and "running_" not in k else v
                  for k, v in state.items()}
         config = {**config, "weight_storage": storage}
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"architecture": config["architecture"]})
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    # each file whole or not at all: a kill mid-save leaves the previous model, not a cut file
+    write_whole(folder / WEIGHTS_FILE, save(state, metadata={"architecture": config["architecture"]}))
+    write_whole(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
 def append_command(folder: Path, command: str) -> None:

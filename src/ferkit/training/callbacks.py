@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ferkit.evaluation.plots import save
+from ferkit.files import write_whole
 from ferkit.training.plots import plot_history
 
 log = logging.getLogger("ferkit.training")
@@ -47,7 +48,7 @@ class HistoryCallback(L.Callback):
         self.history.append(row)
         if not trainer.is_global_zero:  # under DDP only rank 0 writes the run folder
             return
-        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1) + "\n")
+        write_whole(self.run_dir / "history.json", json.dumps(self.history, indent=1) + "\n")
         save(plot_history(self.history, self.title), self.run_dir / "curves.png")
         log.info("epoch %d: " + " ".join(f"{k}={v:.4g}" for k, v in row.items()
                                            if k != "epoch" and v is not None), row["epoch"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -13,6 +12,7 @@ from typing import Any
 import yaml
 
 from ferkit.errors import ConfigError
+from ferkit.files import write_whole
 from ferkit.settings import DEFAULT_DATA
 
 
@@ -268,11 +268,3 @@ def save_config(config: TrainConfig, path: Path, extra: dict[str, Any] | None = 
     data = config.to_dict() | (extra or {})
     comment = "".join(f"# {line}\n" for line in header.splitlines())
     write_whole(path, comment + yaml.safe_dump(data, sort_keys=False))  # `--resume` reads it back
-
-
-def write_whole(path: Path, text: str) -> None:
-    """`text` into `path` whole or not at all: written beside it, then renamed over it, so a kill
-    mid-write leaves the old file (or none), never a cut one."""
-    part = path.with_name(path.name + ".part")
-    part.write_text(text)
-    os.replace(part, path)

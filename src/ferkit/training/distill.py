@@ -36,8 +36,8 @@ import torch
 
 from ferkit.errors import ArgumentError, ConfigError, FerkitError
 from ferkit.evaluation.predict import predict_proba
+from ferkit.files import write_whole
 from ferkit.models import NUM_CLASSES
-from ferkit.training.config import write_whole
 
 log = logging.getLogger("ferkit.training")
 

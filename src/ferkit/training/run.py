@@ -24,7 +24,7 @@ from ferkit.training.callbacks import HistoryCallback, RunCheckpoint
 from ferkit.training.config import TrainConfig, load_config, save_config
 from ferkit.training.data import FerplusDataModule
 from ferkit.training.distill import TEACHER_PASS_FILES, cached_teacher_probabilities, mix_targets
-from ferkit.training.loggers import AppendingCSVLogger
+from ferkit.training.loggers import AppendingCSVLogger, ResumedLogs
 from ferkit.training.module import FerClassifier
 
 log = logging.getLogger("ferkit.training")
@@ -242,7 +242,7 @@ def _trainer(config: TrainConfig, run_dir: Path, callbacks: list[L.Callback]) ->
     # so a killed run lost every epoch since its last val_loss improvement (6 epochs, measured)
     every_epoch = RunCheckpoint(dirpath=run_dir / CHECKPOINTS, filename="last", monitor=None,
                                 save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False)
-    callbacks = [*callbacks, every_epoch]
+    callbacks = [*callbacks, every_epoch, ResumedLogs()]
     if config.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min",
                                        patience=config.early_stopping_patience))
