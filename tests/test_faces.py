@@ -157,6 +157,12 @@ def test_align_face_at_the_border_pads_and_stays_48(box):
     assert crop.shape == (48, 48) and crop.dtype == np.uint8
 
 
+def test_align_face_refuses_a_box_outside_the_image_naming_it():
+    img = np.zeros((100, 80), dtype=np.uint8)
+    with pytest.raises(FaceDetectorError, match=r"\(90, 10, 20, 20\) lies outside the 80x100 image"):
+        align_face(img, Detection((90, 10, 20, 20), 1.0, None))
+
+
 def test_a_face_cut_by_the_image_edge_is_framed_as_if_whole():
     """The detector's box is clipped to the image, but the face is framed from its whole square: the
     visible part lands where it would in the uncut photo, the rest repeats the edge pixels."""

@@ -34,7 +34,7 @@ from ferkit import images
 from ferkit.cli import app
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError, ModelFileError
-from ferkit.inference import Face, Predictor, crop_face, load_image, prepare_faces
+from ferkit.inference import Face, Predictor, load_image, prepare_faces
 from ferkit.inference import bundled as bundled_mod
 from ferkit.inference.export import max_flip_margin
 from ferkit.models import load_model, normalize
@@ -70,7 +70,7 @@ def scene(width: int = 200, height: int = 120, boxes=((20, 10, 40, 50), (120, 40
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model) -> Predictor:
-    return Predictor(model=tiny_model, detector=blob_detector, align=crop_face)
+    return Predictor(model=tiny_model, detector=blob_detector)
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -309,7 +309,7 @@ def test_predict_faces_accepts_crops_of_any_size_and_colour(predictor):
 
 
 def test_predict_many_batches_across_images_and_collects_errors(tmp_path, tiny_model):
-    predictor = Predictor(model=tiny_model, detector=blob_detector, align=crop_face, batch_size=3)
+    predictor = Predictor(model=tiny_model, detector=blob_detector, batch_size=3)
     paths = []
     for i, boxes in enumerate([((10, 10, 30, 30), (60, 20, 30, 30)), (), ((5, 5, 40, 40),)]):
         p = tmp_path / f"img{i}.png"

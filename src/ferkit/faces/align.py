@@ -46,7 +46,7 @@ def eye_angle(detection: Detection) -> float | None:
 
     Positive when the right eye is lower, i.e. the face is turned clockwise on screen.
     """
-    marks = detection.landmarks or {}
+    marks = getattr(detection, "landmarks", None) or {}  # a custom detector may give boxes only
     if "left_eye" not in marks or "right_eye" not in marks:
         return None
     (lx, ly), (rx, ry) = marks["left_eye"], marks["right_eye"]
@@ -81,6 +81,10 @@ def align_face(image: np.ndarray, detection: Detection, margin: float = DEFAULT_
     the face side added on each side of the face square (0 = the face square itself).
     """
     gray = to_gray(image)
+    x, y, w, h = detection.box
+    height, width = gray.shape[:2]
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:  # a custom detector's stray box
+        raise FaceDetectorError(f"face box {tuple(detection.box)} lies outside the {width}x{height} image")
     frame = crop_frame(detection, margin)
     # Warp at about the face's own resolution, then area-average: warping straight to 48 px would
     # sample a large face sparsely (aliasing); never below 48 so small faces are interpolated once.

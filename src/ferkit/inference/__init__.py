@@ -6,7 +6,7 @@ door every image comes in through; `export_onnx` writes a standalone, parity-che
 
 from ferkit.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
 from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, resolve_model
-from ferkit.inference.predictor import Face, ImageResult, Predictor, crop_face, prepare_faces
+from ferkit.inference.predictor import Face, ImageResult, Predictor, prepare_faces
 from ferkit.inference.video import VideoRow
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "ImageResult",
     "Predictor",
     "VideoRow",
-    "crop_face",
     "find_images",
     "list_bundled",
     "load_image",

@@ -144,20 +144,6 @@ def prepare_faces(faces: np.ndarray | Sequence[Any] | str | Path | bytes, color:
     return out
 
 
-def crop_face(image: np.ndarray, detection: DetectionLike, margin: float = 0.1) -> np.ndarray:
-    """A plain aligner: the box grown by `margin` on each side, clipped, to gray 48x48.
-
-    Used when ferkit.faces is not installed or a custom detector gives no landmarks."""
-    x, y, w, h = detection.box
-    dx, dy = int(round(w * margin)), int(round(h * margin))
-    height, width = image.shape[:2]
-    x0, y0 = max(0, x - dx), max(0, y - dy)
-    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
-    if x1 <= x0 or y1 <= y0:
-        raise ImageError(f"face box {detection.box} lies outside the {width}x{height} image")
-    return to_face(image[y0:y1, x0:x1])
-
-
 # ---- the Predictor --------------------------------------------------------------------------
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -318,12 +304,10 @@ class Predictor:
         return self._detect_fn
 
     def _aligner(self) -> AlignFn:
-        """ferkit.faces.align_face (eye-based alignment) when it is available, else `crop_face`."""
+        """ferkit.faces.align_face (the one cropper: eyes level when the detection has them), unless
+        the Predictor was given its own `align`."""
         if self._align is None:
-            try:
-                self._align = getattr(self._faces_module(), "align_face", crop_face)
-            except FerkitError:
-                self._align = crop_face
+            self._align = self._faces_module().align_face
         return self._align
 
     def detect(self, image: np.ndarray) -> list[DetectionLike]:
