@@ -207,7 +207,7 @@ def test_cli_compare_writes_table_and_matrices(tiny_runs, learnable_root):
 
 def test_cli_errors_are_one_readable_line(tiny_runs, tmp_path):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(tmp_path)])
-    assert result.exit_code == 1 and "nope: model not found" in result.output
+    assert result.exit_code == 1 and "nope': not a bundled model name (bundled: default" in result.output
     result = runner.invoke(app, ["compare", str(tiny_runs[0]), str(tmp_path / "gone")])
     assert result.exit_code == 1 and "gone: model not found" in result.output
     # a split where every image is "not a face": nothing is left to evaluate

@@ -193,7 +193,7 @@ def test_cli_explain_errors_are_one_readable_line(tiny_runs, tmp_path):
     result = runner.invoke(app, ["explain", str(tmp_path / "missing.png"), "--model", str(tiny_runs[0])])
     assert result.exit_code == 1 and "missing.png: image file not found" in result.output
     result = runner.invoke(app, ["explain", str(tmp_path / "face.png"), "--model", str(tmp_path / "norun")])
-    assert result.exit_code == 1 and "norun: model not found" in result.output
+    assert result.exit_code == 1 and "norun': not a bundled model name" in result.output
     result = runner.invoke(app, ["explain", "--model", str(tiny_runs[0])])
     assert result.exit_code == 1 and "nothing to explain" in result.output
 

@@ -192,15 +192,15 @@ DATA_HELP = ("FERPlus root; default $FERKIT_DATA, else the run's training data r
 
 
 def _run_or_bundled(run: Path) -> tuple[Path, bool]:
-    """A run folder as given, or a bundled model's folder when RUN is a bundled name."""
-    from ferkit.inference.bundled import list_bundled, weights_root
+    """RUN's model folder (bundled.resolve_model: a bundled name, or a run folder) and whether it is a
+    bundled model (whose folder is never written into)."""
+    from ferkit.inference.bundled import resolve_model, weights_root
 
-    if not run.exists() and str(run) in list_bundled():
-        return weights_root() / str(run), True
-    if run.suffix.lower() == ".onnx":
+    source = resolve_model(str(run))
+    if source.backend == "onnx":
         raise ArgumentError(f"{run}: an ONNX file cannot be evaluated on FERPlus here; evaluate the run "
                             "folder it was exported from, or use --photos (photo folders take .onnx models)")
-    return run, False
+    return source.path, source.path.resolve().parent == weights_root().resolve()
 
 
 PRIOR_HELP = ("Class prior of your material: ferplus (as trained: web photos like FER2013's, a third "
