@@ -205,11 +205,22 @@ def test_cli_compare_writes_table_and_matrices(tiny_runs, learnable_root):
     assert sum(agreement[k] for k in ("only_a_right", "only_b_right", "both_right", "both_wrong")) == 64
 
 
+def test_cli_compare_takes_a_bundled_name_and_never_writes_into_the_package(tiny_runs, learnable_root,
+                                                                            tmp_path, monkeypatch):
+    from ferkit.inference.bundled import weights_root
+
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["compare", str(tiny_runs[0]), "baseline", "--data", str(learnable_root)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "compare-tiny-a-vs-baseline" / "compare.json").is_file()
+    assert not list(weights_root().glob("*/compare-*"))
+
+
 def test_cli_errors_are_one_readable_line(tiny_runs, tmp_path):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(tmp_path)])
     assert result.exit_code == 1 and "nope': not a bundled model name (bundled: default" in result.output
     result = runner.invoke(app, ["compare", str(tiny_runs[0]), str(tmp_path / "gone")])
-    assert result.exit_code == 1 and "gone: model not found" in result.output
+    assert result.exit_code == 1 and "gone': not a bundled model name" in result.output
     # a split where every image is "not a face": nothing is left to evaluate
     empty = write_microsoft_root(tmp_path / "empty", votes=[[0] * 9 + [10]])
     result = runner.invoke(app, ["evaluate", str(tiny_runs[0]), "--data", str(empty)])

@@ -285,18 +285,22 @@ def print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]
 @app.command("compare")
 @user_errors
 def compare_command(
-    run_a: Annotated[Path, typer.Argument(help="Run folder A (the reference).")],
-    run_b: Annotated[Path, typer.Argument(help="Run folder B (deltas are B - A).")],
+    run_a: Annotated[Path, typer.Argument(help="Run folder or bundled model name A (the reference).")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder or bundled model name B (deltas are B - A).")],
     split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
     protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
     out: Annotated[Path | None, typer.Option(
-        help="Output folder; default RUN_B/compare-<nameA>-vs-<nameB>/.")] = None,
+        help="Output folder; default RUN_B/compare-<nameA>-vs-<nameB>/ (./compare-... for a bundled B)."
+    )] = None,
     data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
 ) -> None:
     """Two runs side by side on one split: metrics with deltas, confusion matrices and their difference."""
     from ferkit.evaluation import compare
 
+    (run_a, _), (run_b, bundled_b) = _run_or_bundled(run_a), _run_or_bundled(run_b)
+    if bundled_b and out is None:  # never write into the installed package
+        out = Path(f"compare-{run_a.name}-vs-{run_b.name}")
     result = compare(run_a, run_b, split=split, protocol=protocol, data_root=_data_for_run(run_a, data),
                      tta=tta, out=out, progress=True)
     def cell(value: float | None) -> str:
