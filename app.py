@@ -29,6 +29,7 @@ import streamlit as st
 
 from ferkit import app_logic as logic
 from ferkit.errors import FerkitError
+from ferkit.settings import APP_MODEL_ENV, ICE_SERVERS_ENV
 
 log = logging.getLogger("ferkit.app")
 
@@ -61,7 +62,7 @@ def load_predictor(model: str | None, detector: str) -> Any:
 
     from ferkit import Predictor
 
-    torch.set_num_threads(logic.app_threads())  # process-wide; see THREADS_ENV in ferkit.app_logic
+    torch.set_num_threads(logic.app_threads())  # process-wide; see ferkit.settings.APP_THREADS_ENV
     chosen = None if detector == logic.AUTO_DETECTOR else detector  # None: photos mtcnn, live blazeface
     return Predictor(model=model, detector=chosen, min_face=logic.DEFAULT_MIN_FACE)
 
@@ -219,8 +220,8 @@ LIVE_HELP = f"""
 The video goes from your browser to this server over WebRTC and comes back with boxes drawn.
 No STUN/TURN server is configured, so it works on this machine and on a local network with no
 internet access. **Remote users** (behind NAT or a firewall) need ICE servers: start the app with
-`{logic.ICE_SERVERS_ENV}` set to a JSON list, e.g.
-`{logic.ICE_SERVERS_ENV}='[{{"urls": ["stun:stun.example.org:3478"]}}, {{"urls": "turn:turn.example.org:3478",
+`{ICE_SERVERS_ENV}` set to a JSON list, e.g.
+`{ICE_SERVERS_ENV}='[{{"urls": ["stun:stun.example.org:3478"]}}, {{"urls": "turn:turn.example.org:3478",
 "username": "USER", "credential": "PASSWORD"}}]' make run`.
 If the live video does not start, use **Webcam (snapshot)**, which works everywhere.
 """
@@ -320,7 +321,7 @@ def main() -> None:
         predictor = predictor_for(settings)
     except (FerkitError, ValueError) as exc:
         st.error(f"The model could not be loaded: {exc}")
-        st.info(f"To use another model, start the app with `{logic.MODEL_ENV}=PATH` (a run folder with "
+        st.info(f"To use another model, start the app with `{APP_MODEL_ENV}=PATH` (a run folder with "
                 "model.json + model.safetensors, an .onnx file, or a bundled model's name).")
         return
     show_model_in_sidebar(predictor)

@@ -20,6 +20,7 @@ from conftest import APP_FILE, app_test_metrics, face_photo, needs_faces, write_
 from PIL import Image
 
 from ferkit import app_logic as logic
+from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.inference.scores import EmotionScores
@@ -196,18 +197,18 @@ def test_model_report_reads_metrics_and_says_when_absent(tmp_path):
 def test_rtc_configuration_defaults_to_no_servers_and_reads_env():
     assert logic.rtc_configuration({}) == ({"iceServers": []}, None)
     servers = [{"urls": ["stun:stun.example.org:3478"]}]
-    configured = logic.rtc_configuration({logic.ICE_SERVERS_ENV: json.dumps(servers)})
+    configured = logic.rtc_configuration({settings.ICE_SERVERS_ENV: json.dumps(servers)})
     assert configured == ({"iceServers": servers}, None)
-    config, problem = logic.rtc_configuration({logic.ICE_SERVERS_ENV: "[{oops"})
+    config, problem = logic.rtc_configuration({settings.ICE_SERVERS_ENV: "[{oops"})
     assert config == {"iceServers": []} and "not valid JSON" in problem
-    assert "list of objects" in logic.rtc_configuration({logic.ICE_SERVERS_ENV: '{"urls": 1}'})[1]
+    assert "list of objects" in logic.rtc_configuration({settings.ICE_SERVERS_ENV: '{"urls": 1}'})[1]
 
 
 def test_app_threads_default_to_one_and_read_env():
     assert logic.app_threads({}) == 1
-    assert logic.app_threads({logic.THREADS_ENV: "4"}) == 4
-    assert logic.app_threads({logic.THREADS_ENV: "zero"}) == 1
-    assert logic.app_threads({logic.THREADS_ENV: "0"}) == 1
+    assert logic.app_threads({settings.APP_THREADS_ENV: "4"}) == 4
+    assert logic.app_threads({settings.APP_THREADS_ENV: "zero"}) == 1
+    assert logic.app_threads({settings.APP_THREADS_ENV: "0"}) == 1
 
 
 class Clock:

@@ -56,8 +56,6 @@ DEFAULT_MIN_FACE = 20
 # PyTorch intra-op threads in the app process. The app already works in parallel (browser sessions, the
 # webcam worker thread), and torch's own threads then fight them and the rest of the machine: on 2 busy
 # cores one webcam frame took 246 ms with 2 threads and 72 ms with 1 (classifying one face: 160 vs 3 ms).
-MODEL_ENV = "FERKIT_MODEL"
-THREADS_ENV = "FERKIT_APP_THREADS"
 DEFAULT_THREADS = 1
 
 BOX_COLOR = (0, 255, 0)  # RGB; pure green so the browser test can find the boxes in the video
@@ -113,7 +111,7 @@ class PhotoResult:
 
 def app_threads(environ: Mapping[str, str] = os.environ) -> int:
     """Torch threads for the app: $FERKIT_APP_THREADS if it is a positive integer, else 1."""
-    text = environ.get(THREADS_ENV, "").strip()
+    text = environ.get(settings.APP_THREADS_ENV, "").strip()
     return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_THREADS
 
 
@@ -122,7 +120,7 @@ def model_choices(environ: Mapping[str, str] = os.environ) -> list[str]:
     .onnx file), else every bundled model, `default` first."""
     from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled
 
-    chosen = environ.get(MODEL_ENV, "").strip()
+    chosen = environ.get(settings.APP_MODEL_ENV, "").strip()
     if chosen:
         return [chosen]
     return list_bundled() or [DEFAULT_MODEL]
@@ -436,26 +434,23 @@ def recall_table(report: ModelReport) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- webcam
 
-# JSON list of RTCIceServer objects for remote users, e.g.
-# [{"urls": ["stun:stun.example.org:3478"]},
-#  {"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]
-ICE_SERVERS_ENV = "FERKIT_ICE_SERVERS"
 
 
 def rtc_configuration(environ: Mapping[str, str] = os.environ) -> tuple[dict[str, Any], str | None]:
     """The WebRTC configuration: no ICE servers by default, so the live webcam works on this machine
     or a LAN with no internet (host candidates only); $FERKIT_ICE_SERVERS adds STUN/TURN servers for
     users behind NAT. Returns (configuration, problem): a malformed value is reported, not fatal."""
-    text = environ.get(ICE_SERVERS_ENV, "").strip()
+    text = environ.get(settings.ICE_SERVERS_ENV, "").strip()
     if not text:
         return {"iceServers": []}, None
     try:
         servers = json.loads(text)
     except json.JSONDecodeError as exc:
-        return {"iceServers": []}, f"${ICE_SERVERS_ENV} is not valid JSON ({exc}); using no ICE servers"
-    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
-        return {"iceServers": []}, (f"${ICE_SERVERS_ENV} must be a JSON list of objects with \"urls\"; "
+        return {"iceServers": []}, (f"${settings.ICE_SERVERS_ENV} is not valid JSON ({exc}); "
                                     "using no ICE servers")
+    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+        return {"iceServers": []}, (f"${settings.ICE_SERVERS_ENV} must be a JSON list of objects with "
+                                    "\"urls\"; using no ICE servers")
     return {"iceServers": servers}, None
 
 

@@ -16,8 +16,16 @@ SERVER_MAX_PIXELS = 50_000_000
 # The largest upload the web app and the HTTP API accept.
 MAX_UPLOAD_MB = 20
 
-# FERPlus: where ferkit looks for it unless told (FERKIT_DATA, or a ROOT argument).
-DATA_ENV = "FERKIT_DATA"
+# The environment variables a user can set (README, "Settings"):
+DATA_ENV = "FERKIT_DATA"  # the FERPlus root, unless a ROOT/--data argument says
+CACHE_ENV = "FERKIT_CACHE_DIR"  # where decoded FERPlus arrays are cached (default: the user's cache dir)
+APP_MODEL_ENV = "FERKIT_MODEL"  # the web app offers this model alone (bundled name, run folder, .onnx)
+APP_THREADS_ENV = "FERKIT_APP_THREADS"  # PyTorch threads in the web app (default 1)
+# JSON list of RTCIceServer objects for the web app's webcam behind NAT, e.g.
+# [{"urls": ["stun:stun.example.org:3478"]},
+#  {"urls": "turn:turn.example.org:3478", "username": "u", "credential": "p"}]
+ICE_SERVERS_ENV = "FERKIT_ICE_SERVERS"
+
 DEFAULT_DATA = "../shared/datasets/ferplus"
 
 
@@ -26,3 +34,10 @@ def data_root(explicit: str | Path | None = None) -> Path:
     if explicit is not None:
         return Path(explicit).expanduser()
     return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA).expanduser()
+
+
+def cache_dir() -> Path:
+    """$FERKIT_CACHE_DIR if set, else the user's cache directory (e.g. ~/.cache/ferkit)."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get(CACHE_ENV) or user_cache_dir("ferkit"))

@@ -8,14 +8,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from platformdirs import user_cache_dir
+
+from ferkit.settings import cache_dir
 
 CACHE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """FERKIT_CACHE_DIR if set, else the user's cache directory (e.g. ~/.cache/ferkit)."""
-    return Path(os.environ.get("FERKIT_CACHE_DIR") or user_cache_dir("ferkit"))
 
 
 def _folder_fingerprint(folder: Path, digest: hashlib._Hash) -> None:
