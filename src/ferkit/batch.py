@@ -60,8 +60,9 @@ class BatchStopped(KeyboardInterrupt):
     """A CSV batch stopped part-way; `report` says what was written (the rows of `report.done` files)."""
 
     def __init__(self, report: BatchReport, cause: BaseException):
-        super().__init__(f"stopped ({type(cause).__name__}): the rows of {report.done:,} of "
-                         f"{report.files:,} files are in {report.out}")
+        why = type(cause).__name__ + (f": {str(cause)[:300]}" if str(cause) else "")
+        super().__init__(f"stopped ({why}): the rows of {report.done:,} of {report.files:,} files are "
+                         f"in {report.out}")
         self.report = report
 
 
