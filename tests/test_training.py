@@ -341,7 +341,7 @@ def test_function_matching_trains_on_stored_views_with_the_teachers_answer_for_e
 def test_a_run_interrupted_before_its_first_epoch_keeps_its_teacher_pass(learnable_root, tiny_runs, tmp_path):
     import hashlib
 
-    from ferkit.training.distill import TEACHER_PASS_FILES, VIEWS_FILE
+    from ferkit.training.distill import VIEW_PROBS_FILE, VIEW_STAMP_FILE, VIEWS_FILE
 
     config = tiny_train_config(learnable_root, tmp_path, "cut", teacher=str(tiny_runs[0]), teacher_views=2,
                                epochs=1, augment={"enabled": True, "flip": False})
@@ -349,7 +349,7 @@ def test_a_run_interrupted_before_its_first_epoch_keeps_its_teacher_pass(learnab
         train(config, extra_callbacks=[StopAfterEpochs(0)])  # interrupted after the teacher pass
     run = tmp_path / "cut"
     kept = {p.name for p in run.iterdir()}
-    assert kept == {name for name in TEACHER_PASS_FILES if name.startswith("teacher_view")}
+    assert kept == {VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE}  # a finished pass, nothing partial
     stored = hashlib.sha256((run / VIEWS_FILE).read_bytes()).hexdigest()
     (run / "train.log").write_text("a run killed outright leaves its log and config behind\n")
     (run / "config.yaml").write_text("model: resnet\n")
@@ -359,6 +359,44 @@ def test_a_run_interrupted_before_its_first_epoch_keeps_its_teacher_pass(learnab
     assert hashlib.sha256((run / VIEWS_FILE).read_bytes()).hexdigest() == stored
     with pytest.raises(ConfigError, match="run folder exists"):
         train(config)  # a run with a finished epoch is resumed, never started over
+
+
+def test_a_teacher_pass_cut_short_goes_on_from_the_last_view_answered(tiny_runs, tmp_path, monkeypatch):
+    import numpy as np
+    from conftest import learnable_image
+
+    from ferkit.inference.predictor import Predictor
+    from ferkit.training.distill import PARTIAL_PROBS_FILE, PARTIAL_STAMP_FILE, cached_teacher_views
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([learnable_image(i % 4, rng) for i in range(8)])
+    augment, teacher = AugmentConfig(flip=False), str(tiny_runs[0])
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "cut").mkdir()
+    whole_views, whole_probs = cached_teacher_views(tmp_path / "whole", teacher, faces, augment, 3, 1.0, 0)
+    answer, asked = Predictor.predict_faces, []
+
+    def counted(self, *args, **kwargs):
+        asked.append(1)
+        return answer(self, *args, **kwargs)
+
+    def killed_at_the_second_view(self, *args, **kwargs):
+        if asked:
+            raise KeyboardInterrupt
+        return counted(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict_faces", killed_at_the_second_view)
+    with pytest.raises(KeyboardInterrupt):
+        cached_teacher_views(tmp_path / "cut", teacher, faces, augment, 3, 1.0, 0)
+    assert (tmp_path / "cut" / PARTIAL_STAMP_FILE).is_file()
+    asked.clear()
+    monkeypatch.setattr(Predictor, "predict_faces", counted)
+    views, probs = cached_teacher_views(tmp_path / "cut", teacher, faces, augment, 3, 1.0, 0)
+    assert len(asked) == 2  # views 2 and 3 only: view 1's answers were kept
+    np.testing.assert_array_equal(views, whole_views)
+    np.testing.assert_array_equal(probs, whole_probs)
+    assert not (tmp_path / "cut" / PARTIAL_PROBS_FILE).exists()
+    assert not (tmp_path / "cut" / PARTIAL_STAMP_FILE).exists()
 
 
 def test_stored_views_serve_any_mixup_but_not_other_view_settings(tiny_runs, tmp_path):

@@ -120,9 +120,14 @@ def read_stamp(path: Path) -> dict | None:
 VIEWS_FILE = "teacher_views.npy"  # uint8 (K, N, 48, 48): the stored augmented views
 VIEW_PROBS_FILE = "teacher_view_probs.npy"  # float16 (K, N, 8): the teacher's tempered softmax of each
 VIEW_STAMP_FILE = VIEW_PROBS_FILE + ".json"  # the settings the views and answers were made with
+# A pass under way: the answers so far (float16 (K, N, 8), one view at a time) and a stamp with the
+# settings and how many views are answered, so that a killed pass goes on from there.
+PARTIAL_PROBS_FILE = "teacher_view_probs.partial.npy"
+PARTIAL_STAMP_FILE = PARTIAL_PROBS_FILE + ".json"
 # Everything the teacher pass stores in a run folder. Each file is checked against the run's settings
 # before use, so an interrupted run keeps them (ferkit.training.run) and a rerun picks them up.
-TEACHER_PASS_FILES = (TEACHER_FILE, TEACHER_FILE + ".json", VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE)
+TEACHER_PASS_FILES = (TEACHER_FILE, TEACHER_FILE + ".json", VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE,
+                      PARTIAL_PROBS_FILE, PARTIAL_STAMP_FILE)
 
 
 def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
@@ -200,20 +205,48 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
         probs = np.load(probs_path, allow_pickle=False)
         if stored.shape == (views, *images.shape) and probs.shape == (views, len(images), NUM_CLASSES):
             return stored, probs.astype(np.float32)
-    # new files, never written through: a stored pass may be hard-linked to another run's
-    for path in (stamp, views_path, probs_path):
-        path.unlink(missing_ok=True)
-    log.info("distillation: drawing %d views of %d training faces", views, len(images))
-    stored = draw_views(images, augment, views, seed, views_path)
     try:
         predictor = Predictor(teacher, prior="ferplus")  # the teacher's own answer, as trained
     except FerkitError as exc:
         raise ConfigError(f"config value teacher={teacher!r}: {exc}") from None
+    partial, progress = run_dir / PARTIAL_PROBS_FILE, run_dir / PARTIAL_STAMP_FILE
+    stored, probs, done = _pass_under_way(run_dir, key, views, images.shape)
+    if done:
+        log.info("distillation: going on with the teacher pass at view %d of %d", done + 1, views)
+    else:
+        # new files, never written through: a stored pass may be hard-linked to another run's
+        for path in (stamp, views_path, probs_path, partial, progress):
+            path.unlink(missing_ok=True)
+        log.info("distillation: drawing %d views of %d training faces", views, len(images))
+        stored = draw_views(images, augment, views, seed, views_path)
+        probs = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
+                                          shape=(views, len(images), NUM_CLASSES))
     log.info("distillation: teacher %s (%s) predicting %d views", teacher, predictor.backend.kind,
-             views * len(images))
-    probs = np.zeros((views, len(images), NUM_CLASSES), dtype=np.float16)
-    for k in range(views):
+             (views - done) * len(images))
+    for k in range(done, views):
         probs[k] = temper(predictor.predict_faces(np.ascontiguousarray(stored[k])), temperature)
-    np.save(probs_path, probs, allow_pickle=False)
+        probs.flush()
+        write_stamp(progress, {"settings": key, "views_answered": k + 1})
+    np.save(probs_path, np.asarray(probs), allow_pickle=False)
     write_stamp(stamp, key)
-    return stored, probs.astype(np.float32)
+    del probs
+    for path in (partial, progress):
+        path.unlink(missing_ok=True)
+    return stored, np.load(probs_path, allow_pickle=False).astype(np.float32)
+
+
+def _pass_under_way(run_dir: Path, key: dict, views: int, faces_shape: tuple[int, ...]):
+    """(views, answers so far, views answered) of a teacher pass cut short with these settings, or
+    (None, None, 0) when there is none to go on with."""
+    made = read_stamp(run_dir / PARTIAL_STAMP_FILE)
+    if not made or made.get("settings") != key or not (run_dir / VIEWS_FILE).is_file():
+        return None, None, 0
+    try:
+        stored = np.load(run_dir / VIEWS_FILE, mmap_mode="r", allow_pickle=False)
+        probs = np.load(run_dir / PARTIAL_PROBS_FILE, mmap_mode="r+", allow_pickle=False)
+    except (OSError, ValueError):
+        return None, None, 0
+    done = int(made.get("views_answered", 0))
+    if stored.shape != (views, *faces_shape) or probs.shape != (views, faces_shape[0], NUM_CLASSES):
+        return None, None, 0
+    return stored, probs, min(done, views)
