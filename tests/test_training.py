@@ -484,6 +484,42 @@ def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
     np.testing.assert_allclose(mix_targets(votes, flat, 1.0), flat)
 
 
+def test_a_warm_started_run_begins_from_the_given_models_weights(learnable_root, tiny_runs, tmp_path):
+    from ferkit.release.bundle import training_info
+    from ferkit.release.model_card import _recipe
+
+    trained, untrained = tiny_runs
+    accuracy = {}
+    for name, start in (("warm", trained), ("cold", untrained)):
+        # lr 1e-6: one epoch barely moves the weights, so its validation shows where it started
+        run = train(tiny_train_config(learnable_root, tmp_path, name, init=str(start), epochs=1, lr=1e-6))
+        accuracy[name] = json.loads((run / "history.json").read_text())[0]["val_acc"]
+        assert f"warm start: the weights of {start}" in (run / "train.log").read_text()
+    assert accuracy["warm"] > 0.6 > accuracy["cold"]  # the trained start is kept; chance is 0.25
+    warm = tmp_path / "warm"
+    # the learned weights (BatchNorm's running statistics follow the new batches whatever the lr)
+    before, after = dict(load_model(trained).named_parameters()), dict(load_model(warm).named_parameters())
+    assert max((before[k] - after[k]).abs().max().item() for k in before) < 1e-3
+    info = training_info(warm)
+    assert info["warm_start"]["run"] == trained.name
+    assert info["commands"][:len(info["warm_start"]["commands"])] == info["warm_start"]["commands"]
+    assert f"warm-started from `{trained}`" in _recipe(info)
+
+
+def test_a_warm_start_that_does_not_fit_is_a_clear_error_before_any_work(learnable_root, tiny_runs, tmp_path):
+    other = {**TINY_RESNET, "widths": [8, 16, 32]}
+    with pytest.raises(ConfigError, match=r"init='.*tiny-a'.*not this run's \(resnet .*32"):
+        train(tiny_train_config(learnable_root, tmp_path, "wide", init=str(tiny_runs[0]),
+                                model_args=other))
+    with pytest.raises(ConfigError, match="init='runs/nope'.*unknown model"):
+        train(tiny_train_config(learnable_root, tmp_path, "orphan", init="runs/nope"))
+    onnx = tmp_path / "tiny.onnx"
+    onnx.write_bytes(b"")  # named as an ONNX model: refused for what it is before it is read
+    with pytest.raises(ConfigError, match="init=.*an .onnx file holds no trainable weights"):
+        train(tiny_train_config(learnable_root, tmp_path, "from-onnx", init=str(onnx)))
+    assert not any((tmp_path / name).exists() for name in ("wide", "orphan", "from-onnx"))
+
+
 def test_bad_teacher_is_a_clear_error(learnable_root, tmp_path):
     with pytest.raises(ConfigError, match="teacher=.*nope.*unknown model"):
         train(tiny_train_config(learnable_root, tmp_path, "orphan", teacher="runs/nope"))

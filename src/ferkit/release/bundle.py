@@ -52,7 +52,8 @@ def training_info(run: Path) -> dict[str, Any]:
     CLI lines that made it. An ensemble folder (model.json `member_runs`) reports each member and the
     totals; its members train independently, so their wall time is the longest member's when they
     run side by side and the sum when they run one after another. A distilled run (config `teacher`)
-    reports its teacher too, and the commands that made the teacher come first; a model whose head was
+    reports its teacher too, and the commands that made the teacher come first (a warm-started run,
+    config `init`, likewise the model it started from); a model whose head was
     re-learned (model.json `head_retrained`) reports its source's record, then the re-learning. A
     folder without history.json whose metrics.json has a `training` record (a bundled model) reports
     that record."""
@@ -109,6 +110,12 @@ def training_info(run: Path) -> dict[str, Any]:
         info["train_seconds_with_teacher"] = round(info["train_seconds"]
                                                    + teacher_info.get("train_seconds", 0), 1)
         info["commands"] = teacher_info.get("commands", []) + info["commands"]
+    start = (config or {}).get("init")
+    if start:
+        # a warm-started model's record begins with the training of the weights it started from
+        start_info = training_info(_model_folder(start, run, "config.yaml init"))
+        info["warm_start"] = start_info
+        info["commands"] = start_info.get("commands", []) + info["commands"]
     return info
 
 

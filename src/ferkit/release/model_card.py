@@ -21,7 +21,7 @@ def _recipe(training: dict) -> str:
             f"class balance {config.get('class_balance', 'none')}, "
             f"seed {config.get('seed')}, {training.get('epochs_trained')} epochs "
             f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), best epoch "
-            f"{training.get('best_epoch')} by validation loss{_schedule(training)}{_distillation(training)}")
+            f"{training.get('best_epoch')} by validation loss{_schedule(training)}{_learned_from(training)}")
 
 
 def _schedule(training: dict) -> str:
@@ -44,14 +44,19 @@ def _schedule(training: dict) -> str:
     return text
 
 
-def _distillation(training: dict) -> str:
+def _learned_from(training: dict) -> str:
     config = training.get("config", {})
-    if not config.get("teacher"):
-        return ""
-    teacher_minutes = training.get("teacher", {}).get("train_seconds", 0) / 60
-    return (f"; distilled from `{config['teacher']}` (its {teacher_minutes:.0f} min of training not "
-            f"counted above), weight {config.get('distill_weight')}, temperature "
-            f"{config.get('distill_temperature')}")
+    text = ""
+    if config.get("init"):
+        start_minutes = training.get("warm_start", {}).get("train_seconds", 0) / 60
+        text += (f"; warm-started from `{config['init']}` (its {start_minutes:.0f} min of training not "
+                 "counted above)")
+    if config.get("teacher"):
+        teacher_minutes = training.get("teacher", {}).get("train_seconds", 0) / 60
+        text += (f"; distilled from `{config['teacher']}` (its {teacher_minutes:.0f} min of training not "
+                 f"counted above), weight {config.get('distill_weight')}, temperature "
+                 f"{config.get('distill_temperature')}")
+    return text
 
 
 def _default_prior_lines(metrics: dict) -> list[str]:

@@ -82,6 +82,10 @@ class TrainConfig:
     # a run folder whose stored teacher pass (same teacher, views, seed and view augmentation) this run
     # takes instead of making its own: the pass does not depend on the student or its schedule
     teacher_pass_from: str = ""
+    # warm start: a model folder or bundled name of the same network (model + model_args) whose
+    # weights the run starts from instead of a random init, e.g. to re-distill `fast` from a new
+    # teacher in a few epochs; "" = random init. A resumed run takes its weights from its checkpoint.
+    init: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # bf16-mixed is ~15x slower than fp32 on CPUs without AVX512-BF16 (bench/train_throughput.py)
     precision: str = "32-true"

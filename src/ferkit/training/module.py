@@ -65,10 +65,13 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
 
 class FerClassifier(L.LightningModule):
     def __init__(self, config: TrainConfig, class_weights: torch.Tensor | None = None,
-                 class_frequencies: torch.Tensor | None = None):
+                 class_frequencies: torch.Tensor | None = None,
+                 initial_weights: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.config = config
         self.model = create_model(config.model, **config.model_args)
+        if initial_weights is not None:  # a warm start (config.init), before the EMA copies the model
+            self.model.load_state_dict(initial_weights)
         self.augment = BatchAugment(config.augment)
         self.register_buffer("class_weights", class_weights, persistent=False)
         # the logit adjustment added in training only (config.logit_adjustment); (8,) or None

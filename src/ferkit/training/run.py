@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 import ferkit
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, FerkitError
 from ferkit.models import model_config, save_model, summarize_model
 from ferkit.models.io import append_command
 from ferkit.training.callbacks import HistoryCallback, RunCheckpoint
@@ -173,10 +173,12 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     log.info("%s run %s (ferkit %s, torch %s, %d threads)", "resuming" if resuming else "starting",
              run_dir, ferkit.__version__, torch.__version__, torch.get_num_threads())
 
+    # before the data: a wrong init is told at once, not after a teacher pass
+    initial = warm_start_weights(config) if config.init and not resuming else None
     datamodule = _datamodule(config, run_dir)
     frequencies = datamodule.class_frequencies()
     weights = _class_weights(frequencies) if config.class_balance == "weights" else None
-    module = FerClassifier(config, weights, torch.tensor(frequencies, dtype=torch.float32))
+    module = FerClassifier(config, weights, torch.tensor(frequencies, dtype=torch.float32), initial)
     summary = summarize_model(module.model)
     if writer:
         (run_dir / "model_summary.txt").write_text(summary.to_text(config.model))
@@ -203,6 +205,32 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     if writer:
         _export_best(config, run_dir, module, best, history.history, seconds, summary.total)
     return run_dir
+
+
+def warm_start_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights of `config.init` (a model folder or bundled name), checked to be this run's network;
+    ConfigError naming the setting otherwise."""
+    from ferkit.inference.bundled import resolve_model
+    from ferkit.models import load_model, read_model_config
+
+    where = f"config value init={config.init!r}"
+    try:
+        source = resolve_model(config.init)
+        if source.backend != "torch":
+            raise ConfigError(f"{where}: an .onnx file holds no trainable weights; give a model folder "
+                              "or a bundled model name")
+        made = read_model_config(source.path)
+        theirs = (made.get("architecture"), made.get("model_args", {}))
+        if theirs != (config.model, config.model_args):
+            raise ConfigError(f"{where}: its network ({theirs[0]} {theirs[1]}) is not this run's "
+                              f"({config.model} {config.model_args})")
+        model = load_model(source.path)
+    except ConfigError:
+        raise
+    except FerkitError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    log.info("warm start: the weights of %s", source.path)
+    return model.state_dict()
 
 
 def _datamodule(config: TrainConfig, run_dir: Path) -> FerplusDataModule:
