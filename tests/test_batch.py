@@ -46,24 +46,30 @@ def test_batch_on_local_ray_writes_the_rows_of_predict(folder, tmp_path, monkeyp
 
 @needs_real_faces
 @needs_face_detector
-def test_a_csv_batch_stopped_by_ctrl_c_keeps_the_rows_it_has(folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("cause,exit_code,first_words", [
+    (KeyboardInterrupt, 130, "stopped (KeyboardInterrupt): the rows of "),
+    (ConnectionError("the cluster went away"), 1,
+     "error: stopped (ConnectionError: the cluster went away): the rows of "),
+], ids=["ctrl-c", "lost-cluster"])
+def test_a_csv_batch_stopped_part_way_keeps_the_rows_it_has(folder, tmp_path, monkeypatch, cause, exit_code,
+                                                            first_words):
     import ray.data
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     iter_rows = ray.data.Dataset.iter_rows
 
-    def ctrl_c_after_two_rows(self, *args, **kwargs):
+    def stop_after_two_rows(self, *args, **kwargs):
         for n, row in enumerate(iter_rows(self, *args, **kwargs)):
             if n == 2:
-                raise KeyboardInterrupt
+                raise cause
             yield row
 
-    monkeypatch.setattr(ray.data.Dataset, "iter_rows", ctrl_c_after_two_rows)
+    monkeypatch.setattr(ray.data.Dataset, "iter_rows", stop_after_two_rows)
     out = tmp_path / "batch.csv"
     result = CliRunner().invoke(app, ["batch", str(folder), "--out", str(out), "--model", "fast"])
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == exit_code, result.output  # 130 for Ctrl-C only, 1 for a failure
     # (Ray's own logging may complain about the test runner's closed streams: only our last line counts)
-    assert result.output.strip().splitlines()[-1].startswith("stopped (KeyboardInterrupt): the rows of ")
+    assert result.output.strip().splitlines()[-1].startswith(first_words)
     assert "of 5 files are in" in result.output
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 2 and all(r["file"] for r in rows)

@@ -12,7 +12,8 @@ with empty face fields, and a file that cannot be read or decoded gives one row 
 a bad file never fails the job. DEST ending in .csv gets one CSV in input order (for what fits on
 one machine); anything else is a folder of Parquet files written by the workers. A CSV job stopped
 part-way (Ctrl-C, a lost cluster) still writes the rows it has, in input order, and says how many
-files they cover (BatchStopped); the workers' Parquet files are kept as written.
+files they cover (BatchStopped on Ctrl-C, BatchFailed on an error); the workers' Parquet files are
+kept as written.
 """
 
 from __future__ import annotations
@@ -56,13 +57,25 @@ class BatchReport:
     done: int = 0  # files whose rows are in `out`
 
 
+def _stopped_message(report: BatchReport, cause: BaseException) -> str:
+    why = type(cause).__name__ + (f": {str(cause)[:300]}" if str(cause) else "")
+    return f"stopped ({why}): the rows of {report.done:,} of {report.files:,} files are in {report.out}"
+
+
 class BatchStopped(KeyboardInterrupt):
-    """A CSV batch stopped part-way; `report` says what was written (the rows of `report.done` files)."""
+    """A CSV batch stopped part-way by Ctrl-C (or another non-error exit); `report` says what was
+    written (the rows of `report.done` files). Still a KeyboardInterrupt, so callers stop as asked."""
 
     def __init__(self, report: BatchReport, cause: BaseException):
-        why = type(cause).__name__ + (f": {str(cause)[:300]}" if str(cause) else "")
-        super().__init__(f"stopped ({why}): the rows of {report.done:,} of {report.files:,} files are "
-                         f"in {report.out}")
+        super().__init__(_stopped_message(report, cause))
+        self.report = report
+
+
+class BatchFailed(FerkitError):
+    """A CSV batch failed part-way (a worker or Ray error); `report` says what was written."""
+
+    def __init__(self, report: BatchReport, cause: BaseException):
+        super().__init__(_stopped_message(report, cause))
         self.report = report
 
 
@@ -181,8 +194,9 @@ def run_batch(source: str | Path, out: str | Path, *, address: str | None = None
                 try:
                     for row in dataset.iter_rows():
                         rows.append(row)
-                except BaseException as exc:  # Ctrl-C included: keep what was computed
-                    raise BatchStopped(_write_rows(out, files, rows), exc) from exc
+                except BaseException as exc:  # whatever stopped it, keep what was computed
+                    stop = BatchFailed if isinstance(exc, Exception) else BatchStopped
+                    raise stop(_write_rows(out, files, rows), exc) from exc
             else:
                 dataset.write_parquet(str(out))
         if out.suffix.lower() == ".csv":
