@@ -52,3 +52,15 @@ def test_predictor_reproduces_the_shipped_test_accuracy(name):
     if default_path.backend.kind == "onnx":
         onnx_correct = int((default_path.predict_faces(test.images).argmax(1) == test.labels).sum())
         assert onnx_correct == metrics["onnx"]["test"]["correct"]
+
+
+def test_a_bundled_model_is_known_as_bundled_however_it_is_named(tmp_path):
+    import shutil
+
+    resolve_model = bundled.resolve_model
+    folder = bundled.weights_root() / "fast"
+    assert resolve_model("fast").is_bundled and resolve_model(folder).is_bundled
+    assert resolve_model(str(folder / "model.json")).is_bundled
+    copy = shutil.copytree(folder, tmp_path / "fast")  # a user's copy may be written into
+    assert not resolve_model(copy).is_bundled
+    assert not resolve_model(copy / "model.int8.onnx").is_bundled

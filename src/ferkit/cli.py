@@ -194,13 +194,13 @@ DATA_HELP = ("FERPlus root; default $FERKIT_DATA, else the run's training data r
 def _run_or_bundled(run: Path) -> tuple[Path, bool]:
     """RUN's model folder (bundled.resolve_model: a bundled name, or a run folder) and whether it is a
     bundled model (whose folder is never written into)."""
-    from ferkit.inference.bundled import resolve_model, weights_root
+    from ferkit.inference.bundled import resolve_model
 
     source = resolve_model(str(run))
     if source.backend == "onnx":
         raise ArgumentError(f"{run}: an ONNX file cannot be evaluated on FERPlus here; evaluate the run "
                             "folder it was exported from, or use --photos (photo folders take .onnx models)")
-    return source.path, source.path.resolve().parent == weights_root().resolve()
+    return source.path, source.is_bundled
 
 
 PRIOR_HELP = ("Class prior of your material: ferplus (as trained: web photos like FER2013's, a third "

@@ -47,6 +47,11 @@ class ModelSource:
     name: str  # the bundled name, or the path as given
 
     @property
+    def is_bundled(self) -> bool:
+        """A model shipped in the package (whose folder is never written into), however it was named."""
+        return self.backend == "torch" and self.path.resolve().parent == weights_root().resolve()
+
+    @property
     def onnx_export(self) -> Path | None:
         """A model folder's own ONNX export, int8 first; None if it has none (or is an .onnx file)."""
         if self.backend != "torch":
