@@ -21,7 +21,7 @@ from ferkit.errors import ConfigError, FerkitError
 from ferkit.models import model_config, save_model, summarize_model
 from ferkit.models.io import append_command
 from ferkit.training.callbacks import HistoryCallback, RunCheckpoint
-from ferkit.training.config import TrainConfig, load_config, save_config
+from ferkit.training.config import TrainConfig, load_config, resolve_precision, save_config
 from ferkit.training.data import FerplusDataModule
 from ferkit.training.distill import TEACHER_PASS_FILES, cached_teacher_probabilities, mix_targets
 from ferkit.training.loggers import AppendingCSVLogger, ResumedLogs
@@ -170,8 +170,9 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     if writer:
         header = f"ferkit {ferkit.__version__}, seed {config.seed}"
         save_config(config, run_dir / "config.yaml", header=header)
-    log.info("%s run %s (ferkit %s, torch %s, %d threads)", "resuming" if resuming else "starting",
-             run_dir, ferkit.__version__, torch.__version__, torch.get_num_threads())
+    log.info("%s run %s (ferkit %s, torch %s, %d threads, precision %s)",
+             "resuming" if resuming else "starting", run_dir, ferkit.__version__, torch.__version__,
+             torch.get_num_threads(), resolve_precision(config))
 
     # before the data: a wrong init is told at once, not after a teacher pass
     initial = warm_start_weights(config) if config.init and not resuming else None
@@ -288,7 +289,7 @@ def _trainer(config: TrainConfig, run_dir: Path, callbacks: list[L.Callback]) ->
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=config.strategy,
-        precision=config.precision,
+        precision=resolve_precision(config),
         callbacks=callbacks,
         logger=loggers,
         limit_train_batches=config.limit_train_batches,
