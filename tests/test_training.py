@@ -503,7 +503,7 @@ def test_a_warm_started_run_begins_from_the_given_models_weights(learnable_root,
     info = training_info(warm)
     assert info["warm_start"]["run"] == trained.name
     assert info["commands"][:len(info["warm_start"]["commands"])] == info["warm_start"]["commands"]
-    assert f"warm-started from `{trained}`" in _recipe(info)
+    assert f"warm-started from `{trained}` (run {trained.name}," in _recipe(info)
 
 
 def test_a_warm_start_that_does_not_fit_is_a_clear_error_before_any_work(learnable_root, tiny_runs, tmp_path):

@@ -48,9 +48,10 @@ def _learned_from(training: dict) -> str:
     config = training.get("config", {})
     text = ""
     if config.get("init"):
-        start_minutes = training.get("warm_start", {}).get("train_seconds", 0) / 60
-        text += (f"; warm-started from `{config['init']}` (its {start_minutes:.0f} min of training not "
-                 "counted above)")
+        start = training.get("warm_start", {})
+        # the run's name too: a bundled name may later be given to this very model
+        text += (f"; warm-started from `{config['init']}` (run {start.get('run', '?')}, its "
+                 f"{start.get('train_seconds', 0) / 60:.0f} min of training not counted above)")
     if config.get("teacher"):
         teacher_minutes = training.get("teacher", {}).get("train_seconds", 0) / 60
         text += (f"; distilled from `{config['teacher']}` (its {teacher_minutes:.0f} min of training not "
