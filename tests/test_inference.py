@@ -30,7 +30,7 @@ from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
 import ferkit
-from ferkit import images
+from ferkit import hardware, images
 from ferkit.cli import app
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError, ModelFileError
@@ -658,6 +658,8 @@ ONNX_PROB_TOLERANCE = {"fp32": 1e-4, "int8": 0.15}  # max |probability differenc
 @needs_ferplus
 @pytest.mark.parametrize("name", [n for n in bundled_mod.list_bundled()
                                   if bundled_mod.resolve_model(n).onnx_export is not None])
+@pytest.mark.skipif(not hardware.int8_is_exact(), reason="no VNNI on this CPU: Predictor runs int8 "
+                    "exports on PyTorch here (test_int8_exports_fall_back_to_pytorch_without_vnni)")
 def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
     from ferkit.data import label_split, load_ferplus
 
@@ -676,6 +678,29 @@ def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
     assert sum(p.numel() for p in fast.model.parameters()) == sum(p.numel() for p in exact.model.parameters())
 
 
+def test_int8_exports_fall_back_to_pytorch_without_vnni(monkeypatch):
+    monkeypatch.setattr(hardware, "int8_is_exact", lambda: False)
+    assert Predictor("fast").backend.kind == "torch"  # the int8 export would change answers here
+    assert Predictor("fast", backend="onnx").backend.kind == "onnx"  # unless asked for
+    monkeypatch.setattr(hardware, "int8_is_exact", lambda: True)
+    assert Predictor("fast").backend.kind == "onnx"
+
+
+def test_vnni_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not hardware.int8_is_exact(cpuinfo)
+    for vnni in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 avx2 {vnni}\n")
+        assert hardware.int8_is_exact(cpuinfo)
+    assert hardware.int8_is_exact(tmp_path / "absent")  # cannot tell (macOS, Windows): as checked
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    assert hardware.int8_is_exact(tmp_path / "absent")
+
+
 def test_a_stale_onnx_export_in_a_model_folder_is_refused(tmp_path):
     import shutil
 
@@ -685,10 +710,11 @@ def test_a_stale_onnx_export_in_a_model_folder_is_refused(tmp_path):
     folder = tmp_path / "fast"
     shutil.copytree(bundled_mod.weights_root() / "fast", folder)
     export = bundled_mod.resolve_model(folder).onnx_export
-    assert Predictor(folder).backend.kind == "onnx"  # a folder that ships its export runs it
+    # a folder that ships its export runs it (asked for: without VNNI auto takes PyTorch for int8)
+    assert Predictor(folder, backend="onnx").backend.kind == "onnx"
     config = json.loads((folder / "model.json").read_text())
     config["weights_sha256"] = "0" * 64  # as if exported from other weights than the folder's
     _write_metadata(export, {META_MODEL_JSON: json.dumps(config)})
     with pytest.raises(ModelFileError, match="not exported from"):
-        Predictor(folder)
+        Predictor(folder, backend="onnx")
     assert Predictor(folder, backend="torch").backend.kind == "torch"

@@ -791,17 +791,18 @@ def test_a_fitted_temperature_recovers_over_confidence_and_changes_no_answer(lea
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(tmp_path, monkeypatch):
-    from ferkit.training import config as config_module
+    from ferkit import hardware
+    from ferkit.training.config import resolve_precision
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")  # AVX-512 without BF16
-    assert not config_module.cpu_has_fast_bf16(cpuinfo)
+    assert not hardware.has_native_bf16(cpuinfo)
     cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
-    assert config_module.cpu_has_fast_bf16(cpuinfo)
-    assert not config_module.cpu_has_fast_bf16(tmp_path / "absent")  # no /proc (macOS, Windows): fp32
+    assert hardware.has_native_bf16(cpuinfo)
+    assert not hardware.has_native_bf16(tmp_path / "absent")  # no /proc (macOS, Windows): fp32
     for native, expected in ((True, "bf16-mixed"), (False, "32-true")):
-        monkeypatch.setattr(config_module, "cpu_has_fast_bf16", lambda native=native: native)
-        assert config_module.resolve_precision(load_config(None, [{"precision": "auto"}])) == expected
-    assert config_module.resolve_precision(load_config(None, [{"precision": "32-true"}])) == "32-true"
+        monkeypatch.setattr(hardware, "has_native_bf16", lambda native=native: native)
+        assert resolve_precision(load_config(None, [{"precision": "auto"}])) == expected
+    assert resolve_precision(load_config(None, [{"precision": "32-true"}])) == "32-true"
     for shipped in ("configs/student.yaml", "configs/resnet18h.yaml"):
         assert load_config(Path(__file__).parents[1] / shipped).precision == "auto"

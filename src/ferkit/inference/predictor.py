@@ -17,6 +17,7 @@ since ferkit cannot know.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,17 +26,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ferkit import hardware
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError, ImageError
 from ferkit.images import Color, ImageSource, describe, load_image, to_face
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
-from ferkit.inference.bundled import ModelSource, resolve_model
+from ferkit.inference.bundled import ONNX_INT8, ModelSource, resolve_model
 from ferkit.inference.scores import EmotionScores
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, VideoRow, iter_video
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.settings import FACE_SIDE
 from ferkit.tta import check_tta
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -164,6 +168,10 @@ def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto
         raise ArgumentError(f"{source.path}: no ONNX export in the folder (export it with "
                             f"`ferkit export {source.path} --bundled`)")
     if export is not None and backend != "torch":
+        if backend == "auto" and export.name == ONNX_INT8 and not hardware.int8_is_exact():
+            log.warning("%s: this CPU has no VNNI, where int8 kernels change answers; running the model "
+                        "on PyTorch (backend='onnx' forces the int8 export)", source.path)
+            return TorchBackend(source.path)
         return OnnxBackend(export, threads=threads, folder=source.path)
     return TorchBackend(source.path)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -45,23 +44,15 @@ PHOTO_DEGRADATIONS = ("blur", "downscale", "jpeg", "gamma", "noise")
 PRECISIONS = ("auto", "bf16-mixed", "32-true", "16-mixed")
 
 
-def cpu_has_fast_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as Linux reports its flags; False
-    where it cannot tell."""
-    try:
-        flags = cpuinfo.read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
-
-
 def resolve_precision(config: TrainConfig) -> str:
     """The precision Lightning trains with: `auto` is bf16-mixed on a CPU that computes bf16 natively
     or a GPU that supports it, else 32-true; any other value as given."""
     if config.precision != "auto":
         return config.precision
     if config.accelerator == "cpu":
-        return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+        from ferkit import hardware
+
+        return "bf16-mixed" if hardware.has_native_bf16() else "32-true"
     import torch
 
     return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
