@@ -64,21 +64,22 @@ def mix_targets(targets: np.ndarray, teacher_probs: np.ndarray, weight: float) -
     return ((1.0 - weight) * targets + weight * teacher_probs).astype(np.float32)
 
 
-def load_teacher(teacher: str) -> tuple[torch.nn.Module, Path]:
-    """The teacher model (bundled name or model folder) and its folder; ConfigError if unusable."""
+def load_setting_model(key: str, value: str) -> tuple[torch.nn.Module, Path]:
+    """The trainable model a config setting names (`teacher`, `init`: a bundled name or model folder)
+    and its folder; ConfigError naming the setting if it is unusable."""
     from ferkit.inference.bundled import resolve_model
     from ferkit.models import load_model
 
     try:
-        source = resolve_model(teacher)
+        source = resolve_model(value)
         if source.backend != "torch":
-            raise ConfigError(f"config value teacher={teacher!r}: an .onnx file cannot teach; "
+            raise ConfigError(f"config value {key}={value!r}: an .onnx file holds no trainable weights; "
                               "give a model folder or a bundled model name")
         return load_model(source.path), source.path
     except ConfigError:
         raise
     except FerkitError as exc:
-        raise ConfigError(f"config value teacher={teacher!r}: {exc}") from None
+        raise ConfigError(f"config value {key}={value!r}: {exc}") from None
 
 
 def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray,
@@ -92,7 +93,7 @@ def cached_teacher_probabilities(run_dir: Path, teacher: str, images: np.ndarray
         probs = np.load(cache, allow_pickle=False)
         if probs.shape == (len(images), NUM_CLASSES):
             return probs
-    model, folder = load_teacher(teacher)
+    model, folder = load_setting_model("teacher", teacher)
     log.info("distillation: teacher %s predicting %d training faces (T=%g)", folder, len(images),
              temperature)
     probs = teacher_probabilities(model, images, temperature)

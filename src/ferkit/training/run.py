@@ -17,13 +17,18 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
 import ferkit
-from ferkit.errors import ConfigError, FerkitError
+from ferkit.errors import ConfigError
 from ferkit.models import model_config, save_model, summarize_model
 from ferkit.models.io import append_command
 from ferkit.training.callbacks import HistoryCallback, RunCheckpoint
 from ferkit.training.config import TrainConfig, load_config, resolve_precision, save_config
 from ferkit.training.data import FerplusDataModule
-from ferkit.training.distill import TEACHER_PASS_FILES, cached_teacher_probabilities, mix_targets
+from ferkit.training.distill import (
+    TEACHER_PASS_FILES,
+    cached_teacher_probabilities,
+    load_setting_model,
+    mix_targets,
+)
 from ferkit.training.loggers import AppendingCSVLogger, ResumedLogs
 from ferkit.training.module import FerClassifier
 
@@ -211,26 +216,15 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
 def warm_start_weights(config: TrainConfig) -> dict[str, torch.Tensor]:
     """The weights of `config.init` (a model folder or bundled name), checked to be this run's network;
     ConfigError naming the setting otherwise."""
-    from ferkit.inference.bundled import resolve_model
-    from ferkit.models import load_model, read_model_config
+    from ferkit.models import read_model_config
 
-    where = f"config value init={config.init!r}"
-    try:
-        source = resolve_model(config.init)
-        if source.backend != "torch":
-            raise ConfigError(f"{where}: an .onnx file holds no trainable weights; give a model folder "
-                              "or a bundled model name")
-        made = read_model_config(source.path)
-        theirs = (made.get("architecture"), made.get("model_args", {}))
-        if theirs != (config.model, config.model_args):
-            raise ConfigError(f"{where}: its network ({theirs[0]} {theirs[1]}) is not this run's "
-                              f"({config.model} {config.model_args})")
-        model = load_model(source.path)
-    except ConfigError:
-        raise
-    except FerkitError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    log.info("warm start: the weights of %s", source.path)
+    model, folder = load_setting_model("init", config.init)
+    made = read_model_config(folder)
+    theirs = (made.get("architecture"), made.get("model_args", {}))
+    if theirs != (config.model, config.model_args):
+        raise ConfigError(f"config value init={config.init!r}: its network ({theirs[0]} {theirs[1]}) is "
+                          f"not this run's ({config.model} {config.model_args})")
+    log.info("warm start: the weights of %s", folder)
     return model.state_dict()
 
 
