@@ -4,7 +4,9 @@
 
 Exports the model once to fp32 ONNX (ferkit's exporter, parity-checked), then quantises it with ONNX
 Runtime in several ways (QDQ or operator format; convolutions only, as `ferkit export --int8` does, or
-also the residual adds and the rest; calibration faces; calibration method). Each variant is timed as
+also the residual adds and the rest; calibration faces; calibration method; 7-bit weights
+(`reduce_range`) or uint8 weights, the two ways ONNX Runtime documents around the 16-bit saturation of
+its uint8 x int8 kernels on x86 CPUs without VNNI; `--variants` picks some). Each variant is timed as
 a raw ONNX Runtime session on 1 thread (batch 1: 256 calls of one face; batch 64: 4 calls), rounds
 interleaved, median reported; and scored on FERPlus Valid (majority): accuracy, top-1 agreement with
 the fp32 export, and how sure fp32 was of the answers int8 changes (its top-two probability gap; the
@@ -33,6 +35,18 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ferkit.data import label_split, load_ferplus
 from ferkit.inference.export import calibration_reader, export_onnx, input_convs, max_flip_margin
 from ferkit.models import normalize
+
+# name: (format, ops quantised (None: all), calibration, weight type, 7-bit weights)
+VARIANTS = {
+    "qdq-conv": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax, QuantType.QInt8, False),
+    "qdq-conv-7bit": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax, QuantType.QInt8, True),
+    "qdq-conv-u8u8": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax, QuantType.QUInt8, False),
+    "qdq-conv-add": (QuantFormat.QDQ, ["Conv", "Add"], CalibrationMethod.MinMax, QuantType.QInt8, False),
+    "qdq-all": (QuantFormat.QDQ, None, CalibrationMethod.MinMax, QuantType.QInt8, False),
+    "qop-conv": (QuantFormat.QOperator, ["Conv"], CalibrationMethod.MinMax, QuantType.QInt8, False),
+    "qop-all": (QuantFormat.QOperator, None, CalibrationMethod.MinMax, QuantType.QInt8, False),
+    "qdq-conv-pct": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.Percentile, QuantType.QInt8, False),
+}
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -71,6 +85,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calibration", type=int, nargs="*", default=[512], help="calibration face counts")
     parser.add_argument("--keep", help="folder to keep the variants' .onnx files in")
+    parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=sorted(VARIANTS))
     args = parser.parse_args()
     data = load_ferplus(SHARED / "ferplus", splits=("train", "valid"))
     train = label_split(data["train"], "majority").images
@@ -86,19 +101,14 @@ def main() -> None:
     variants: dict[str, Path] = {"fp32": fp32}
     for count in args.calibration:
         pick = np.sort(np.random.default_rng(0).choice(len(train), count, replace=False))
-        for name, fmt, ops, method in [
-            ("qdq-conv", QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax),
-            ("qdq-conv-add", QuantFormat.QDQ, ["Conv", "Add"], CalibrationMethod.MinMax),
-            ("qdq-all", QuantFormat.QDQ, None, CalibrationMethod.MinMax),
-            ("qop-conv", QuantFormat.QOperator, ["Conv"], CalibrationMethod.MinMax),
-            ("qop-all", QuantFormat.QOperator, None, CalibrationMethod.MinMax),
-            ("qdq-conv-pct", QuantFormat.QDQ, ["Conv"], CalibrationMethod.Percentile),
-        ]:
+        for name in args.variants:
+            fmt, ops, method, weights, reduce_range = VARIANTS[name]
             out = work / f"{name}-{count}.onnx"
             kwargs = {"op_types_to_quantize": ops} if ops else {}
             quantize_static(str(pre), str(out), calibration_reader(train[pick]), quant_format=fmt,
-                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            nodes_to_exclude=stems, calibrate_method=method, **kwargs)
+                            per_channel=True, weight_type=weights, activation_type=QuantType.QUInt8,
+                            nodes_to_exclude=stems, calibrate_method=method, reduce_range=reduce_range,
+                            **kwargs)
             variants[f"{name} ({count})"] = out
     runs = {name: session(path) for name, path in variants.items()}
     p32 = softmax(logits(runs["fp32"], x_valid))

@@ -35,6 +35,7 @@ from ferkit.cli import app
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError, ModelFileError
 from ferkit.inference import Face, Predictor, load_image, prepare_faces
+from ferkit.inference import backends as backends_mod
 from ferkit.inference import bundled as bundled_mod
 from ferkit.inference.export import max_flip_margin
 from ferkit.models import load_model, normalize
@@ -658,8 +659,6 @@ ONNX_PROB_TOLERANCE = {"fp32": 1e-4, "int8": 0.15}  # max |probability differenc
 @needs_ferplus
 @pytest.mark.parametrize("name", [n for n in bundled_mod.list_bundled()
                                   if bundled_mod.resolve_model(n).onnx_export is not None])
-@pytest.mark.skipif(not hardware.int8_is_exact(), reason="no VNNI on this CPU: Predictor runs int8 "
-                    "exports on PyTorch here (test_int8_exports_fall_back_to_pytorch_without_vnni)")
 def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
     from ferkit.data import label_split, load_ferplus
 
@@ -678,12 +677,34 @@ def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
     assert sum(p.numel() for p in fast.model.parameters()) == sum(p.numel() for p in exact.model.parameters())
 
 
-def test_int8_exports_fall_back_to_pytorch_without_vnni(monkeypatch):
+def test_bundled_int8_exports_have_7_bit_weights_and_run_on_any_cpu(monkeypatch):
+    monkeypatch.setattr(hardware, "int8_is_exact", lambda: False)  # an x86 CPU without VNNI
+    for name in bundled_mod.list_bundled():
+        predictor = Predictor(name)
+        assert predictor.backend.kind == "onnx"
+        if predictor.model_info["onnx"]["precision"] == "int8":
+            assert predictor.model_info["onnx"]["weight_bits"] == 7
+
+
+def test_an_int8_export_with_8_bit_weights_falls_back_to_pytorch_without_vnni(tmp_path, monkeypatch, caplog):
+    import shutil
+
+    import onnx
+
+    folder = tmp_path / "fast"
+    shutil.copytree(bundled_mod.resolve_model("fast").path, folder)
+    export = onnx.load(str(folder / "model.int8.onnx"))  # as ferkit exported it before 7-bit weights
+    kept = [p for p in export.metadata_props if p.key != backends_mod.META_INT8_WEIGHT_BITS]
+    del export.metadata_props[:]
+    export.metadata_props.extend(kept)
+    onnx.save(export, str(folder / "model.int8.onnx"))
     monkeypatch.setattr(hardware, "int8_is_exact", lambda: False)
-    assert Predictor("fast").backend.kind == "torch"  # the int8 export would change answers here
-    assert Predictor("fast", backend="onnx").backend.kind == "onnx"  # unless asked for
-    monkeypatch.setattr(hardware, "int8_is_exact", lambda: True)
-    assert Predictor("fast").backend.kind == "onnx"
+    assert Predictor(folder).backend.kind == "torch"  # its sums would overflow here
+    assert "8-bit weights" in caplog.text and "ferkit export FOLDER --bundled" in caplog.text
+    assert Predictor(folder, backend="onnx").backend.kind == "onnx"  # unless asked for
+    assert Predictor(folder / "model.int8.onnx").model_info["onnx"]["weight_bits"] == 8
+    monkeypatch.setattr(hardware, "int8_is_exact", lambda: True)  # VNNI: exact either way
+    assert Predictor(folder).backend.kind == "onnx"
 
 
 def test_vnni_is_read_from_the_cpu_flags(tmp_path, monkeypatch):

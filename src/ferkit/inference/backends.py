@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ferkit import hardware
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ModelFileError
 from ferkit.inference.bundled import METRICS_FILE, read_json_file
@@ -35,6 +36,7 @@ META_METRICS_JSON = "ferkit.metrics_json"
 META_OPSET = "ferkit.opset"
 META_PRECISION = "ferkit.precision"
 META_VERSION = "ferkit.version"
+META_INT8_WEIGHT_BITS = "ferkit.int8_weight_bits"  # 7: exact on every CPU; absent: 8 (older exports)
 
 
 class Backend(Protocol):
@@ -104,6 +106,8 @@ class OnnxBackend:
             self.metrics = read_json_file(Path(folder) / METRICS_FILE)
         self.onnx_meta = {"opset": meta.get(META_OPSET), "precision": meta.get(META_PRECISION, "fp32"),
                           "exported_by": meta.get(META_VERSION)}
+        if self.onnx_meta["precision"] == "int8":
+            self.onnx_meta["weight_bits"] = int(meta.get(META_INT8_WEIGHT_BITS, 8))
         self._check_shapes(path)
         self.input_name = self.session.get_inputs()[0].name
         from ferkit.models.base import PIXEL_MEAN, PIXEL_STD
@@ -135,6 +139,13 @@ class OnnxBackend:
             if self._torch is None:
                 self._torch = TorchBackend(self.folder)
         return self._torch.model
+
+    @property
+    def int8_saturates_here(self) -> bool:
+        """An int8 export with full 8-bit weights on an x86 CPU without VNNI: ONNX Runtime's uint8 x int8
+        kernels add pairs of products in 16 bits there, which overflow and change answers. 7-bit weights
+        (what `ferkit export --int8` writes) keep every sum in range: the same answers on every CPU."""
+        return self.onnx_meta.get("weight_bits", 7) > 7 and not hardware.int8_is_exact()
 
     def _check_shapes(self, path: Path) -> None:
         """One input (N, 1, 48, 48) and one output (N, 8), checked at load so that a wrong file fails

@@ -5,8 +5,9 @@
   precision and ferkit version, so the .onnx file is all a Predictor needs.
 - Parity: ONNX Runtime logits must match PyTorch's within `atol` (1e-4) on 64 faces, run at
   batch 1 and batch 64 (which also proves the batch axis is dynamic); export fails otherwise.
-- int8: static QDQ quantisation of the convolutions but the first (per-channel weights, uint8
-  activations calibrated on FERPlus training faces). Quantising only those ops keeps the graph fast on
+- int8: static QDQ quantisation of the convolutions but the first (per-channel 7-bit weights, so that
+  CPUs without VNNI compute the same answers as those with it; uint8 activations calibrated on FERPlus
+  training faces). Quantising only those ops keeps the graph fast on
   CPU: measured on this project's AVX2 machine, dynamic quantisation (ConvInteger) ran 4-8x
   slower than fp32, and full static quantisation (every op) slower than fp32 too. Without
   FERPlus data there is nothing to calibrate on, so dynamic quantisation is used instead (and
@@ -33,6 +34,7 @@ import numpy as np
 from ferkit import __version__
 from ferkit.errors import ArgumentError, FerkitError, ModelFileError
 from ferkit.inference.backends import (
+    META_INT8_WEIGHT_BITS,
     META_METRICS_JSON,
     META_MODEL_JSON,
     META_OPSET,
@@ -49,6 +51,10 @@ CALIBRATION_FACES = 512
 # top-1 agreement with fp32 at 0.996 of FERPlus Valid (all Conv/MatMul/Gemm quantised: 0.993), at
 # a negligible cost in speed (a 1-channel stem and the classifier layer are a tiny share of the work).
 QUANTIZED_OPS = ["Conv"]
+# 7-bit weights (ONNX Runtime's reduce_range): x86 CPUs without VNNI add pairs of uint8 x int8 products
+# in 16 bits, which 8-bit weights overflow (the bundled ensemble's Valid answers changed by 3% on an
+# AVX2-only EPYC); with 7 bits every sum fits, so an export computes the same on every CPU.
+INT8_WEIGHT_BITS = 7
 
 
 @dataclass
@@ -97,6 +103,8 @@ def _metadata(config: dict, metrics: dict, opset: int, precision: str) -> dict[s
             META_VERSION: __version__}
     if metrics:
         meta[META_METRICS_JSON] = json.dumps(metrics)
+    if precision == "int8":
+        meta[META_INT8_WEIGHT_BITS] = str(INT8_WEIGHT_BITS)
     return meta
 
 
@@ -177,14 +185,16 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray | None, workdir: Pa
     with _quiet():
         quant_pre_process(str(fp32), str(pre))
         if calibration is None:
-            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
-            return ("dynamic quantisation (int8 weights; no FERPlus data to calibrate on, and "
-                    "ConvInteger is slow on CPU: pass --data to get static quantisation)")
+            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, reduce_range=True)
+            return (f"dynamic quantisation ({INT8_WEIGHT_BITS}-bit int8 weights; no FERPlus data to "
+                    "calibrate on, and ConvInteger is slow on CPU: pass --data to get static quantisation)")
         quantize_static(str(pre), str(out), calibration_reader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=input_convs(pre))
-    return (f"static QDQ quantisation of {'/'.join(QUANTIZED_OPS)} but the input's own (per-channel int8 "
-            f"weights, uint8 activations calibrated on {len(calibration):,} FERPlus train faces)")
+                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=input_convs(pre),
+                        reduce_range=True)
+    return (f"static QDQ quantisation of {'/'.join(QUANTIZED_OPS)} but the input's own (per-channel "
+            f"{INT8_WEIGHT_BITS}-bit int8 weights, uint8 activations calibrated on {len(calibration):,} "
+            "FERPlus train faces)")
 
 
 def input_convs(path: Path) -> list[str]:

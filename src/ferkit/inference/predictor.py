@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ferkit import hardware
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError, ImageError
 from ferkit.images import Color, ImageSource, describe, load_image, to_face
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
-from ferkit.inference.bundled import ONNX_INT8, ModelSource, resolve_model
+from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.scores import EmotionScores
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, VideoRow, iter_video
@@ -162,17 +161,24 @@ def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto
     if source.backend == "onnx":
         if backend == "torch":
             raise ArgumentError(f"{source.path}: an .onnx file runs only with ONNX Runtime (backend='onnx')")
-        return OnnxBackend(source.path, threads=threads)
+        onnx = OnnxBackend(source.path, threads=threads)
+        if onnx.int8_saturates_here:
+            log.warning("%s: an int8 export with 8-bit weights, whose sums overflow on this CPU (no VNNI): "
+                        "some answers differ from the model's; export it again with this ferkit for 7-bit "
+                        "weights, exact everywhere", source.path)
+        return onnx
     export = source.onnx_export
     if backend == "onnx" and export is None:
         raise ArgumentError(f"{source.path}: no ONNX export in the folder (export it with "
                             f"`ferkit export {source.path} --bundled`)")
     if export is not None and backend != "torch":
-        if backend == "auto" and export.name == ONNX_INT8 and not hardware.int8_is_exact():
-            log.warning("%s: this CPU has no VNNI, where int8 kernels change answers; running the model "
-                        "on PyTorch (backend='onnx' forces the int8 export)", source.path)
+        onnx = OnnxBackend(export, threads=threads, folder=source.path)
+        if backend == "auto" and onnx.int8_saturates_here:
+            log.warning("%s: its int8 export has 8-bit weights, whose sums overflow on this CPU (no VNNI); "
+                        "running the model on PyTorch (`ferkit export FOLDER --bundled` re-exports it with "
+                        "7-bit weights, exact everywhere; backend='onnx' forces it)", source.path)
             return TorchBackend(source.path)
-        return OnnxBackend(export, threads=threads, folder=source.path)
+        return onnx
     return TorchBackend(source.path)
 
 
