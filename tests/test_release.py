@@ -150,3 +150,14 @@ def test_a_bundled_model_with_a_retrained_head_reports_its_source_training_then_
     training = json.loads((bundle.bundle_run(crt, "default") / "metrics.json").read_text())["training"]
     assert training["epochs_trained"] == 80 and training["head_retrained"]["balance"] == "full"
     assert training["commands"] == ["ferkit ensemble", "ferkit retrain-head default --out runs/crt"]
+
+
+def test_the_card_says_which_export_runs_and_why_int8_was_not_shipped():
+    from ferkit.inference.bundled import weights_root
+    from ferkit.release.model_card import model_card
+
+    for name in ("default", "fast", "deep_cnn", "baseline"):
+        card = model_card(weights_root() / name, name)
+        onnx = json.loads((weights_root() / name / "metrics.json").read_text())["onnx"]
+        assert f"Runs by default on ONNX Runtime, {onnx['precision']} (`{onnx['runs']}`)" in card
+        assert ("int8 not shipped, the rule being" in card) == (onnx["precision"] == "fp32")

@@ -104,7 +104,9 @@ def _runtime_lines(onnx: dict | None) -> list[str]:
         line += (f"; int8 vs fp32 on Valid: {_pct(valid.get('fp32'))} -> {_pct(valid.get('int8'))}, "
                  f"top-1 agreement {valid.get('agreement', 0):.4f}")
         if "max_flip_margin" in valid:
-            line += f", surest answer changed {valid['max_flip_margin']:.2f} (fp32 top-two gap)"
+            line += f", surest answer changed {valid['max_flip_margin']:.3f} (fp32 top-two gap)"
+        if onnx.get("precision") != "int8" and onnx.get("int8_rule"):
+            line += f"; int8 not shipped, the rule being: {onnx['int8_rule']}"
     return [line + ". The figures above are PyTorch's (`ferkit evaluate`, or "
                    "`Predictor(backend=\"torch\", prior=\"ferplus\")`)."]
 
