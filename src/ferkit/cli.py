@@ -676,8 +676,9 @@ def export_command(
                           "FERPlus Valid accuracy within 0.3 points, else model.onnx), which Predictor "
                           "runs by default. For bundled models (`ferkit bundle` does it).")] = False,
     int8: Annotated[bool, typer.Option(
-        "--int8", help="Quantise to int8 (static, calibrated on FERPlus train; reports the accuracy change "
-                       "on FERPlus Valid).")] = False,
+        "--int8", help="Quantise to int8 (static, calibrated on FERPlus train; 7-bit weights, so that CPUs "
+                       "without VNNI give the same answers; reports the accuracy change on FERPlus "
+                       "Valid).")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     data: Annotated[Path | None, typer.Option(
         help="FERPlus root for calibration and accuracy; default $FERKIT_DATA or "
