@@ -27,11 +27,12 @@ def has_native_bf16(cpuinfo: Path = CPUINFO) -> bool:
 
 
 def int8_is_exact(cpuinfo: Path = CPUINFO) -> bool:
-    """Whether ONNX Runtime's int8 kernels give the answers they were checked for on this CPU. An x86
-    CPU without VNNI multiplies uint8 by int8 in 16-bit sums that saturate (ONNX Runtime's documented
-    u8s8 overflow), and an export quantised on a VNNI CPU changes answers there (the bundled `default`
-    measured: 0.969 agreement with fp32 on FERPlus Valid on an AVX2-only EPYC). True off x86 and where
-    the flags cannot be read."""
+    """Whether ONNX Runtime's int8 kernels compute exactly with full 8-bit weights on this CPU. An x86
+    CPU without VNNI adds pairs of uint8 x int8 products in 16 bits, which saturate (ONNX Runtime's
+    documented u8s8 overflow): an 8-bit export changes answers there (the `default` of the time measured
+    0.969 agreement with fp32 on FERPlus Valid on an AVX2-only EPYC). ferkit's exports have 7-bit
+    weights, exact everywhere; this decides only for older ones. True off x86 and where the flags
+    cannot be read."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return True
     flags = cpu_flags(cpuinfo)
