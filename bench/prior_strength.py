@@ -8,7 +8,8 @@ pipeline once, under FERPlus's prior; every strength is then applied to those pr
 (ferkit.priors: p * (uniform / train prior) ** strength, renormalised). Prints, per model and
 strength: FERPlus Valid accuracy and balanced accuracy, the in-the-wild dev set's accuracy, 8-class
 and 5-class balanced accuracy (neutral..anger; its disgust photos are doubtful), and the posed dev
-set's accuracy and 7-class balanced accuracy, with the recall of the subtle classes.
+set's accuracy and 7-class balanced accuracy, with the recall of the rare and subtle classes (in the
+wild: fear, disgust, contempt; posed: anger, disgust, fear) and, last, their supports.
 
 Rules, written before measuring (docs/results/README.md, "Class priors"):
 - the strength of "uniform" is the one with the highest mean of the two dev sets' balanced accuracies
@@ -56,9 +57,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     valid = load_eval_split(default_data_root(), "valid", "majority")
-    print("| model | strength | Valid acc | Valid bal | wild acc | wild bal (8) | wild bal (5) | posed acc "
-          "| posed bal (7) | posed anger / disgust / fear recall |")
-    print("|---" * 10 + "|")
+    print("| model | strength | Valid acc | Valid bal | wild acc | wild bal (8) | wild bal (5) "
+          "| wild fear / disgust / contempt recall | posed acc | posed bal (7) "
+          "| posed anger / disgust / fear recall |")
+    print("|---" * 11 + "|")
+    supports = {}
     for name in args.models:
         # Valid through the same Predictor as the dev sets: the model's own path (a folder's int8
         # export when it has one, an .onnx file as given), under FERPlus's prior.
@@ -68,6 +71,8 @@ def main() -> None:
             e = evaluate_photos(name, folder, prior="ferplus")
             missed = [EMOTIONS.index(m["emotion"]) for m in e.photos["missed"]]
             dev[key] = (e.data.labels, e.proba, missed)
+            labels = np.concatenate([e.data.labels, np.array(missed, dtype=int)])
+            supports[key] = {emotion: int((labels == k).sum()) for k, emotion in enumerate(EMOTIONS)}
         rules = [(f"{strength:g}", ClassPrior("uniform", resolve_prior("uniform").target, strength).apply)
                  for strength in args.strengths]
         rules += [(f"neutral:{scale:g}", neutral_prior(scale).apply) for scale in args.neutral]
@@ -75,10 +80,16 @@ def main() -> None:
             sv = scores(valid.labels, apply(valid_proba), [])
             sw = scores(dev["wild"][0], apply(dev["wild"][1]), dev["wild"][2])
             sp = scores(dev["posed"][0], apply(dev["posed"][1]), dev["posed"][2])
-            r = sp["recall"]
+            r, w = sp["recall"], sw["recall"]
             print(f"| {name} | {label} | {sv['acc']:.3f} | {sv['bal']:.3f} | {sw['acc']:.3f} | "
-                  f"{sw['bal']:.3f} | {sw['bal5']:.3f} | {sp['acc']:.3f} | {sp['bal']:.3f} | "
+                  f"{sw['bal']:.3f} | {sw['bal5']:.3f} | {w['fear']:.2f} / {w['disgust']:.2f} / "
+                  f"{w['contempt']:.2f} | {sp['acc']:.3f} | {sp['bal']:.3f} | "
                   f"{r['anger']:.2f} / {r['disgust']:.2f} / {r['fear']:.2f} |", flush=True)
+    if supports:
+        wild, posed = supports["wild"], supports["posed"]
+        print(f"\nsupports: wild fear {wild['fear']}, disgust {wild['disgust']}, contempt {wild['contempt']} "
+              f"(of {sum(wild.values())}); posed anger {posed['anger']}, disgust {posed['disgust']}, "
+              f"fear {posed['fear']} (of {sum(posed.values())})")
 
 
 if __name__ == "__main__":
