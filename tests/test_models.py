@@ -186,8 +186,12 @@ def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):
     torch.testing.assert_close(load_model(out)(x), expected)
     with pytest.raises(ValueError, match="already exists"):
         save_ensemble(folders, out)
-    with pytest.raises(ValueError, match="at least two runs"):
+    with pytest.raises(ValueError, match="at least two runs, or one with flip"):
         save_ensemble(folders[:1], tmp_path / "one")
+    one = load_model(save_ensemble(folders[:1], tmp_path / "one-flip", flip=True))
+    network = load_model(folders[0])
+    torch.testing.assert_close(one(x), (torch.log_softmax(network(x), 1)
+                                        + torch.log_softmax(network(x.flip(-1)), 1)) / 2)
     with pytest.raises(ModelFileError, match="model not found"):
         save_ensemble([folders[0], tmp_path / "nope"], tmp_path / "bad")
 

@@ -705,7 +705,8 @@ def export_command(
 @app.command("ensemble")
 @user_errors
 def ensemble_command(
-    runs: Annotated[list[Path], typer.Argument(help="Two or more trained run folders.")],
+    runs: Annotated[list[Path], typer.Argument(
+        help="Two or more trained run folders, or one with --flip.")],
     out: Annotated[Path, typer.Option(help="Output model folder, e.g. runs/ensemble-3.")],
     flip: Annotated[bool, typer.Option(
         "--flip", help="Build flip test-time augmentation into the model (average with the mirrored "
@@ -715,12 +716,14 @@ def ensemble_command(
                        "Evaluate the written folder: that is the model you ship.")] = False,
 ) -> None:
     """Combine trained runs into one model (mean of their log-probabilities), written like a run
-    folder: evaluate, export, bundle and --model take it as they take a run."""
+    folder: evaluate, export, bundle and --model take it as they take a run. One run with --flip
+    is that network with flip test-time augmentation built in."""
     from ferkit.models.ensemble import save_ensemble
 
     folder = save_ensemble(runs, out, flip, command=shlex.join(["ferkit", *sys.argv[1:]]),
                            storage="float16" if half else "float32")
-    console.print(f"[green]ensemble of {len(runs)} runs written to {folder}", highlight=False)
+    what = f"ensemble of {len(runs)} runs" if len(runs) > 1 else "network with flip built in"
+    console.print(f"[green]{what} written to {folder}", highlight=False)
 
 
 @app.command("retrain-head")

@@ -124,9 +124,10 @@ def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False
     """Write the ensemble of trained runs as a model folder `out` (model.json + model.safetensors),
     usable wherever a run folder is (evaluate, bundle, export, Predictor). model.json lists the
     member runs (`member_runs`), so `ferkit bundle` can report how each was trained.
-    storage="float16" stores the weights in half precision (see `save_model`)."""
-    if len(folders) < 2:
-        raise ArgumentError("an ensemble needs at least two runs")
+    storage="float16" stores the weights in half precision (see `save_model`).
+    One run with flip=True is that network with flip test-time augmentation built in."""
+    if len(folders) < (1 if flip else 2):
+        raise ArgumentError("an ensemble needs at least two runs, or one with flip")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ArgumentError(f"{out}: already exists and is not empty")
