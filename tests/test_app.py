@@ -390,12 +390,12 @@ def test_gradcam_toggle_adds_one_overlay_per_face(app):
 
 
 def test_gradcam_explains_under_the_prior_the_page_answers_with(monkeypatch):
-    """`fast` answers photos under its own default prior (neutral:0.7); Grad-CAM must explain the
+    """`deep_cnn` answers photos under its own default prior (neutral:0.7); Grad-CAM must explain the
     class shown under that prior, not FERPlus's."""
     import ferkit.explain
     from ferkit import Predictor
 
-    predictor = Predictor(model="fast")
+    predictor = Predictor(model="deep_cnn")
     seen = []
     real = ferkit.explain.gradcam
     monkeypatch.setattr(ferkit.explain, "gradcam", lambda *a, **k: seen.append(k["prior"]) or real(*a, **k))

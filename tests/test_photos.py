@@ -85,10 +85,10 @@ def test_photo_accuracy_equals_an_independent_count_with_the_predictor(photo_fol
     assert written["prior"]["name"] == recorded.get("default_prior", "ferplus")
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "images/dogs.jpg (fear)" in report and "balanced accuracy" in report
-    # a model that records another default prior (`fast`: neutral:0.7) is read under it
-    fast = evaluate_photos("fast", photo_folder, out=tmp_path / "eval-fast")
-    recorded = json.loads((bundled.weights_root() / "fast" / "metrics.json").read_text())["default_prior"]
-    assert fast.prior.name == recorded != "ferplus"
+    # a model that records another default prior (`deep_cnn`: neutral:0.7) is read under it
+    other = evaluate_photos("deep_cnn", photo_folder, out=tmp_path / "eval-deep_cnn")
+    recorded = json.loads((bundled.weights_root() / "deep_cnn" / "metrics.json").read_text())["default_prior"]
+    assert other.prior.name == recorded != "ferplus"
 
 
 @needs_photos
