@@ -587,6 +587,31 @@ def test_model_files_with_bad_args_non_finite_or_damaged_weights_are_refused(tin
         load_model(damaged)
 
 
+def test_negligible_and_subnormal_weights_load_as_zero_and_change_no_answer(tiny_model, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def with_first_two(name: str, values: list[float]) -> tuple[Path, str, torch.Tensor]:
+        folder = tmp_path / name
+        shutil.copytree(tiny_model, folder)
+        state = load_file(str(folder / "model.safetensors"))
+        key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+        state[key].view(-1)[:2] = torch.tensor(values)
+        save_file(state, str(folder / "model.safetensors"))
+        return folder, key, state[key]
+
+    tiny = torch.finfo(torch.float32).tiny
+    subnormal, key, stored = with_first_two("subnormal", [tiny / 4, -1e-33])  # subnormal, negligible
+    zeros, _, _ = with_first_two("zeros", [0.0, 0.0])
+    loaded = load_model(subnormal).state_dict()[key].view(-1)
+    assert loaded[:2].tolist() == [0.0, 0.0]  # flushed: CPUs that microcode them slow down many-fold
+    np.testing.assert_array_equal(loaded[2:].numpy(), stored.view(-1)[2:].numpy())  # normal ones kept
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    np.testing.assert_array_equal(Predictor(model=subnormal).predict_faces(faces),
+                                  Predictor(model=zeros).predict_faces(faces))
+
+
 def test_every_bundled_model_records_and_matches_its_weights_hash():
     from ferkit.inference.bundled import list_bundled, weights_root
     from ferkit.models.io import weights_sha256
