@@ -155,6 +155,17 @@ def test_ensemble_of_members_with_different_map_sides_is_still_their_mean():
         assert model.forward_features(x).shape == (3, 48 * (2 if flip else 1), 12, 12)
 
 
+def test_mobilenetv2_keeps_a_shortcut_only_where_a_block_keeps_the_shape():
+    model = create_model("mobilenetv2", widths=(8, 16), depths=(2, 2), stem_width=8, head_width=32).eval()
+    blocks = [block for stage in model.stages for block in stage]
+    assert [block.residual for block in blocks] == [False, True, False, True]  # stride 2 opens a stage
+    depthwise = blocks[0].block[1][0]
+    assert depthwise.groups == depthwise.in_channels == 8 * 4  # one 3x3 filter per widened channel
+    x = torch.randn(2, 1, 48, 48)
+    assert model.forward_features(x).shape == (2, 32, 12, 12)  # 48 -> 24 -> 12, then the 1x1 head
+    assert model.cam_layer == "stages.0"  # two stages: Grad-CAM on the one before the last
+
+
 def test_resnet_input_side_upsamples_the_face_inside_the_model():
     torch.manual_seed(0)
     model = create_model("resnet", widths=(8, 16, 16, 16), depths=(1, 1, 1, 1), stem_width=8,
