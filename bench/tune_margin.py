@@ -3,9 +3,9 @@
     .venv/bin/python bench/tune_margin.py [--model default] [--n 600] [--margins 0 0.05 0.1 0.2 0.3]
         [--detectors mtcnn blazeface]
 
-Each Valid face (48x48) is upscaled 4x and edge-padded (so the detector sees a face in a frame,
-as in a photo), detected with each detector (default: the default one), aligned with each margin
-and classified.
+Each Valid face (48x48) is upscaled 4x and edge-padded (ferkit.faces.reframe.frame_in_photo: so the
+detector sees a face in a frame, as in a photo), detected with each detector (default: the default
+one), aligned with each margin and classified.
 Reports the detection rate and the majority-protocol accuracy on the detected faces, beside the
 model's accuracy on the original crops of the same faces. Detection runs once per face and is
 shared across margins.
@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 
-import cv2
 import numpy as np
 import torch
 
 from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.faces import DEFAULT_DETECTOR, align_face, detect_faces
+from ferkit.faces.reframe import frame_in_photo
 from ferkit.inference import Predictor
 
 
@@ -45,9 +45,7 @@ def main() -> None:
 def pipeline(predictor: Predictor, valid, pick: np.ndarray, detector: str, margins: list[float]) -> None:
     frames, detections, keep = [], [], []
     for i in pick:
-        big = cv2.resize(valid.images[i], (192, 192), interpolation=cv2.INTER_CUBIC)
-        frame = cv2.cvtColor(cv2.copyMakeBorder(big, 48, 48, 48, 48, cv2.BORDER_REPLICATE),
-                             cv2.COLOR_GRAY2RGB)
+        frame = frame_in_photo(valid.images[i])
         found = detect_faces(frame, detector)
         if found:
             frames.append(frame)

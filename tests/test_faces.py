@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from conftest import REAL_FACES, needs_faces
+from conftest import REAL_FACES, REAL_FERPLUS, needs_faces, needs_ferplus
 
 from ferkit.errors import FaceDetectorError, FerkitError
 from ferkit.evaluation.detection import MatchResult, iou, match, read_imglab_boxes
@@ -346,3 +346,28 @@ def test_a_photo_that_is_itself_a_tight_face_crop_is_found():
     [big] = detect_faces(large)
     assert big.box[2] >= 0.9 * large.shape[1] and big.box[0] + big.box[2] <= large.shape[1]
     np.testing.assert_allclose(np.array(big.box) / factor, found[0].box, atol=0.08 * tight.shape[1])
+
+
+@needs_ferplus
+@needs_ort
+def test_ferplus_crops_reframed_by_the_pipeline_are_the_same_faces_framed_alike():
+    from ferkit.faces.reframe import frame_in_photo, reframe_faces
+    from ferkit.inference import Predictor
+
+    paths = sorted((REAL_FERPLUS / "FER2013Valid").glob("*.png"))[:60]
+    blank = np.full((48, 48), 128, np.uint8)
+    faces = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths] + [blank])
+    frame = frame_in_photo(faces[0])
+    assert frame.shape == (288, 288, 3) and frame.dtype == np.uint8  # 4x, a quarter of padding all round
+    framed, found = reframe_faces(faces, workers=2)
+    assert framed.shape == faces.shape and framed.dtype == np.uint8
+    assert not found[-1] and np.array_equal(framed[-1], faces[-1])  # no face: left as it was
+    faces, framed, found = faces[:-1], framed[:-1], found[:-1]
+    assert found.mean() >= 0.85 and not np.array_equal(faces[found], framed[found])
+    # framed as FERPlus frames faces (the aligner's margin was set to match): the average face moves
+    # less than 8 gray levels a pixel (zooming every crop by 4/3 moves it 10, shifting it 4 px down 9)
+    average = np.abs(faces[found].mean(axis=0) - framed[found].mean(axis=0)).mean()
+    assert average < 8
+    model = Predictor("fast", prior="ferplus")  # and the same expressions: the answers barely change
+    same = model.predict_faces(faces).argmax(axis=1) == model.predict_faces(framed).argmax(axis=1)
+    assert same[found].mean() >= 0.85

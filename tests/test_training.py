@@ -457,6 +457,66 @@ def test_a_run_takes_another_runs_teacher_pass_and_never_writes_through_it(tiny_
         TrainConfig(teacher="default", teacher_pass_from=str(source)).validate()  # no stored views
 
 
+def test_reframed_views_start_from_the_pipelines_crop_of_that_share_of_the_faces(tmp_path):
+    from conftest import learnable_image
+
+    from ferkit.training.distill import draw_views
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([learnable_image(i % 4, rng) for i in range(64)])
+    reframed = 255 - faces  # any other crop of each face tells the two apart
+    still = dict(flip=False, shift=0.0, rotation=0.0, scale=0.0, brightness=0.0, contrast=0.0, erasing=0.0)
+    def views(augment: AugmentConfig, out: str, **kwargs) -> np.ndarray:
+        return draw_views(faces, augment, 2, 0, tmp_path / out, **kwargs)
+
+    assert (views(AugmentConfig(**still, reframe=1.0), "a.npy", reframed=reframed) == reframed[None]).all()
+    half = views(AugmentConfig(**still, reframe=0.5), "b.npy", reframed=reframed)
+    from_reframed = (half == reframed[None]).all(axis=(2, 3))
+    assert ((half == faces[None]).all(axis=(2, 3)) | from_reframed).all()  # each view one or the other
+    assert 0.3 < from_reframed.mean() < 0.7 and (from_reframed[0] != from_reframed[1]).any()  # per view
+    # without reframe the views are drawn as they always were, re-framed faces or not
+    np.testing.assert_array_equal(views(AugmentConfig(), "c.npy", reframed=reframed),
+                                  views(AugmentConfig(), "d.npy"))
+    with pytest.raises(ConfigError, match=r"augment.reframe=0.5 is invalid: expected 0 unless teacher_views"):
+        TrainConfig(augment=AugmentConfig(reframe=0.5)).validate()
+
+
+def test_reframing_cut_short_goes_on_from_the_last_faces_stored(tmp_path, monkeypatch):
+    from conftest import learnable_image
+
+    import ferkit.faces.reframe
+    from ferkit.training import distill
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([learnable_image(i % 4, rng) for i in range(10)])
+    done, killed = [], []
+
+    def pipeline(chunk, workers=1):  # the detector's crop stood in for by a mirror, 1 face in 3 "missed"
+        if len(done) == 1 and not killed:
+            killed.append(True)
+            raise KeyboardInterrupt  # killed during the second chunk
+        done.append(len(chunk))
+        found = np.arange(len(chunk)) % 3 != 2
+        return np.where(found[:, None, None], chunk[:, :, ::-1], chunk), found
+
+    monkeypatch.setattr(ferkit.faces.reframe, "reframe_faces", pipeline)
+    monkeypatch.setattr(distill, "REFRAME_CHUNK", 4)
+    with pytest.raises(KeyboardInterrupt):
+        distill.cached_reframes(tmp_path, faces)
+    assert json.loads((tmp_path / distill.REFRAMED_STAMP_FILE).read_text())["done"] == 4
+    framed = distill.cached_reframes(tmp_path, faces)
+    assert done == [4, 4, 2]  # faces 5-10 only: the first four were kept
+    (tmp_path / "whole").mkdir()
+    np.testing.assert_array_equal(framed, distill.cached_reframes(tmp_path / "whole", faces))
+    np.testing.assert_array_equal(framed[0], faces[0, :, ::-1])
+    np.testing.assert_array_equal(framed[2], faces[2])
+    assert done == [4, 4, 2, 4, 4, 2]
+    distill.cached_reframes(tmp_path, faces)  # finished: nothing re-framed again
+    assert len(done) == 6
+    distill.cached_reframes(tmp_path, faces[::-1].copy())  # other faces: made afresh
+    assert len(done) == 9
+
+
 def test_teacher_temperature_mixing_and_cache(tiny_runs, tmp_path):
     import numpy as np
     from conftest import learnable_image

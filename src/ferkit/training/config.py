@@ -36,6 +36,9 @@ class AugmentConfig:
     jpeg: float = 0.0  # JPEG re-encoding at quality 20-70
     gamma: float = 0.0  # gamma in [1/1.5, 1.5]
     noise: float = 0.0  # Gaussian pixel noise, sigma up to 0.04 of the range
+    # share of stored views drawn from the face as the photo pipeline frames it (ferkit's detector and
+    # aligner, ferkit.faces.reframe) instead of FER2013's crop; stored views only (teacher_views > 0)
+    reframe: float = 0.0
 
 
 PHOTO_DEGRADATIONS = ("blur", "downscale", "jpeg", "gamma", "noise")
@@ -158,6 +161,9 @@ class TrainConfig:
             (0 <= self.augment.erasing <= 1, "augment.erasing", "a probability in [0, 1]"),
             *[(0 <= getattr(self.augment, k) <= 1, f"augment.{k}", "a probability in [0, 1]")
               for k in PHOTO_DEGRADATIONS],
+            (0 <= self.augment.reframe <= 1, "augment.reframe", "a probability in [0, 1]"),
+            (not self.augment.reframe or self.teacher_views, "augment.reframe",
+             "0 unless teacher_views > 0 (the re-framed faces are drawn into the stored views)"),
         ]
         for ok, key, expected in checks:
             if not ok:

@@ -25,6 +25,7 @@ the plain vote targets, so the best checkpoint is chosen against the crowd, not 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -125,24 +126,36 @@ VIEW_STAMP_FILE = VIEW_PROBS_FILE + ".json"  # the settings the views and answer
 # settings and how many views are answered, so that a killed pass goes on from there.
 PARTIAL_PROBS_FILE = "teacher_view_probs.partial.npy"
 PARTIAL_STAMP_FILE = PARTIAL_PROBS_FILE + ".json"
+# `augment.reframe`: every training face as the photo pipeline frames it (uint8 (N, 48, 48); the face as
+# it was where the detector finds none), made before the views and kept, with a stamp of how far it got
+REFRAMED_FILE = "reframed_faces.npy"
+REFRAMED_STAMP_FILE = REFRAMED_FILE + ".json"
+REFRAME_CHUNK = 1024  # faces re-framed between two saves
 # Everything the teacher pass stores in a run folder. Each file is checked against the run's settings
 # before use, so an interrupted run keeps them (ferkit.training.run) and a rerun picks them up.
 TEACHER_PASS_FILES = (TEACHER_FILE, TEACHER_FILE + ".json", VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE,
-                      PARTIAL_PROBS_FILE, PARTIAL_STAMP_FILE)
+                      PARTIAL_PROBS_FILE, PARTIAL_STAMP_FILE, REFRAMED_FILE, REFRAMED_STAMP_FILE)
 
 
 def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
-               batch_size: int = 1024) -> np.ndarray:
+               batch_size: int = 1024, reframed: np.ndarray | None = None) -> np.ndarray:
     """K augmented views of uint8 faces (N, 48, 48) -> memory-mapped uint8 (K, N, 48, 48) at `out`.
-    View k of face i depends only on (seed, k): a rerun draws the same views."""
+    View k of face i depends only on (seed, k): a rerun draws the same views. With `augment.reframe` > 0,
+    that share of the views starts from `reframed` (the same faces as the photo pipeline frames them)."""
     from ferkit.training.augment import BatchAugment
 
+    if augment.reframe and (reframed is None or reframed.shape != images.shape):
+        raise ArgumentError("augment.reframe needs the re-framed faces, one per face")
     augmenter = BatchAugment(augment)
     stored = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(views, *images.shape))
     for k in range(views):
         torch.manual_seed(seed * 7919 + k)
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).float() / 255.0
+            if augment.reframe:  # drawn only then, so that views without it stay as they were
+                chosen = (torch.rand(len(x)) < augment.reframe).view(-1, 1, 1, 1)
+                alt = torch.from_numpy(reframed[start:start + batch_size]).unsqueeze(1).float() / 255.0
+                x = torch.where(chosen, alt, x)
             view = (augmenter(x)[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8)
             stored[k, start:start + len(x)] = view.numpy()
     stored.flush()
@@ -151,8 +164,41 @@ def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
 
 def view_settings(augment: dict) -> dict:
     """The augmentation settings a stored view depends on: all but mixup, which mixes whole batches
-    during training (ferkit.training.module), after the views are drawn."""
-    return {name: value for name, value in augment.items() if name != "mixup"}
+    during training (ferkit.training.module), after the views are drawn. Stamps written before
+    `reframe` existed were made without it."""
+    return {"reframe": 0.0, **{name: value for name, value in augment.items() if name != "mixup"}}
+
+
+def cached_reframes(run_dir: Path, images: np.ndarray, workers: int = 1) -> np.ndarray:
+    """Every face as the photo pipeline frames it (ferkit.faces.reframe), kept in the run folder; a
+    killed run goes on from the last face stored (MTCNN takes ~20 ms a face: ~10 min for FERPlus Train
+    on one core)."""
+    from ferkit.faces import DEFAULT_DETECTOR, DEFAULT_MARGIN
+    from ferkit.faces.reframe import reframe_faces
+
+    path, stamp = run_dir / REFRAMED_FILE, run_dir / REFRAMED_STAMP_FILE
+    key = {"detector": DEFAULT_DETECTOR, "margin": DEFAULT_MARGIN, "faces": len(images),
+           "faces_sha256": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()}
+    made = read_stamp(stamp) or {}
+    done = int(made.get("done", 0)) if made.get("settings") == key and path.is_file() else 0
+    if done:
+        framed = np.load(path, mmap_mode="r+", allow_pickle=False)
+    else:
+        stamp.unlink(missing_ok=True)
+        framed = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=images.shape)
+    found = int(made.get("found", 0)) if done else 0
+    chunk = REFRAME_CHUNK
+    if done < len(images):
+        log.info("re-framing %d training faces with %s (from face %d)", len(images), DEFAULT_DETECTOR, done)
+    for start in range(done, len(images), chunk):
+        part, hit = reframe_faces(images[start:start + chunk], workers=workers)
+        framed[start:start + len(part)] = part
+        framed.flush()
+        found += int(hit.sum())
+        write_stamp(stamp, {"settings": key, "done": start + len(part), "found": found})
+    log.info("re-framing: the detector found %d of %d training faces (the others keep FER2013's crop)",
+             found, len(images))
+    return np.asarray(framed)
 
 
 def _stored_pass(folder: Path) -> dict | None:
@@ -218,8 +264,10 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
         # new files, never written through: a stored pass may be hard-linked to another run's
         for path in (stamp, views_path, probs_path, partial, progress):
             path.unlink(missing_ok=True)
+        reframed = (cached_reframes(run_dir, images, workers=torch.get_num_threads())
+                    if augment.reframe else None)
         log.info("distillation: drawing %d views of %d training faces", views, len(images))
-        stored = draw_views(images, augment, views, seed, views_path)
+        stored = draw_views(images, augment, views, seed, views_path, reframed=reframed)
         probs = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
                                           shape=(views, len(images), NUM_CLASSES))
     log.info("distillation: teacher %s (%s) predicting %d views", teacher, predictor.backend.kind,
