@@ -30,6 +30,9 @@ from ferkit.models import create_model, model_config, save_model
 ARCHS = {
     "fast": ("resnet", dict(widths=[32, 64, 128], depths=[2, 2, 2], stem_width=16)),
     "r3-w160": ("resnet", dict(widths=[32, 64, 160], depths=[2, 2, 2], stem_width=16)),
+    "r3-w24": ("resnet", dict(widths=[24, 48, 96], depths=[2, 2, 2], stem_width=16)),
+    "r3-w24-128": ("resnet", dict(widths=[24, 48, 128], depths=[2, 2, 2], stem_width=16)),
+    "r3-w16-128": ("resnet", dict(widths=[16, 48, 128], depths=[2, 2, 2], stem_width=16)),
     "r4-1111": ("resnet", dict(widths=[32, 64, 128, 256], depths=[1, 1, 1, 1], stem_width=16)),
     "r4-1122": ("resnet", dict(widths=[32, 64, 128, 256], depths=[1, 1, 2, 2], stem_width=16)),
     "r4-2221": ("resnet", dict(widths=[32, 64, 128, 256], depths=[2, 2, 2, 1], stem_width=16)),
