@@ -11,7 +11,6 @@ meets in photos; bench/tune_margin.py scores the pipeline on the same frames.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -43,17 +42,14 @@ def reframe_face(face: np.ndarray, detector: str = DEFAULT_DETECTOR,
 
 
 def reframe_faces(faces: np.ndarray, detector: str = DEFAULT_DETECTOR, margin: float = DEFAULT_MARGIN,
-                  workers: int = 1, progress: Callable[[int], None] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """uint8 faces (N, 48, 48) -> (their photo-pipeline crops (N, 48, 48), found (N,) bool). A face the
     detector misses is returned as it was. `workers` threads detect at once (ONNX Runtime releases the
-    GIL); `progress(k)` is called as faces are done, k at a time."""
+    GIL)."""
     faces = np.asarray(faces, dtype=np.uint8)
     framed, found = faces.copy(), np.zeros(len(faces), dtype=bool)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, crop in enumerate(pool.map(lambda face: reframe_face(face, detector, margin), faces)):
             if crop is not None:
                 framed[i], found[i] = crop, True
-            if progress is not None:
-                progress(1)
     return framed, found

@@ -187,11 +187,10 @@ def cached_reframes(run_dir: Path, images: np.ndarray, workers: int = 1) -> np.n
         stamp.unlink(missing_ok=True)
         framed = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=images.shape)
     found = int(made.get("found", 0)) if done else 0
-    chunk = REFRAME_CHUNK
     if done < len(images):
         log.info("re-framing %d training faces with %s (from face %d)", len(images), DEFAULT_DETECTOR, done)
-    for start in range(done, len(images), chunk):
-        part, hit = reframe_faces(images[start:start + chunk], workers=workers)
+    for start in range(done, len(images), REFRAME_CHUNK):
+        part, hit = reframe_faces(images[start:start + REFRAME_CHUNK], workers=workers)
         framed[start:start + len(part)] = part
         framed.flush()
         found += int(hit.sum())
