@@ -17,7 +17,7 @@ from ferkit.models import (
     save_model,
     summarize_model,
 )
-from ferkit.models.base import FerModel
+from ferkit.models.base import PIXEL_MEAN, PIXEL_STD, FerModel, model_input
 
 
 def test_deep_cnn_has_the_seed_parameter_counts():
@@ -54,6 +54,15 @@ def test_registry_lists_the_seed_models_and_rejects_unknown_names():
 def test_normalize_is_the_documented_formula():
     x = normalize(np.array([[[0, 128, 255]]], np.uint8))
     torch.testing.assert_close(x.flatten(), (torch.tensor([0, 128, 255]) / 255 - 0.5) / 0.25)
+
+
+def test_inference_input_is_bit_identical_to_what_training_feeds():
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    trained_on = (torch.from_numpy(pixels).float() / 255.0 - PIXEL_MEAN) / PIXEL_STD  # training/module.py
+    got = model_input(pixels)
+    assert got.dtype == np.float32 and got.shape == (1, 1, 16, 16)
+    np.testing.assert_array_equal(got[:, 0], trained_on.numpy())
+    np.testing.assert_array_equal(normalize(pixels).numpy(), got)
 
 
 def test_save_and_load_round_trip_without_pickle(tmp_path):

@@ -7,7 +7,7 @@ from torch import nn
 
 from ferkit.errors import EvaluationError
 from ferkit.models import INPUT_SIZE
-from ferkit.models.classify import class_probabilities, eval_mode
+from ferkit.models.classify import class_probabilities, eval_mode, torch_logits
 from ferkit.tta import check_tta
 
 
@@ -34,7 +34,6 @@ def predict_proba(model: nn.Module, images_uint8: np.ndarray, batch_size: int = 
     images = _check_images(images_uint8)
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1, got {batch_size}")
-    device = next(model.parameters()).device
     with eval_mode(model):
-        return class_probabilities(lambda x: model(x.to(device)), images, batch_size, tta,
+        return class_probabilities(torch_logits(model), images, batch_size, tta,
                                    progress=f"predicting {len(images):,} faces" if progress else None)

@@ -69,9 +69,9 @@ class TorchBackend:
         self.model = load_model(folder).eval()
 
     def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray:
-        from ferkit.models.classify import class_probabilities
+        from ferkit.models.classify import class_probabilities, torch_logits
 
-        return class_probabilities(self.model, faces, batch_size, tta)
+        return class_probabilities(torch_logits(self.model), faces, batch_size, tta)
 
 
 class OnnxBackend:
@@ -182,8 +182,6 @@ class OnnxBackend:
         return self.session.run(None, {self.input_name: x})[0]
 
     def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray:
-        import torch
-
         from ferkit.models.classify import class_probabilities
 
-        return class_probabilities(lambda x: torch.from_numpy(self.logits(x.numpy())), faces, batch_size, tta)
+        return class_probabilities(self.logits, faces, batch_size, tta)

@@ -1,5 +1,8 @@
 """The one classify path: uint8 faces -> normalise -> logits -> softmax, in batches, optional flip.
 
+NumPy in, NumPy out: only the forward is a backend's (`torch_logits` wraps a PyTorch model; ONNX
+Runtime takes the arrays as they are), so a batch-1 call on the ONNX path runs no torch op.
+
 Every prediction in ferkit goes through `class_probabilities`: `ferkit evaluate` (predict_proba),
 the Predictor's PyTorch and ONNX Runtime backends, and the benches. Only the forward differs, so the
 same faces give bit-identical probabilities whichever caller asks.
@@ -17,11 +20,23 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from torch import nn
 
-from ferkit.models.base import NUM_CLASSES, normalize
+from ferkit.models.base import NUM_CLASSES, model_input
 
-Logits = Callable[[torch.Tensor], torch.Tensor]  # normalised (n, 1, 48, 48) float32 -> (n, 8) logits
+Logits = Callable[[np.ndarray], np.ndarray]  # model input (n, 1, 48, 48) float32 -> (n, 8) logits
+
+
+def torch_logits(model: nn.Module) -> Logits:
+    """A PyTorch model as a `Logits` function: on the model's device, no graph recorded."""
+    device = next(model.parameters()).device
+
+    def logits(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return logits
 
 
 def class_probabilities(logits: Logits, faces: np.ndarray, batch_size: int = 256, tta: str | None = None,
@@ -36,13 +51,12 @@ def class_probabilities(logits: Logits, faces: np.ndarray, batch_size: int = 256
         from rich.progress import track
 
         starts = track(starts, description=progress, transient=True)
-    with torch.inference_mode():
-        for start in starts:
-            x = normalize(faces[start:start + batch_size])
-            p = torch.softmax(logits(x).float(), dim=1)
-            if tta == "flip":
-                p = (p + torch.softmax(logits(torch.flip(x, dims=[3])).float(), dim=1)) / 2
-            out[start:start + len(x)] = p.cpu().numpy()
+    for start in starts:
+        x = model_input(faces[start:start + batch_size])  # (n, 1, 48, 48) float32
+        p = softmax(logits(x), axis=1)
+        if tta == "flip":
+            p = (p + softmax(logits(np.ascontiguousarray(x[..., ::-1])), axis=1)) / 2
+        out[start:start + len(x)] = p
     return out
 
 
