@@ -164,11 +164,11 @@ def _load_data(data_root: str | Path | None):
 def calibration_reader(faces: np.ndarray, batch: int = 32):
     from onnxruntime.quantization import CalibrationDataReader
 
-    from ferkit.models import normalize
+    from ferkit.models.base import model_input
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"input": normalize(faces[i:i + batch]).numpy()}
+            self.batches = iter([{"input": model_input(faces[i:i + batch])}
                                  for i in range(0, len(faces), batch)])
 
         def get_next(self):
