@@ -423,6 +423,54 @@ def test_stored_views_serve_any_mixup_but_not_other_view_settings(tiny_runs, tmp
     assert (tmp_path / VIEWS_FILE).stat().st_mtime_ns != drawn  # other views: drawn again
 
 
+def test_mixed_views_are_answered_by_the_teacher_as_mixed_and_their_votes_mixed_alike(
+        learnable_root, tiny_runs, tmp_path):
+    import dataclasses
+
+    import numpy as np
+    from conftest import learnable_image
+
+    from ferkit.inference import Predictor
+    from ferkit.training.data import ViewBatches
+    from ferkit.training.distill import VIEW_PARTNERS_FILE, cached_teacher_views, load_view_mix
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([learnable_image(i % 4, rng) for i in range(64)])
+    plain = AugmentConfig(flip=False)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "mixed").mkdir()
+    clean, _ = cached_teacher_views(tmp_path / "plain", str(tiny_runs[0]), faces, plain, 2, 1.0, 0)
+    mixed, probs = cached_teacher_views(tmp_path / "mixed", str(tiny_runs[0]), faces,
+                                        dataclasses.replace(plain, view_mixup=0.5), 2, 1.0, 0)
+    partners, lambdas = load_view_mix(tmp_path / "mixed", 2, len(faces))
+    chosen = lambdas < 1
+    assert 0.25 < chosen.mean() < 0.75
+    assert (partners[~chosen] == np.broadcast_to(np.arange(len(faces)), partners.shape)[~chosen]).all()
+    # the same views as without mixing, blended with the partner's view by the stored lambda
+    lam = lambdas[..., None, None]
+    expected = np.round(lam * clean + (1 - lam) * np.take_along_axis(clean, partners[..., None, None], 1))
+    assert np.abs(mixed.astype(int) - expected).max() <= 1
+    np.testing.assert_array_equal(mixed[~chosen], clean[~chosen])
+    # the teacher answered the mixed face itself
+    np.testing.assert_allclose(probs[1], Predictor(tiny_runs[0], prior="ferplus").predict_faces(
+        np.ascontiguousarray(mixed[1])), atol=2e-3)
+    # a batch: the vote part of a mixed view's target mixed by the same lambda
+    votes = np.eye(8, dtype=np.float32)[np.arange(len(faces)) % 8]
+    batches = ViewBatches(mixed, votes, probs, 0.8, partners, lambdas)
+    torch.manual_seed(0)
+    _, targets = batches[list(range(len(faces)))]
+    torch.manual_seed(0)
+    k = torch.randint(2, (len(faces),)).numpy()
+    i = np.arange(len(faces))
+    mixed_votes = lambdas[k, i, None] * votes + (1 - lambdas[k, i, None]) * votes[partners[k, i]]
+    np.testing.assert_allclose(targets.numpy(), 0.2 * mixed_votes + 0.8 * probs[k, i], atol=1e-6)
+    with pytest.raises(ConfigError, match="augment.view_mixup"):
+        TrainConfig(augment=AugmentConfig(view_mixup=0.5)).validate()  # no stored views to mix
+    run = train(tiny_train_config(learnable_root, tmp_path, "run", teacher=str(tiny_runs[0]), teacher_views=2,
+                                  epochs=1, augment={"enabled": True, "flip": False, "view_mixup": 0.5}))
+    assert (run / VIEW_PARTNERS_FILE).is_file() and "epoch 1:" in (run / "train.log").read_text()
+
+
 def test_a_run_takes_another_runs_teacher_pass_and_never_writes_through_it(tiny_runs, tmp_path):
     import hashlib
 

@@ -39,6 +39,9 @@ class AugmentConfig:
     # share of stored views drawn from the face as the photo pipeline frames it (ferkit's detector and
     # aligner, ferkit.faces.reframe) instead of FER2013's crop; stored views only (teacher_views > 0)
     reframe: float = 0.0
+    # share of stored views mixed with another training face's view, lambda ~ U(0, 1), before the
+    # teacher answers them (function matching on mixed faces, Beyer et al. 2022); stored views only
+    view_mixup: float = 0.0
 
 
 PHOTO_DEGRADATIONS = ("blur", "downscale", "jpeg", "gamma", "noise")
@@ -164,6 +167,9 @@ class TrainConfig:
             (0 <= self.augment.reframe <= 1, "augment.reframe", "a probability in [0, 1]"),
             (not self.augment.reframe or self.teacher_views, "augment.reframe",
              "0 unless teacher_views > 0 (the re-framed faces are drawn into the stored views)"),
+            (0 <= self.augment.view_mixup <= 1, "augment.view_mixup", "a share in [0, 1]"),
+            (not self.augment.view_mixup or self.teacher_views, "augment.view_mixup",
+             "0 unless teacher_views > 0 (the mixed faces are stored views the teacher answers)"),
         ]
         for ok, key, expected in checks:
             if not ok:

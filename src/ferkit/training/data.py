@@ -34,13 +34,18 @@ class InMemoryBatches(Dataset):
 class ViewBatches(Dataset):
     """Function-matching distillation (training/distill.py): for each face of a batch one of its K
     stored augmented views, drawn with torch's generator (seeded per epoch by the module, so a resumed
-    run draws the same), and the target mixed from the votes and the teacher's answer for that view."""
+    run draws the same), and the target mixed from the votes and the teacher's answer for that view.
+    For views stored as a mix of two faces (`augment.view_mixup`), the votes are mixed alike:
+    partners (K, N) the other face, lambdas (K, N) the view's own share."""
 
-    def __init__(self, views: np.ndarray, votes: np.ndarray, teacher: np.ndarray, weight: float):
+    def __init__(self, views: np.ndarray, votes: np.ndarray, teacher: np.ndarray, weight: float,
+                 partners: np.ndarray | None = None, lambdas: np.ndarray | None = None):
         self.views = torch.from_numpy(np.ascontiguousarray(views))  # (K, N, 48, 48) uint8
         self.votes = torch.from_numpy(np.ascontiguousarray(votes, dtype=np.float32))  # (N, 8)
         self.teacher = torch.from_numpy(np.ascontiguousarray(teacher, dtype=np.float32))  # (K, N, 8)
         self.weight = weight
+        self.partners = None if partners is None else torch.from_numpy(partners.astype(np.int64))  # (K, N)
+        self.lambdas = None if lambdas is None else torch.from_numpy(lambdas.astype(np.float32))  # (K, N)
 
     def __len__(self) -> int:
         return self.views.shape[1]
@@ -48,7 +53,11 @@ class ViewBatches(Dataset):
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices)
         k = torch.randint(self.views.shape[0], (len(idx),))
-        targets = (1 - self.weight) * self.votes[idx] + self.weight * self.teacher[k, idx]
+        votes = self.votes[idx]
+        if self.partners is not None:
+            lam = self.lambdas[k, idx].unsqueeze(1)
+            votes = lam * votes + (1 - lam) * self.votes[self.partners[k, idx]]
+        targets = (1 - self.weight) * votes + self.weight * self.teacher[k, idx]
         return self.views[k, idx].unsqueeze(1), targets
 
 

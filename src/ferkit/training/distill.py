@@ -7,7 +7,10 @@ Two ways, chosen by `teacher_views` in the config:
   and consistent"): K augmented views of every training face are drawn once with the run's own
   augmentation and stored (uint8, memory-mapped), and the teacher predicts each view. Training then
   shows the student one stored view per face per epoch with the teacher's answer *for that view*, so
-  student and teacher always see the same input; mixup still widens the inputs. The teacher runs on
+  student and teacher always see the same input; mixup still widens the inputs. With
+  `augment.view_mixup`, that share of the stored views is a mix of two faces' views (lambda ~ U(0, 1),
+  as Beyer et al. mix), answered by the teacher as mixed, so that the student matches the teacher's
+  function between faces too instead of a linear mix of its two answers. The teacher runs on
   its default path (ONNX Runtime for a bundled model): K views of FERPlus's 28,558 training faces cost
   the default ensemble about K x 30 s on two cores.
 
@@ -131,10 +134,16 @@ PARTIAL_STAMP_FILE = PARTIAL_PROBS_FILE + ".json"
 REFRAMED_FILE = "reframed_faces.npy"
 REFRAMED_STAMP_FILE = REFRAMED_FILE + ".json"
 REFRAME_CHUNK = 1024  # faces re-framed between two saves
+# `augment.view_mixup`: for each stored view (K, N), the face it is mixed with (itself when unmixed) and
+# its own share of the mix (1 when unmixed); the vote part of a mixed view's target is mixed alike
+VIEW_PARTNERS_FILE = "teacher_view_partners.npy"  # int32 (K, N)
+VIEW_LAMBDAS_FILE = "teacher_view_lambdas.npy"  # float32 (K, N)
+VIEW_MIX_FILES = (VIEW_PARTNERS_FILE, VIEW_LAMBDAS_FILE)
 # Everything the teacher pass stores in a run folder. Each file is checked against the run's settings
 # before use, so an interrupted run keeps them (ferkit.training.run) and a rerun picks them up.
 TEACHER_PASS_FILES = (TEACHER_FILE, TEACHER_FILE + ".json", VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE,
-                      PARTIAL_PROBS_FILE, PARTIAL_STAMP_FILE, REFRAMED_FILE, REFRAMED_STAMP_FILE)
+                      *VIEW_MIX_FILES, PARTIAL_PROBS_FILE, PARTIAL_STAMP_FILE, REFRAMED_FILE,
+                      REFRAMED_STAMP_FILE)
 
 
 def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
@@ -162,11 +171,46 @@ def draw_views(images: np.ndarray, augment, views: int, seed: int, out: Path,
     return stored
 
 
+def mix_views(stored: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mix `share` of the stored views (K, N, 48, 48), in place, each with the same view of another
+    face drawn at random: lambda * own + (1 - lambda) * partner's, lambda ~ U(0, 1). Returns (partners
+    int32 (K, N), lambdas float32 (K, N)); an unmixed view is its own partner with lambda 1. Depends
+    only on (seed, k), as the views do."""
+    views, faces = stored.shape[:2]
+    partners = np.empty((views, faces), dtype=np.int32)
+    lambdas = np.empty((views, faces), dtype=np.float32)
+    own = torch.arange(faces)
+    for k in range(views):
+        g = torch.Generator().manual_seed(seed * 7919 + k + 104_729)  # apart from the views' streams
+        mixed = torch.rand(faces, generator=g) < share
+        partner = torch.where(mixed, torch.randperm(faces, generator=g), own)
+        lam = torch.where(mixed, torch.rand(faces, generator=g), torch.ones(faces))
+        view = torch.from_numpy(np.array(stored[k])).float()  # (N, 48, 48)
+        weight = lam.view(-1, 1, 1)
+        mixed_view = weight * view + (1 - weight) * view[partner]
+        stored[k] = mixed_view.round().clamp(0, 255).to(torch.uint8).numpy()
+        partners[k], lambdas[k] = partner.numpy(), lam.numpy()
+    if hasattr(stored, "flush"):
+        stored.flush()
+    return partners, lambdas
+
+
+def load_view_mix(run_dir: Path, views: int, faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """(partners, lambdas) of a run's stored teacher pass drawn with `augment.view_mixup`."""
+    partners = np.load(run_dir / VIEW_PARTNERS_FILE, allow_pickle=False)
+    lambdas = np.load(run_dir / VIEW_LAMBDAS_FILE, allow_pickle=False)
+    if partners.shape != (views, faces) or lambdas.shape != (views, faces):
+        raise FerkitError(f"{run_dir}: the stored views' mix ({partners.shape}) does not match the views "
+                          f"({views}, {faces}); delete the run's teacher_view* files to draw them again")
+    return partners, lambdas
+
+
 def view_settings(augment: dict) -> dict:
     """The augmentation settings a stored view depends on: all but mixup, which mixes whole batches
     during training (ferkit.training.module), after the views are drawn. Stamps written before
-    `reframe` existed were made without it."""
-    return {"reframe": 0.0, **{name: value for name, value in augment.items() if name != "mixup"}}
+    `reframe` or `view_mixup` existed were made without them."""
+    return {"reframe": 0.0, "view_mixup": 0.0,
+            **{name: value for name, value in augment.items() if name != "mixup"}}
 
 
 def cached_reframes(run_dir: Path, images: np.ndarray, workers: int = 1) -> np.ndarray:
@@ -220,8 +264,10 @@ def reuse_teacher_pass(source: Path, run_dir: Path, key: dict) -> None:
                    f"{name} {made.get(name)!r} (this run: {value!r})" for name, value in key.items()
                    if made.get(name) != value))
         raise ConfigError(f"config value teacher_pass_from={str(source)!r}: {why}")
-    for name in (VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE):
+    for name in (VIEWS_FILE, VIEW_PROBS_FILE, VIEW_STAMP_FILE, *VIEW_MIX_FILES):
         (run_dir / name).unlink(missing_ok=True)
+        if not (source / name).is_file():  # a pass without view_mixup has no mix files
+            continue
         try:
             os.link(source / name, run_dir / name)
         except OSError:
@@ -261,12 +307,17 @@ def cached_teacher_views(run_dir: Path, teacher: str, images: np.ndarray, augmen
         log.info("distillation: going on with the teacher pass at view %d of %d", done + 1, views)
     else:
         # new files, never written through: a stored pass may be hard-linked to another run's
-        for path in (stamp, views_path, probs_path, partial, progress):
+        mix_paths = [run_dir / name for name in VIEW_MIX_FILES]
+        for path in (stamp, views_path, probs_path, partial, progress, *mix_paths):
             path.unlink(missing_ok=True)
         reframed = (cached_reframes(run_dir, images, workers=torch.get_num_threads())
                     if augment.reframe else None)
         log.info("distillation: drawing %d views of %d training faces", views, len(images))
         stored = draw_views(images, augment, views, seed, views_path, reframed=reframed)
+        if augment.view_mixup:
+            partners, lambdas = mix_views(stored, augment.view_mixup, seed)
+            np.save(run_dir / VIEW_PARTNERS_FILE, partners, allow_pickle=False)
+            np.save(run_dir / VIEW_LAMBDAS_FILE, lambdas, allow_pickle=False)
         probs = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
                                           shape=(views, len(images), NUM_CLASSES))
     log.info("distillation: teacher %s (%s) predicting %d views", teacher, predictor.backend.kind,

@@ -239,12 +239,14 @@ def _datamodule(config: TrainConfig, run_dir: Path) -> FerplusDataModule:
     train_split = datamodule.train_split
     if config.teacher and config.teacher_views:
         from ferkit.training.data import ViewBatches
-        from ferkit.training.distill import cached_teacher_views
+        from ferkit.training.distill import cached_teacher_views, load_view_mix
 
         views, view_probs = cached_teacher_views(
             run_dir, config.teacher, train_split.images, config.augment, config.teacher_views,
             config.distill_temperature, config.seed, reuse_from=config.teacher_pass_from)
-        datamodule.train_views = ViewBatches(views, train_split.targets, view_probs, config.distill_weight)
+        mix = (load_view_mix(run_dir, *views.shape[:2]) if config.augment.view_mixup else (None, None))
+        datamodule.train_views = ViewBatches(views, train_split.targets, view_probs, config.distill_weight,
+                                             *mix)
         agreement = float((view_probs.argmax(2) == train_split.labels[None]).mean())
         log.info("distillation: %d views a face, weight %g; the teacher agrees with the vote label on "
                  "%.1f%% of the views", config.teacher_views, config.distill_weight, 100 * agreement)
