@@ -29,6 +29,8 @@ from ferkit.models import create_model, model_config, save_model
 # residuals (mobilenetv2) move the compute from dense 3x3 convolutions to 1x1s.
 ARCHS = {
     "fast": ("resnet", dict(widths=[32, 64, 128], depths=[2, 2, 2], stem_width=16)),
+    "fast-in40": ("resnet", dict(widths=[32, 64, 128], depths=[2, 2, 2], stem_width=16, input_side=40)),
+    "fast-in36": ("resnet", dict(widths=[32, 64, 128], depths=[2, 2, 2], stem_width=16, input_side=36)),
     "r3-w160": ("resnet", dict(widths=[32, 64, 160], depths=[2, 2, 2], stem_width=16)),
     "r3-w24": ("resnet", dict(widths=[24, 48, 96], depths=[2, 2, 2], stem_width=16)),
     "r3-w24-128": ("resnet", dict(widths=[24, 48, 128], depths=[2, 2, 2], stem_width=16)),

@@ -175,7 +175,7 @@ def test_mobilenetv2_keeps_a_shortcut_only_where_a_block_keeps_the_shape():
     assert model.cam_layer == "stages.0"  # two stages: Grad-CAM on the one before the last
 
 
-def test_resnet_input_side_upsamples_the_face_inside_the_model():
+def test_resnet_input_side_resizes_the_face_inside_the_model():
     torch.manual_seed(0)
     model = create_model("resnet", widths=(8, 16, 16, 16), depths=(1, 1, 1, 1), stem_width=8,
                          input_side=64).eval()
@@ -183,8 +183,10 @@ def test_resnet_input_side_upsamples_the_face_inside_the_model():
     assert model.forward_features(x).shape == (2, 16, 4, 4)  # 64 -> 32 -> 16 -> 8 -> 4
     upsampled = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
     torch.testing.assert_close(model(x), model.forward_head(model.stages(model.stem(upsampled))))
+    smaller = create_model("resnet", widths=(8, 16, 16), depths=(1, 1, 1), stem_width=8, input_side=40).eval()
+    assert smaller.forward_features(x).shape == (2, 16, 5, 5)  # 48 -> 40, then 20 -> 10 -> 5
     with pytest.raises(ValueError, match="input_side"):
-        create_model("resnet", input_side=32)
+        create_model("resnet", input_side=24)
 
 
 def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):

@@ -2,9 +2,9 @@
 
 The stem keeps full resolution for one cheap conv, then each stage halves the side:
 48 -> 24 -> 12 -> 6. Global average pooling makes the head independent of the input side.
-`input_side` > 48 upsamples the face (bilinear) inside the model first, as the FERPlus paper fed
-its VGG13 64x64 faces: more spatial resolution in every stage for (side/48)^2 the compute, while
-the model still takes the 48x48 faces of every other part of ferkit.
+`input_side` other than 48 resizes the face (bilinear) inside the model first, while the model still
+takes the 48x48 faces of every other part of ferkit: above 48 as the FERPlus paper fed its VGG13 64x64
+faces (more spatial resolution in every stage), below it for speed; either way (side/48)^2 the compute.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from torch import nn
 from ferkit.errors import ArgumentError
 from ferkit.models.base import INPUT_SIZE, NUM_CLASSES, FerModel
 from ferkit.models.registry import register_model
+
+MIN_INPUT_SIDE = 32  # the face resized no smaller: three stages end at 4x4
 
 
 class BasicBlock(nn.Module):
@@ -41,8 +43,8 @@ class ResNet(FerModel):
     def __init__(self, widths: tuple[int, ...] = (64, 128, 256), depths: tuple[int, ...] = (2, 2, 2),
                  stem_width: int = 32, dropout: float = 0.2, input_side: int = INPUT_SIZE):
         super().__init__()
-        if input_side < INPUT_SIZE:
-            raise ArgumentError(f"input_side must be at least {INPUT_SIZE}, not {input_side}")
+        if input_side < MIN_INPUT_SIDE:
+            raise ArgumentError(f"input_side must be at least {MIN_INPUT_SIDE}, not {input_side}")
         self.input_side = input_side
         self.stem = nn.Sequential(nn.Conv2d(1, stem_width, 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True))
