@@ -1,6 +1,6 @@
-"""Does the posed dev set fail on its inputs or on the network? Crop treatments, crop margins, and fer.
+"""Does the posed dev set fail on its inputs or on the network? Crop treatments, crop margins, and peers.
 
-    .venv/bin/python bench/posed_inputs.py [--model default] [--fer] [--threads 2]
+    .venv/bin/python bench/posed_inputs.py [--model default] [--fer] [--faceapi] [--threads 2]
 
 Every posed photo goes through the photo pipeline once (detect, align, 48x48 crop); the crops are then
 changed the ways a domain gap would call for (blur, down-and-up sampling, histogram equalisation,
@@ -12,7 +12,9 @@ balanced accuracy over the 7 classes and the per-class recall.
 on both dev sets and FERPlus Valid, and blends it into the model: log p = log p_model + a * log p_fer
 (fer has no contempt: its neutral stands in). fer was trained on FER2013's original labels, one
 annotator per face; FERPlus relabelled the same faces by crowd, so the blend asks whether the original
-labels carry the posed-expression signal the crowd labels lack. Dev sets: no face found = an error.
+labels carry the posed-expression signal the crowd labels lack. --faceapi does the same with
+face-api.js's expression net (bench/peer_faceapi.py), trained on faces beyond FER2013: does a network
+that has seen other faces read posed expressions better? Dev sets: no face found = an error.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import cv2
 import numpy as np
 import torch
 from peer_env import peer_python
+from peer_faceapi import LABELS as FACEAPI_ORDER
+from peer_faceapi import faceapi_probabilities
 
 from ferkit.cli import default_data_root
 from ferkit.emotions import EMOTIONS
@@ -67,8 +71,21 @@ def row(name: str, labels: np.ndarray, proba: np.ndarray, missed: list[int]) -> 
             + " | ".join(f"{recall[e]:.2f}" for e in POSED_ORDER) + " |")
 
 
+def to_emotions(proba: np.ndarray, order: list[str]) -> np.ndarray:
+    """A 7-class peer's softmax in EMOTIONS order, its neutral standing in for contempt, renormalised."""
+    out = np.zeros((len(proba), len(EMOTIONS)), dtype=np.float64)
+    for j, emotion in enumerate(order):
+        out[:, EMOTIONS.index(emotion)] = proba[:, j]
+    out[:, EMOTIONS.index("contempt")] = proba[:, order.index("neutral")]
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def faceapi_peer(crops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: to_emotions(faceapi_probabilities(faces), FACEAPI_ORDER) for name, faces in crops.items()}
+
+
 def fer_probabilities(crops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """fer's softmax for each set of 48x48 crops, in EMOTIONS order (contempt = its neutral), renormalised."""
+    """fer's softmax for each set of 48x48 crops, in EMOTIONS order."""
     script = ("import sys, numpy as np\nsys.path.insert(0, sys.argv[1])\nfrom peer_fer import classify\n"
               "from fer.fer import FER\nd = FER()\nfor path in sys.argv[2:]:\n"
               "    f = np.load(path)\n"
@@ -84,12 +101,7 @@ def fer_probabilities(crops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                        capture_output=True,
                        env={**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
         for name, path in zip(crops, paths, strict=True):
-            fer = np.load(path + ".fer.npy")
-            proba = np.zeros((len(fer), len(EMOTIONS)), dtype=np.float64)
-            for j, emotion in enumerate(FER_ORDER):
-                proba[:, EMOTIONS.index(emotion)] = fer[:, j]
-            proba[:, EMOTIONS.index("contempt")] = fer[:, FER_ORDER.index("neutral")]
-            out[name] = proba / proba.sum(axis=1, keepdims=True)
+            out[name] = to_emotions(np.load(path + ".fer.npy"), FER_ORDER)
     return out
 
 
@@ -97,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--fer", action="store_true", help="also fer's classifier and its blend")
+    parser.add_argument("--faceapi", action="store_true", help="also face-api.js's net and its blend")
     parser.add_argument("--blend", type=float, nargs="*", default=[0.1, 0.2, 0.3, 0.5, 1.0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -121,7 +134,9 @@ def main() -> None:
         results = list(framed.predict_many(paths, progress=False))
         proba = np.stack([r.faces[0].probabilities if r.faces else np.eye(len(EMOTIONS))[0] for r in results])
         print(row(f"alignment margin {margin}", labels, proba, missed))
-    if not args.fer:
+    peers = {name: compute for name, compute, wanted in
+             [("fer", fer_probabilities, args.fer), ("face-api", faceapi_peer, args.faceapi)] if wanted}
+    if not peers:
         return
     valid = load_eval_split(default_data_root(), "valid", "majority")
     sets = {"valid": (valid.labels, predictor.predict_faces(valid.images), [], valid.images)}
@@ -129,29 +144,30 @@ def main() -> None:
     wild_missed = [EMOTIONS.index(m["emotion"]) for m in wild.photos["missed"]]
     sets["wild"] = (wild.data.labels, wild.proba, wild_missed, wild.data.images)
     sets["posed"] = (labels, posed.proba, missed, crops)
-    fer = fer_probabilities({name: s[3] for name, s in sets.items()})
-    print("\n| blend a | Valid acc | Valid bal | wild acc | wild bal (5) | posed acc | posed bal (7) | "
-          "posed anger / disgust / fear |")
-    print("|---" * 8 + "|")
-    for a in ["fer alone", 0.0, *args.blend]:
-        cells = []
-        for name, (y, proba, lost, _) in sets.items():
-            if a == "fer alone":
-                mixed = fer[name]
-            else:
-                mixed = np.exp(np.log(proba + 1e-8) + a * np.log(fer[name] + 1e-8))
-                mixed /= mixed.sum(axis=1, keepdims=True)
-            m = compute_metrics(y, mixed, missed=lost)
-            recall = {e: c["recall"] for e, c in m["per_class"].items()}
-            if name == "valid":
-                cells += [f"{m['accuracy']:.3f}", f"{m['balanced_accuracy']:.3f}"]
-            elif name == "wild":
-                cells += [f"{m['accuracy']:.3f}", f"{np.mean([recall[EMOTIONS[k]] for k in FIVE]):.3f}"]
-            else:
-                cells += [f"{m['accuracy']:.3f}", f"{m['balanced_accuracy']:.3f}",
-                          f"{recall['anger']:.2f} / {recall['disgust']:.2f} / {recall['fear']:.2f}"]
-        print(f"| {a} | " + " | ".join(cells) + " |")
-    print("\nfer's labels:", json.dumps(FER_ORDER))
+    for peer, compute in peers.items():
+        peer_proba = compute({name: s[3] for name, s in sets.items()})
+        print(f"\n| {peer} blend a | Valid acc | Valid bal | wild acc | wild bal (5) | posed acc | "
+              "posed bal (7) | posed anger / disgust / fear |")
+        print("|---" * 8 + "|")
+        for a in [f"{peer} alone", 0.0, *args.blend]:
+            cells = []
+            for name, (y, proba, lost, _) in sets.items():
+                if isinstance(a, str):
+                    mixed = peer_proba[name]
+                else:
+                    mixed = np.exp(np.log(proba + 1e-8) + a * np.log(peer_proba[name] + 1e-8))
+                    mixed /= mixed.sum(axis=1, keepdims=True)
+                m = compute_metrics(y, mixed, missed=lost)
+                recall = {e: c["recall"] for e, c in m["per_class"].items()}
+                if name == "valid":
+                    cells += [f"{m['accuracy']:.3f}", f"{m['balanced_accuracy']:.3f}"]
+                elif name == "wild":
+                    cells += [f"{m['accuracy']:.3f}", f"{np.mean([recall[EMOTIONS[k]] for k in FIVE]):.3f}"]
+                else:
+                    cells += [f"{m['accuracy']:.3f}", f"{m['balanced_accuracy']:.3f}",
+                              f"{recall['anger']:.2f} / {recall['disgust']:.2f} / {recall['fear']:.2f}"]
+            print(f"| {a} | " + " | ".join(cells) + " |")
+    print("\npeers' labels:", json.dumps({"fer": FER_ORDER, "face-api": FACEAPI_ORDER}))
 
 
 if __name__ == "__main__":
