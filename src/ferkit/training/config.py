@@ -94,6 +94,9 @@ class TrainConfig:
     # of the crowd's class prior taken out (1 = balanced); 0 = off
     logit_adjustment: float = 0.0
     ema_decay: float = 0.0  # 0 = off; e.g. 0.999 keeps an exponential moving average of weights
+    # train against the int8 export's rounding (training/quant.py), e.g. a few warm-started epochs
+    # before `ferkit export --int8`; the stored weights stay float
+    quant_aware: bool = False
     # knowledge distillation (training/distill.py): a model folder or bundled name whose tempered
     # softmax on each training face is mixed into the target with weight distill_weight; "" = off
     teacher: str = ""
@@ -149,6 +152,8 @@ class TrainConfig:
              "0 when class_balance is weights or sampling (each removes the class prior; together "
              "they would remove it twice)"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (not (self.quant_aware and self.ema_decay), "quant_aware",
+             "false when ema_decay is set (the average of the weights is not what was trained rounded)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),
             (self.distill_temperature > 0, "distill_temperature", "positive"),
             (self.teacher_views >= 0, "teacher_views", "zero or positive"),

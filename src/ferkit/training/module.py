@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from ferkit.errors import ConfigError
-from ferkit.models import PIXEL_MEAN, PIXEL_STD, create_model
+from ferkit.models import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, create_model
 from ferkit.training.augment import BatchAugment
 from ferkit.training.config import TrainConfig
+from ferkit.training.quant import QuantAware
 
 log = logging.getLogger("ferkit.training")
 
@@ -94,6 +95,11 @@ class FerClassifier(L.LightningModule):
             self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(config.ema_decay),
                                      use_buffers=True)
             self.ema.requires_grad_(False).n_averaged.fill_(1)
+        # quantisation-aware training: fake int8 where the export quantises (training/quant.py)
+        self.quant = None
+        if config.quant_aware:
+            from ferkit.inference.export import INT8_WEIGHT_BITS
+            self.quant = QuantAware(self.model, (1, INPUT_SIZE, INPUT_SIZE), INT8_WEIGHT_BITS)
 
     # -- data in: uint8 (N,1,48,48) -> normalised float, augmented in training --------------
     def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
@@ -104,6 +110,11 @@ class FerClassifier(L.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def _forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.quant is not None and model is self.model:
+            return self.quant.forward(model, x)  # its weights rounded as the int8 export will
+        return model(x)
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.config.protocol == "multi_target":
@@ -128,7 +139,7 @@ class FerClassifier(L.LightningModule):
         if self.config.label_smoothing and self.config.protocol != "multi_target":
             eps = self.config.label_smoothing
             targets = targets * (1 - eps) + eps / targets.shape[1]
-        logits = self.model(x)
+        logits = self._forward(self.model, x)
         loss = self._loss(logits if self.logit_shift is None else logits + self.logit_shift, targets)
         acc = (logits.argmax(1) == targets.argmax(1)).float().mean()
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -150,7 +161,7 @@ class FerClassifier(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         images, targets = batch
-        logits = self.eval_model()(self._inputs(images, train=False))
+        logits = self._forward(self.eval_model(), self._inputs(images, train=False))
         loss = self._loss(logits, targets)
         acc = (logits.argmax(1) == targets.argmax(1)).float().mean()
         n = images.shape[0]
