@@ -647,6 +647,7 @@ def test_bad_teacher_is_a_clear_error(learnable_root, tmp_path):
     ({"augment": 3}, "config key augment: expected a mapping"),
     ({"distill_weight": 1.5}, "distill_weight=1.5 is invalid"),
     ({"distill_temperature": 0}, "distill_temperature=0.0 is invalid"),
+    ({"quant_aware": True, "ema_decay": 0.99}, "quant_aware=True is invalid"),
 ])
 def test_bad_config_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -728,6 +729,44 @@ def test_logit_adjusted_loss_trains_on_shifted_logits_and_validates_on_raw_ones(
         TrainConfig(logit_adjustment=-1).validate()
     with pytest.raises(ConfigError, match="remove it twice"):
         TrainConfig(logit_adjustment=0.5, class_balance="sampling").validate()
+
+
+def test_fake_quantised_weights_sit_on_each_channels_7_bit_grid_and_pass_gradients_straight():
+    from ferkit.training.quant import fake_quantize_weight
+
+    weight = torch.randn(6, 4, 3, 3, requires_grad=True)
+    rounded = fake_quantize_weight(weight, bits=7)
+    reach = weight.detach().abs().amax(dim=(1, 2, 3))
+    for channel, channel_reach in zip(rounded.detach(), reach, strict=True):
+        steps = channel / (channel_reach / 64)  # ONNX Runtime's reduce_range levels: -64 .. 64
+        assert torch.allclose(steps, steps.round(), atol=1e-3) and steps.abs().max() <= 64 + 1e-3
+    assert torch.allclose(rounded.detach().abs().amax(dim=(1, 2, 3)), reach)  # each channel's reach kept
+    assert ((rounded - weight).abs() <= (reach / 128).view(-1, 1, 1, 1) + 1e-6).all()
+    assert not torch.equal(rounded.detach(), weight.detach())
+    rounded.sum().backward()
+    assert torch.equal(weight.grad, torch.ones_like(weight))
+
+
+def test_quant_aware_training_rounds_the_convolutions_the_int8_export_quantises(learnable_root, tmp_path):
+    import onnx
+
+    from ferkit.inference.export import export_onnx
+    from ferkit.models import create_model
+
+    config = tiny_train_config(learnable_root, tmp_path, "qat", quant_aware=True, epochs=1,
+                               limit_train_batches=2)
+    run = train(config)
+    # the weights stay float under their usual names, for every loader and exporter
+    plain = create_model("resnet", **TINY_RESNET).state_dict()
+    assert set(load_file(run / "model.safetensors")) == set(plain)
+    quantised = FerClassifier(config).quant.quantised
+    export = export_onnx(run, tmp_path / "qat.onnx", int8=True, data_root=learnable_root)
+    graph = onnx.load(str(export.path)).graph
+    dequantised = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    rounded_in_onnx = [c for c in convs if c.input[1] in dequantised]
+    assert len(rounded_in_onnx) == len(quantised) == len(convs) - 1  # all but the stem
+    assert "stem.0" not in quantised
 
 
 def test_weight_ema_warms_up_from_the_live_weights():
