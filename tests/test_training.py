@@ -251,6 +251,29 @@ def test_last_checkpoint_is_the_last_epoch_even_without_a_new_best(learnable_roo
     assert (best["epoch"], last["epoch"]) == (0, 2)
 
 
+def test_keep_epoch_last_writes_the_last_epoch_and_a_resume_can_switch_to_it(learnable_root, tmp_path):
+    from ferkit.release.bundle import training_info
+    from ferkit.release.model_card import _recipe
+
+    run = train(tiny_train_config(learnable_root, tmp_path, "keep", epochs=3),
+                extra_callbacks=[ValLossWorsensAfterFirstEpoch()])
+
+    def checkpoint(name: str) -> dict[str, torch.Tensor]:
+        state = torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)["state_dict"]
+        return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+    def written_is(weights: dict[str, torch.Tensor]) -> bool:
+        model = load_file(run / "model.safetensors")
+        return set(model) == set(weights) and all(torch.equal(model[k], weights[k]) for k in weights)
+
+    best, last = checkpoint("best.ckpt"), checkpoint("last.ckpt")
+    assert not written_is(last) and written_is(best)  # keep_epoch: best, the default
+    train(resume_config(run, [{"keep_epoch": "last"}]), resume=run)  # nothing left to train: rewrites
+    assert written_is(last)
+    assert json.loads((run / "model.json").read_text())["metrics"]["kept_epoch"] == 3
+    assert "the last epoch (3) kept" in _recipe(training_info(run))
+
+
 def test_time_budget_stops_the_run_and_still_exports_the_model(learnable_root, tmp_path):
     # A budget of ~1 ms: Lightning's Timer stops after the first step, and the run folder is complete.
     run = train(tiny_train_config(learnable_root, tmp_path, "budget", epochs=50, max_hours=3e-7))
@@ -648,6 +671,7 @@ def test_bad_teacher_is_a_clear_error(learnable_root, tmp_path):
     ({"distill_weight": 1.5}, "distill_weight=1.5 is invalid"),
     ({"distill_temperature": 0}, "distill_temperature=0.0 is invalid"),
     ({"quant_aware": True, "ema_decay": 0.99}, "quant_aware=True is invalid"),
+    ({"keep_epoch": "first"}, "keep_epoch='first' is invalid"),
 ])
 def test_bad_config_values_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -95,6 +95,7 @@ def training_info(run: Path) -> dict[str, Any]:
         "epochs_trained": len(history),
         "train_seconds": round(sum(h.get("seconds", 0) for h in history), 1),
         "best_epoch": model_json.get("metrics", {}).get("best_epoch"),
+        "kept_epoch": model_json.get("metrics", {}).get("kept_epoch"),
         "valid": {k: model_json.get("metrics", {}).get(k) for k in ("val_acc", "val_loss", "val_protocol")},
         "config": config,
         # the exact CLI lines that made the run (train, then any --resume), from commands.txt

@@ -20,8 +20,16 @@ def _recipe(training: dict) -> str:
             f"batch {config.get('batch_size')}, precision {config.get('precision', '32-true')}, "
             f"class balance {config.get('class_balance', 'none')}, "
             f"seed {config.get('seed')}, {training.get('epochs_trained')} epochs "
-            f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), best epoch "
-            f"{training.get('best_epoch')} by validation loss{_schedule(training)}{_learned_from(training)}")
+            f"({training.get('train_seconds', 0) / 60:.0f} min of training on a 2-core CPU), "
+            f"{_kept(training)}{_schedule(training)}{_learned_from(training)}")
+
+
+def _kept(training: dict) -> str:
+    """Which epoch the model is: the best by validation loss, or the last (`keep_epoch: last`)."""
+    best, kept = training.get("best_epoch"), training.get("kept_epoch")
+    if training.get("config", {}).get("keep_epoch", "best") == "best" or kept is None:
+        return f"best epoch {best} by validation loss"
+    return f"the last epoch ({kept}) kept, where the schedule ends (lowest validation loss at {best})"
 
 
 def _schedule(training: dict) -> str:

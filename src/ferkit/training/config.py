@@ -83,6 +83,10 @@ class TrainConfig:
     plateau_factor: float = 0.2
     plateau_patience: int = 3
     early_stopping_patience: int = 8  # 0 = off
+    # the epoch the run writes as its model: "best" (lowest validation loss, Keras' restore_best_weights)
+    # or "last" (where the schedule ends: a short warm-started or quantisation-aware fine-tuning, whose
+    # mid-schedule epochs are still moving); may change on --resume, which then rewrites the model
+    keep_epoch: str = "best"
     # wall-time budget of the whole run, resumes included (Lightning's Timer state is in the checkpoint);
     # 0 = none. Stops after the current step; extend with `--resume RUN --set max_hours=H`.
     max_hours: float = 0.0
@@ -152,6 +156,7 @@ class TrainConfig:
              "0 when class_balance is weights or sampling (each removes the class prior; together "
              "they would remove it twice)"),
             (0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)"),
+            (self.keep_epoch in ("best", "last"), "keep_epoch", "best or last"),
             (not (self.quant_aware and self.ema_decay), "quant_aware",
              "false when ema_decay is set (the average of the weights is not what was trained rounded)"),
             (0 <= self.distill_weight <= 1, "distill_weight", "in [0, 1]"),

@@ -125,7 +125,7 @@ def resume_config(run_dir: Path, overrides: list[dict] | None = None) -> TrainCo
 # What `--resume` may change: where and how the run computes, not what it learns. `epochs` too, under a
 # schedule that does not depend on it (plateau, constant).
 RESUME_KEYS = frozenset({"data", "threads", "progress_bar", "max_hours", "accelerator", "devices", "strategy",
-                         "skip_bad", "limit_val_batches"})
+                         "skip_bad", "limit_val_batches", "keep_epoch"})
 
 
 def check_checkpoint(path: Path) -> None:
@@ -301,15 +301,19 @@ def _trainer(config: TrainConfig, run_dir: Path, callbacks: list[L.Callback]) ->
 
 def _export_best(config: TrainConfig, run_dir: Path, module: FerClassifier, best: RunCheckpoint,
                  rows: list[dict], seconds: float, params: int) -> None:
-    """EarlyStopping's "restore best weights": write the best-validation-loss epoch as the run's model."""
-    if best.best_model_path and Path(best.best_model_path).is_file():
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    """Write the run's model: EarlyStopping's "restore best weights" (the best-validation-loss epoch), or
+    the last epoch finished with `keep_epoch: last`."""
+    kept = best.best_model_path if config.keep_epoch == "best" else run_dir / CHECKPOINTS / "last.ckpt"
+    if kept and Path(kept).is_file():
+        state = torch.load(kept, map_location="cpu", weights_only=True)
         module.load_state_dict(state["state_dict"])  # strict: a key mismatch is a bug to see
     best_row = min(rows, key=lambda r: r["val_loss"]) if rows else {}
+    kept_row = best_row if config.keep_epoch == "best" or not rows else rows[-1]
     metrics = {
         "best_epoch": best_row.get("epoch"),
-        "val_loss": best_row.get("val_loss"),
-        "val_acc": best_row.get("val_acc"),
+        "kept_epoch": kept_row.get("epoch"),
+        "val_loss": kept_row.get("val_loss"),
+        "val_acc": kept_row.get("val_acc"),
         "val_protocol": config.protocol,
         "epochs_trained": len(rows),
         "train_seconds": round(sum(r["seconds"] for r in rows), 1),
