@@ -112,9 +112,8 @@ class FerClassifier(L.LightningModule):
         return x
 
     def _forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.quant is not None and model is self.model:
-            return self.quant.forward(model, x)  # its weights rounded as the int8 export will
-        return model(x)
+        # quant_aware excludes the EMA (config), so `model` is then always self.model, rounded as int8 will be
+        return model(x) if self.quant is None else self.quant.forward(model, x)
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.config.protocol == "multi_target":

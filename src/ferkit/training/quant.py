@@ -51,8 +51,7 @@ class QuantAware:
     def _input_hook(quantiser: FakeQuantize):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             x = args[0]
-            quantiser.train(module.training)  # observe ranges in training only
-            if module.training:
+            if module.training:  # observe ranges in training only
                 quantiser.enable_observer()
             else:
                 quantiser.disable_observer()
