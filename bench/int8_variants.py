@@ -42,6 +42,13 @@ VARIANTS = {
     "qdq-conv-7bit": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax, QuantType.QInt8, True),
     "qdq-conv-u8u8": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax, QuantType.QUInt8, False),
     "qdq-conv-add": (QuantFormat.QDQ, ["Conv", "Add"], CalibrationMethod.MinMax, QuantType.QInt8, False),
+    "qdq-conv-relu-7bit": (QuantFormat.QDQ, ["Conv", "Relu"], CalibrationMethod.MinMax, QuantType.QInt8, True),
+    "qdq-conv-relu-add-7bit": (QuantFormat.QDQ, ["Conv", "Relu", "Add"], CalibrationMethod.MinMax,
+                               QuantType.QInt8, True),
+    "qdq-stem-conv-relu-add-7bit": (QuantFormat.QDQ, ["Conv", "Relu", "Add"], CalibrationMethod.MinMax,
+                                    QuantType.QInt8, True),
+    "qdq-conv-relu-add-pool-7bit": (QuantFormat.QDQ, ["Conv", "Relu", "Add", "GlobalAveragePool"],
+                                    CalibrationMethod.MinMax, QuantType.QInt8, True),
     "qdq-all": (QuantFormat.QDQ, None, CalibrationMethod.MinMax, QuantType.QInt8, False),
     "qop-conv": (QuantFormat.QOperator, ["Conv"], CalibrationMethod.MinMax, QuantType.QInt8, False),
     "qop-all": (QuantFormat.QOperator, None, CalibrationMethod.MinMax, QuantType.QInt8, False),
@@ -107,7 +114,7 @@ def main() -> None:
             kwargs = {"op_types_to_quantize": ops} if ops else {}
             quantize_static(str(pre), str(out), calibration_reader(train[pick]), quant_format=fmt,
                             per_channel=True, weight_type=weights, activation_type=QuantType.QUInt8,
-                            nodes_to_exclude=stems, calibrate_method=method, reduce_range=reduce_range,
+                            nodes_to_exclude=[] if name.startswith("qdq-stem") else stems, calibrate_method=method, reduce_range=reduce_range,
                             **kwargs)
             variants[f"{name} ({count})"] = out
     runs = {name: session(path) for name, path in variants.items()}

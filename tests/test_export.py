@@ -88,6 +88,12 @@ def test_int8_export_with_and_without_calibration_data(tiny_model, tmp_path):
     probs = predictor.predict_faces(np.zeros((2, 48, 48), np.uint8))
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert any("int8" in line for line in report.lines())
+    # every ReLU after a quantised convolution is folded into its output range: no quantised tensor
+    # is dequantised just to be re-quantised at a ReLU's scale (which costs time at batch 1)
+    graph = onnx.load(str(report.path)).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    relus = [node for node in graph.node if node.op_type == "Relu"]
+    assert relus and not [r for r in relus if made_by.get(r.input[0]) == "DequantizeLinear"]
 
     dynamic = export_onnx(tiny_model, tmp_path / "dyn.onnx", int8=True, data_root=None)
     assert "dynamic" in dynamic.quantization and dynamic.accuracy is None
