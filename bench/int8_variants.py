@@ -3,8 +3,9 @@
     .venv/bin/python bench/int8_variants.py --model runs/NAME [--rounds 5] [--calibration 512 2048]
 
 Exports the model once to fp32 ONNX (ferkit's exporter, parity-checked), then quantises it with ONNX
-Runtime in several ways (QDQ or operator format; convolutions only, as `ferkit export --int8` does, or
-also the residual adds and the rest; calibration faces; calibration method; 7-bit weights
+Runtime in several ways (QDQ or operator format; convolutions only, with their ReLUs folded in as
+`ferkit export --int8` does, with the input convolution too ("qdq-stem-..."), or also the residual adds
+and the rest; calibration faces; calibration method; 7-bit weights
 (`reduce_range`) or uint8 weights, the two ways ONNX Runtime documents around the 16-bit saturation of
 its uint8 x int8 kernels on x86 CPUs without VNNI; `--variants` picks some). Each variant is timed as
 a raw ONNX Runtime session on 1 thread (batch 1: 256 calls of one face; batch 64: 4 calls), rounds
@@ -42,7 +43,9 @@ VARIANTS = {
     "qdq-conv-7bit": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax, QuantType.QInt8, True),
     "qdq-conv-u8u8": (QuantFormat.QDQ, ["Conv"], CalibrationMethod.MinMax, QuantType.QUInt8, False),
     "qdq-conv-add": (QuantFormat.QDQ, ["Conv", "Add"], CalibrationMethod.MinMax, QuantType.QInt8, False),
-    "qdq-conv-relu-7bit": (QuantFormat.QDQ, ["Conv", "Relu"], CalibrationMethod.MinMax, QuantType.QInt8, True),
+    # what `ferkit export --int8` does: ReLUs folded into the convolutions' output ranges
+    "qdq-conv-relu-7bit": (QuantFormat.QDQ, ["Conv", "Relu"], CalibrationMethod.MinMax, QuantType.QInt8,
+                           True),
     "qdq-conv-relu-add-7bit": (QuantFormat.QDQ, ["Conv", "Relu", "Add"], CalibrationMethod.MinMax,
                                QuantType.QInt8, True),
     "qdq-stem-conv-relu-add-7bit": (QuantFormat.QDQ, ["Conv", "Relu", "Add"], CalibrationMethod.MinMax,
@@ -114,7 +117,8 @@ def main() -> None:
             kwargs = {"op_types_to_quantize": ops} if ops else {}
             quantize_static(str(pre), str(out), calibration_reader(train[pick]), quant_format=fmt,
                             per_channel=True, weight_type=weights, activation_type=QuantType.QUInt8,
-                            nodes_to_exclude=[] if name.startswith("qdq-stem") else stems, calibrate_method=method, reduce_range=reduce_range,
+                            nodes_to_exclude=[] if name.startswith("qdq-stem") else stems,
+                            calibrate_method=method, reduce_range=reduce_range,
                             **kwargs)
             variants[f"{name} ({count})"] = out
     runs = {name: session(path) for name, path in variants.items()}
