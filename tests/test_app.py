@@ -120,8 +120,13 @@ def test_a_large_upload_is_kept_only_at_display_size_with_boxes_in_its_own_pixel
 
 
 def test_analyze_photo_size_limit_is_enforced_before_decoding():
-    result = logic.analyze_photo(ListPredictor([]), b"x" * (2 * 1024 * 1024 + 1), "big.jpg", max_mb=2)
+    result = logic.analyze_photo(ListPredictor([]), b"x" * (2_000_000 + 1), "big.jpg", max_mb=2)
     assert "above the limit of 2 MB" in result.error
+    # one unit: the size shown is the one a browser and Streamlit's file chip show (decimal MB)
+    result = logic.analyze_photo(ListPredictor([]), b"x" * 30_000_000, "chip.jpg", max_mb=20)
+    assert "file is 30.0 MB, above the limit of 20 MB" in result.error
+    under = logic.analyze_photo(ListPredictor([]), b"x" * 1_990_000, "ok.jpg", max_mb=2).error
+    assert "above the limit" not in under and "not an image" in under  # refused only for its content
 
 
 def test_analyze_photo_turns_predictor_failures_into_messages():
@@ -352,7 +357,7 @@ def test_several_files_each_with_its_own_outcome(app):
 
 
 def test_oversized_and_bomb_uploads_get_readable_errors(app):
-    upload(app, ("huge.jpg", b"\xff" * (logic.MAX_UPLOAD_MB * 1024 * 1024 + 1)),
+    upload(app, ("huge.jpg", b"\xff" * (logic.MAX_UPLOAD_MB * 1_000_000 + 1)),
            ("bomb.png", png_claiming(8_000, 8_000)))
     messages = [e.value for e in app.error]
     assert "above the limit of 20 MB" in messages[0]

@@ -36,7 +36,7 @@ def test_batch_on_local_ray_writes_the_rows_of_predict(folder, tmp_path, monkeyp
     assert predicted.exit_code == 1  # the broken file
     batched = runner.invoke(app, ["batch", str(folder), "--out", str(tmp_path / "batch.csv"),
                                   "--model", "fast"])
-    assert batched.exit_code == 0, batched.output
+    assert batched.exit_code == 1, batched.output  # as predict: a file failed
     assert "5 files ->" in batched.output and "1 files failed" in batched.output
     assert (tmp_path / "batch.csv").read_text() == (tmp_path / "predict.csv").read_text()
     rows = list(csv.DictReader((tmp_path / "batch.csv").open()))
@@ -112,10 +112,67 @@ def test_batch_from_a_list_to_parquet_reports_a_missing_file_as_a_row(folder, tm
     listing.write_text("path\n" + "\n".join(f"photos/{n}" for n in PHOTOS[:2]) + "\nphotos/gone.jpg\n")
     out = tmp_path / "faces"
     result = CliRunner().invoke(app, ["batch", str(listing), "--out", str(out), "--model", "fast"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # gone.jpg
     table = pq.read_table(out).to_pylist()
     assert {r["file"].rsplit("/", 1)[-1] for r in table} == {"2008_001009.jpg", "2008_001322.jpg", "gone.jpg"}
     gone = [r for r in table if r["file"].endswith("gone.jpg")]
     assert len(gone) == 1 and "file not found" in gone[0]["error"]
     faces = [r for r in table if r["face"] is not None]
     assert faces and all(0 <= r["confidence"] <= 1 and r["emotion"] for r in faces)
+
+
+def test_entries_that_cannot_be_read_are_rows_with_their_error(tmp_path):
+    from ferkit.batch import sort_entries
+
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    entries = [str(tmp_path / "a.jpg"), f"file://{tmp_path / 'a.jpg'}", str(tmp_path / "sub"),
+               "http://127.0.0.1:9/x.jpg", str(tmp_path / "gone.jpg"), str(tmp_path / "a.jpg")]
+    to_read, failed = sort_entries(entries)
+    assert [e["index"] for e in to_read] == [0, 1, 5] and to_read[1]["path"] == str(tmp_path / "a.jpg")
+    errors = {f["index"]: f["error"] for f in failed}
+    assert "is a folder" in errors[2] and "--allow-remote" in errors[3] and "file not found" in errors[4]
+    to_read, failed = sort_entries(entries, allow_remote=True)
+    assert [e["index"] for e in to_read] == [0, 1, 3, 5] and to_read[2]["remote"]
+
+
+@needs_real_faces
+@needs_face_detector
+def test_a_list_mixing_local_and_remote_files_keeps_its_order_and_caps_remote_bodies(folder, tmp_path,
+                                                                                     monkeypatch):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from PIL import Image
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    served = tmp_path / "served"
+    served.mkdir()
+    Image.new("L", (60, 60), 128).save(served / "small.png")  # a few hundred bytes
+    shutil.copy(REAL_FACES / PHOTOS[0], served / "large.jpg")  # tens of KB: above the 0.01 MB cap
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    photo = str(folder / PHOTOS[0])
+    entries = [photo, f"{base}/small.png", str(folder), photo, f"{base}/large.jpg", f"file://{photo}"]
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n" + "\n".join(entries) + "\n")
+    out = tmp_path / "rows.csv"
+    try:
+        result = CliRunner().invoke(app, ["batch", str(listing), "--out", str(out), "--model", "fast",
+                                          "--allow-remote", "--max-remote-mb", "0.01"])
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1, result.output
+    rows = list(csv.DictReader(out.open()))
+    files = [r["file"] for r in rows]
+    # input order kept, a repeated entry's rows together each time, one row per failed entry
+    firsts = [f for i, f in enumerate(files) if i == 0 or files[i - 1] != f]
+    assert firsts == entries, files
+    by_file = {f: [r for r in rows if r["file"] == f] for f in entries}
+    assert "is a folder" in by_file[str(folder)][0]["error"]
+    assert "above the limit of 0.01 MB" in by_file[f"{base}/large.jpg"][0]["error"]
+    assert not by_file[f"{base}/small.png"][0]["error"]  # fetched: a gray square, no face
+    assert by_file[f"file://{photo}"][0]["emotion"] and by_file[photo][0]["emotion"]

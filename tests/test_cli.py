@@ -18,6 +18,7 @@ from conftest import REAL_FACES, needs_face_detector, needs_real_faces
 from typer.testing import CliRunner
 
 from ferkit.cli import app
+from ferkit.files import LEDGER
 
 PHOTOS = ("2008_001009.jpg", "2008_001322.jpg", "2008_002079.jpg")
 
@@ -108,7 +109,8 @@ def test_ctrl_c_keeps_the_rows_and_copies_of_the_files_done(photos, tmp_path, ti
         rows = list(csv.DictReader(fh))
     done = sorted({Path(r["file"]).name for r in rows})
     assert 0 < len(done) < 150 and all(r["emotion"] for r in rows)  # complete rows only
-    assert sorted(p.name for p in annotated.iterdir()) == done  # a copy for each file with rows
+    copies = sorted(p.name for p in annotated.iterdir() if p.name != LEDGER)
+    assert copies == done  # a copy for each file with rows
 
 
 def test_ctrl_c_in_any_command_is_one_line_and_exit_130(monkeypatch, tmp_path):
@@ -122,3 +124,72 @@ def test_ctrl_c_in_any_command_is_one_line_and_exit_130(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["data", "summary", str(tmp_path)])
     assert result.exit_code == 130 and "stopped (Ctrl-C)" in result.output
     assert "Traceback" not in result.output
+
+
+def test_evaluate_photos_never_writes_over_the_labels_or_a_users_own_files(photos, tmp_path):
+    labels = photos / "predictions.csv"  # the user's labels, named like a file the report writes
+    labels.write_text("image,emotion\n" + "".join(f"{name},happiness\n" for name in PHOTOS))
+    before = digest(photos)
+    result = CliRunner().invoke(app, ["evaluate", "default", "--photos", str(photos), "--labels", str(labels),
+                                      "--out", str(photos)])
+    assert result.exit_code == 1 and "predictions.csv" in result.output and "Traceback" not in result.output
+    assert digest(photos) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my own notes")
+    result = CliRunner().invoke(app, ["evaluate", "default", "--photos", str(photos), "--labels", str(labels),
+                                      "--out", str(mine)])
+    assert result.exit_code == 1 and "already holds report.md, which ferkit did not write" in result.output
+    assert (mine / "report.md").read_text() == "my own notes"
+
+
+def test_a_hard_link_to_an_input_is_that_input(photos, tmp_path):
+    jpeg = photos / PHOTOS[0]
+    before = jpeg.read_bytes()
+    link = tmp_path / "out.csv"
+    os.link(jpeg, link)
+    result = CliRunner().invoke(app, ["predict", str(jpeg), "--csv", str(link), "--model", "fast"])
+    assert result.exit_code == 1 and "is an input file" in result.output
+    assert jpeg.read_bytes() == before
+    annotated = tmp_path / "annotated"
+    annotated.mkdir()
+    os.link(jpeg, annotated / PHOTOS[0])  # the copy's name in --annotate is a link to the photo itself
+    result = CliRunner().invoke(app, ["predict", str(jpeg), "--annotate", str(annotated), "--model", "fast"])
+    assert result.exit_code == 1 and "over the input" in result.output
+    assert jpeg.read_bytes() == before
+
+
+@needs_real_faces
+@needs_face_detector
+def test_a_full_disk_is_one_line_naming_the_file(photos):
+    result = CliRunner().invoke(app, ["predict", str(photos), "--csv", "/dev/full", "--model", "fast"])
+    assert result.exit_code == 1, result.output
+    assert "/dev/full: cannot write (No space left on device)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_numeric_options_must_be_finite_and_in_range(tmp_path):
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    smooth = "--smooth must be between 0 and 60"
+    cases = [(["video", str(clip), "--smooth", "nan", "--model", "fast"], smooth),
+             (["video", str(clip), "--smooth", "inf", "--model", "fast"], smooth),
+             (["serve", "--max-upload-mb", "nan"], "--max-upload-mb must be a number from"),
+             (["serve", "--max-upload-mb", "-5"], "--max-upload-mb must be a number from"),
+             (["serve", "--port", "99999"], "--port must be from 1 to 65535"),
+             (["serve", "--body-timeout", "inf"], "--body-timeout must be a number from"),
+             (["batch", str(tmp_path), "--out", str(tmp_path / "o.csv"), "--max-remote-mb", "nan"],
+              "--max-remote-mb must be a number"),
+             (["train", "--set", "name=../../escaped"], "a run name is a single folder name"),
+             (["train", "--set", "model_args.depths=[2,2"], "is not valid YAML")]
+    for args, message in cases:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, (args, result.output)
+    assert not (tmp_path.parent / "escaped").exists()

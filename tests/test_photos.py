@@ -174,3 +174,23 @@ def test_predictor_prior_gives_the_reweighted_probabilities(tiny_model):
     uniform = Predictor(tiny_model, prior="uniform")
     np.testing.assert_allclose(uniform.predict_faces(faces), uniform.prior.apply(plain), rtol=1e-5)
     assert uniform.model_info["prior"]["name"] == "uniform"
+
+
+def test_a_photo_listed_twice_counts_once_and_conflicting_labels_are_named(tmp_path):
+    from PIL import Image
+
+    from ferkit.errors import DataError
+    from ferkit.evaluation.photos import read_photo_labels
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (60, 60)).save(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("image,emotion\na.png,happy\nb.png,sad\na.png,happiness\n")
+    photos = read_photo_labels(tmp_path)
+    assert [p.name for p in photos.paths] == ["a.png", "b.png"]
+    assert any("listed again with the same label" in line for line in photos.skipped)
+    (tmp_path / "labels.csv").write_text("image,emotion\na.png,happy\nb.png,sad\n./a.png,anger\n")
+    with pytest.raises(DataError, match="row 4 .*labelled anger, but .* row 2 .* happiness"):
+        read_photo_labels(tmp_path)
+    photos = read_photo_labels(tmp_path, skip_bad=True)
+    assert [p.name for p in photos.paths] == ["b.png"]
+    assert any("both left out" in line for line in photos.skipped)

@@ -76,3 +76,15 @@ def test_the_training_prior_is_ferplus_trains_mean_vote_distribution():
 
     train = label_split(load_ferplus(REAL_FERPLUS, splits=("train",))["train"], "crossentropy")
     np.testing.assert_allclose(train.targets.mean(axis=0), FERPLUS_TRAIN_PRIOR, atol=5e-6)
+
+
+def test_frequencies_whose_sum_overflows_still_give_probabilities():
+    huge = resolve_prior(",".join(["1e308"] * 8))
+    assert np.allclose(huge.target, 1 / 8)
+    tilted = resolve_prior("1e308,1e300,1e299,1e297,1e298,1e300,1e299,1e307")
+    with pytest.raises(ArgumentError, match="12 orders of magnitude"):
+        resolve_prior("1e308,1,1,1,1,1,1,1")
+    proba = np.full((3, 8), 1 / 8, dtype=np.float32)
+    for prior in (huge, tilted):
+        out = prior.apply(proba)
+        assert np.isfinite(out).all() and np.allclose(out.sum(axis=1), 1)

@@ -34,14 +34,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`ferkit serve --model fast` with small limits (1 MB uploads, 1 request at a time)."""
+    """`ferkit serve --model fast` with small limits (1 MB uploads, 1 request at a time, 4 crops a request,
+    16 connections, 2 s for headers and 3 s for a body)."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     ferkit = Path(sys.executable).with_name("ferkit")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with log.open("w") as out:
         process = subprocess.Popen([str(ferkit), "serve", "--model", "fast", "--port", str(port),
-                                    "--max-upload-mb", "1", "--max-concurrent", "1"],
+                                    "--max-upload-mb", "1", "--max-concurrent", "1", "--max-files", "4",
+                                    "--max-connections", "16", "--header-timeout", "2",
+                                    "--body-timeout", "3"],
                                    stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -57,7 +60,7 @@ def server(tmp_path_factory):
             process.kill()
             raise RuntimeError("ferkit serve did not answer within 120 s:\n" + log.read_text()[-3000:])
         time.sleep(0.2)
-    yield url
+    yield url, log
     os.kill(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
 
@@ -65,6 +68,7 @@ def server(tmp_path_factory):
 @needs_real_faces
 @needs_face_detector
 def test_predict_answers_what_the_predictor_says_for_real_photos(server):
+    server, _ = server
     from ferkit import Predictor
 
     predictor = Predictor(model="fast")
@@ -88,6 +92,7 @@ def test_predict_answers_what_the_predictor_says_for_real_photos(server):
 
 @needs_real_faces
 def test_options_prior_and_model_facts(server):
+    server, _ = server
     data = (REAL_FACES / "2008_001009.jpg").read_bytes()
     uniform = httpx.post(f"{server}/v1/predict?prior=uniform&min_face=30", content=data, timeout=60).json()
     assert uniform["prior"]["name"] == "uniform" and uniform["faces"]
@@ -104,6 +109,7 @@ def test_options_prior_and_model_facts(server):
 
 
 def test_predict_faces_takes_cropped_faces(server):
+    server, _ = server
     crops = []
     for i in range(2):
         buf = io.BytesIO()
@@ -130,6 +136,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def test_every_limit_is_a_4xx_with_a_json_error(server):
+    server, _ = server
     too_big = httpx.post(f"{server}/v1/predict", content=b"\xff" * (2 * 1024 * 1024), timeout=60)
     assert too_big.status_code == 413 and "above the limit of 1 MB" in too_big.json()["error"]
     bomb = httpx.post(f"{server}/v1/predict", files={"file": ("bomb.png", png_claiming(9000, 9000))},
@@ -154,6 +161,7 @@ def test_every_limit_is_a_4xx_with_a_json_error(server):
 @needs_real_faces
 @needs_face_detector
 def test_requests_beyond_the_concurrency_limit_get_429_at_once(server):
+    server, _ = server
     data = (REAL_FACES / "2008_002506.jpg").read_bytes()
 
     def post(_):
@@ -165,3 +173,141 @@ def test_requests_beyond_the_concurrency_limit_get_429_at_once(server):
     assert set(codes) <= {200, 429} and codes.count(200) >= 1 and codes.count(429) >= 1, codes
     busy = next(r for r in responses if r.status_code == 429)
     assert "retry" in busy.json()["error"] and busy.headers["retry-after"] == "1"
+
+
+def raw_request(url: str, head: bytes, body: bytes = b"", wait_s: float = 10) -> bytes:
+    """Send bytes as they are (what httpx refuses to send), and read the answer until the server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+def status_and_error(answer: bytes) -> tuple[int, str]:
+    import json
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["error"]
+
+
+def test_uploads_in_formats_outside_the_allow_list_are_refused_before_any_decoder(server):
+    server, _ = server
+    for fmt in ("EPS", "ICO", "PCX", "SGI", "TGA", "DDS", "IM", "QOI"):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(buf, fmt)
+        answer = httpx.post(f"{server}/v1/predict", files={"file": (f"x.{fmt.lower()}", buf.getvalue())},
+                            timeout=60)
+        assert answer.status_code == 422, (fmt, answer.text)
+        assert "format ferkit does not read (supported: JPEG, PNG" in answer.json()["error"]
+        assert "Ghostscript" not in answer.text
+
+
+def test_a_chunked_body_is_refused_whatever_content_length_says(server):
+    server, _ = server
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 10\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    answer = raw_request(server, head, b"100000\r\n" + b"\xff" * 0x100000)
+    status, error = status_and_error(answer)
+    assert status == 411 and "Transfer-Encoding" in error
+
+
+def test_a_slow_upload_is_admitted_before_its_body_and_cut_at_the_body_deadline(server):
+    """max_concurrent 1: a client holding its upload open takes the one slot; the next gets 429 at once,
+    /healthz still answers, and the slow one gets 408 at the 3 s body deadline."""
+    server, _ = server
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as slow:
+        slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 900000\r\n\r\n" + b"\xff" * 1000)
+        time.sleep(0.5)
+        started = time.monotonic()
+        busy = httpx.post(f"{server}/v1/predict", content=b"\xff\xd8", timeout=10)
+        assert busy.status_code == 429 and time.monotonic() - started < 1
+        assert httpx.get(f"{server}/healthz", timeout=1).status_code == 200
+        answer = b""
+        while chunk := slow.recv(65536):
+            answer += chunk
+    status, error = status_and_error(answer)
+    assert status == 408 and "within 3 s" in error
+
+
+def test_half_sent_headers_are_dropped_and_idle_connections_are_capped(server):
+    server, _ = server
+    host, port = server.removeprefix("http://").split(":")
+    half = [socket.create_connection((host, int(port)), timeout=10) for _ in range(40)]  # cap: 16
+    try:
+        for sock in half:
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost:")
+        started = time.monotonic()
+        assert httpx.get(f"{server}/healthz", timeout=1).status_code == 200  # never locked out
+        assert time.monotonic() - started < 1
+        closed = 0
+        deadline = time.monotonic() + 6  # the header deadline is 2 s
+        for sock in half:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                closed += sock.recv(100) == b""
+            except ConnectionResetError:
+                closed += 1
+            except TimeoutError:
+                pass
+        assert closed == len(half)
+    finally:
+        for sock in half:
+            sock.close()
+
+
+def test_a_request_caps_its_files_and_its_decoded_megapixels(server):
+    server, _ = server
+    crop = io.BytesIO()
+    Image.new("L", (40, 40)).save(crop, "PNG")
+    five = [("files", (f"f{i}.png", crop.getvalue(), "image/png")) for i in range(5)]
+    too_many = httpx.post(f"{server}/v1/predict-faces", files=five, timeout=60)
+    assert too_many.status_code == 413 and "at most 4 per request" in too_many.json()["error"]
+    started = time.monotonic()
+    two_bombs = [("files", (f"big{i}.png", png_claiming(6000, 6000), "image/png")) for i in range(2)]
+    heavy = httpx.post(f"{server}/v1/predict-faces", files=two_bombs, timeout=60)
+    assert heavy.status_code == 413 and "72.0 megapixels" in heavy.json()["error"]
+    assert time.monotonic() - started < 2  # refused from the headers: nothing decoded
+
+
+def test_every_refusal_has_the_one_error_shape_and_its_status(server):
+    server, log = server
+    huge = httpx.post(f"{server}/v1/predict", files={"file": ("huge.png", png_claiming(20000, 20000))},
+                      timeout=60)  # above Pillow's own 179 MP limit: the same 413 as above ours
+    assert huge.status_code == 413 and "megapixels" in huge.json()["error"]
+    bad_boundary = httpx.post(f"{server}/v1/predict", content=b"--nope\r\n\r\n", timeout=60,
+                              headers={"Content-Type": "multipart/form-data"})
+    assert bad_boundary.status_code == 400 and "error" in bad_boundary.json()
+    two = httpx.post(f"{server}/v1/predict", files=[("file", ("a.jpg", b"\xff\xd8")),
+                                                    ("file", ("b.jpg", b"\xff\xd8"))], timeout=60)
+    assert two.status_code == 422 and "2 files sent, at most 1" in two.json()["error"]
+    text = httpx.post(f"{server}/v1/predict", data={"file": "hello"}, files={"other": ("x", b"x")},
+                      timeout=60)
+    assert text.status_code == 422 and "holds text, not a file" in text.json()["error"]
+    crop = io.BytesIO()
+    Image.new("L", (40, 40)).save(crop, "PNG")
+    empty_part = httpx.post(f"{server}/v1/predict-faces", timeout=60,
+                            files=[("files", ("a.png", crop.getvalue())), ("files", ("b.png", b""))])
+    assert empty_part.status_code == 422 and "'files[1]' (b.png): the file is empty" in empty_part.text
+    assert httpx.get(f"{server}/v1/nothing", timeout=10).json() == {"error": "Not Found"}
+    wrong_method = httpx.get(f"{server}/v1/predict", timeout=10)
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+    overflowing = ",".join(["1e308"] * 8)
+    data = (REAL_FACES / "2008_001009.jpg").read_bytes() if REAL_FACES.is_dir() else None
+    if data and len(data) < 1_000_000:
+        answer = httpx.post(f"{server}/v1/predict?prior={overflowing}", content=data, timeout=60)
+        assert answer.status_code == 200, answer.text
+        for face in answer.json()["faces"]:
+            assert abs(sum(face["probabilities"].values()) - 1) < 1e-4
+    # a client that leaves mid-upload: no traceback in the server's log
+    raw_request(server, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", b"\xff" * 10,
+                wait_s=0.3)
+    time.sleep(0.5)
+    assert "Traceback" not in log.read_text()

@@ -184,6 +184,16 @@ class RunsCode:
         return (os.system, ("touch ferkit-tampered-checkpoint-ran",))
 
 
+def test_resume_on_the_checkpoint_of_another_network_is_one_line(learnable_root, tmp_path):
+    run = crashed_run(learnable_root, tmp_path, "crashed")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model_args"]["widths"] = [8, 16, 32]  # the config now describes a wider network
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 1, result.output
+    assert "holds the weights of another network" in result.output and "Traceback" not in result.output
+
+
 def test_resume_refuses_a_tampered_or_truncated_checkpoint_whatever_the_environment(
         learnable_root, tmp_path, monkeypatch):
     run = crashed_run(learnable_root, tmp_path, "crashed")

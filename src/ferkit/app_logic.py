@@ -163,8 +163,8 @@ def to_face_results(faces: Sequence[FaceLike]) -> tuple[FaceResult, ...]:
 def check_upload_size(data: bytes, name: str, max_mb: float = MAX_UPLOAD_MB) -> str | None:
     """A readable error when the upload is over the limit (Streamlit checks too; this holds for
     bytes that reach the logic by another way, e.g. a camera or a test)."""
-    if len(data) > max_mb * 1024 * 1024:
-        return (f"{name}: file is {len(data) / 1024 / 1024:.1f} MB, above the limit of {max_mb:g} MB; "
+    if len(data) > max_mb * settings.BYTES_PER_MB:
+        return (f"{name}: file is {settings.megabytes(len(data))}, above the limit of {max_mb:g} MB; "
                 "resize or compress it first")
     return None
 

@@ -4,15 +4,18 @@
     ferkit batch list.csv --out faces/ --address auto         # an existing Ray cluster, no code change
 
 SOURCE is a folder (searched recursively), a glob, or a CSV/Parquet file whose `path` column (else
-its first column) lists image paths or URIs that Ray can read (local, s3://, gs://, ...).
-`ray.data.read_binary_files` feeds `map_batches` with `FacePredictor`, a callable class that holds
-one loaded Predictor per Ray actor (detection + alignment + classification). Every face becomes one
-row, in the columns of `ferkit predict --csv` (PREDICT_COLUMNS); an image with no face gives one row
-with empty face fields, and a file that cannot be read or decoded gives one row with its error:
-a bad file never fails the job. DEST ending in .csv gets one CSV in input order (for what fits on
-one machine); anything else is a folder of Parquet files written by the workers. A CSV job stopped
-part-way (Ctrl-C, a lost cluster) still writes the rows it has, in input order, and says how many
-files they cover (BatchStopped on Ctrl-C, BatchFailed on an error); the workers' Parquet files are
+its first column) lists image paths (relative to the list) or URIs. Local paths and `file://` URIs are
+read by the workers; remote URIs (http://, s3://, gs://, ... through fsspec) only with `--allow-remote`,
+each capped at `--max-remote-mb`. `map_batches` feeds the entries to `FacePredictor`, a callable class
+that holds one loaded Predictor per Ray actor (detection + alignment + classification) and reads each
+entry itself. Every face becomes one row, in the columns of `ferkit predict --csv` (PREDICT_COLUMNS);
+an image with no face gives one row with empty face fields, and an entry that cannot be read (missing,
+a folder, a refused URI, not an image) gives one row with its error: a bad file never fails the job,
+and the command exits 1 when any did. Rows keep the input's order, a repeated entry twice. DEST ending
+in .csv gets one CSV (for what fits on one machine); anything else is a folder of Parquet files written
+by the workers, with the entries that could not be read at all in `unread-files.parquet`. A CSV job
+stopped part-way (Ctrl-C, a lost cluster) still writes the rows it has, in input order, and says how
+many files they cover (BatchStopped on Ctrl-C, BatchFailed on an error); the workers' Parquet files are
 kept as written.
 """
 
@@ -27,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
+from ferkit import settings
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import ArgumentError, FerkitError
+from ferkit.errors import ArgumentError, FerkitError, ImageError
 from ferkit.inference.rows import PREDICT_COLUMNS, predict_rows
 
 FLOAT_COLUMNS = {"confidence", *EMOTIONS}
-INT_COLUMNS = {"face", "x", "y", "width", "height"}
+INT_COLUMNS = {"index", "face", "x", "y", "width", "height"}
+ROW_COLUMNS = ["index", *PREDICT_COLUMNS]  # `index`: the entry's place in the input, for the order
 
 
 def row_schema():
@@ -45,7 +50,7 @@ def row_schema():
             return pa.float64()
         return pa.int64() if column in INT_COLUMNS else pa.string()
 
-    return pa.schema([(c, kind(c)) for c in PREDICT_COLUMNS])
+    return pa.schema([(c, kind(c)) for c in ROW_COLUMNS])
 
 
 @dataclass
@@ -127,32 +132,80 @@ def list_sources(source: str | Path) -> list[str]:
     raise ArgumentError(f"{text}: not a folder, a glob, or a .csv/.parquet list of images")
 
 
+def sort_entries(entries: list[str], *, allow_remote: bool = False) -> tuple[list[dict[str, Any]],
+                                                                         list[dict[str, Any]]]:
+    """The entries to read, each {"index", "file", "path", "remote"}, and the rows of those that cannot
+    be read at all (missing, a folder, a remote URI without `allow_remote`), each with its error.
+    `index` is the entry's place in the input: rows are written in that order, a repeated entry twice."""
+    to_read, failed = [], []
+    for index, entry in enumerate(entries):
+        path = entry[len("file://"):] if entry.startswith("file://") else entry
+        remote = "://" in path
+        problem = None
+        if remote and not allow_remote:
+            problem = f"{entry}: a remote URI; ferkit batch fetches remote files only with --allow-remote"
+        elif not remote and Path(path).is_dir():
+            problem = f"{entry}: is a folder, not an image file"
+        elif not remote and not Path(path).is_file():
+            problem = f"{entry}: file not found"
+        if problem:
+            failed.append({"index": index, "file": entry, "error": problem})
+        else:
+            to_read.append({"index": index, "file": entry, "path": path, "remote": remote})
+    return to_read, failed
+
+
+def read_entry(path: str, remote: bool, max_bytes: int) -> bytes:
+    """The bytes of a local file, or of a remote URI (any fsspec protocol) up to `max_bytes`."""
+    if not remote:
+        return Path(path).read_bytes()
+    import fsspec
+
+    with fsspec.open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageError(f"{path}: remote file is above the limit of "
+                         f"{max_bytes / settings.BYTES_PER_MB:g} MB (--max-remote-mb)")
+    return data
+
+
 class FacePredictor:
-    """Ray Data's callable class: one Predictor per actor, loaded once; a batch of encoded images
-    (columns `bytes`, `path`) -> face rows (PREDICT_COLUMNS)."""
+    """Ray Data's callable class: one Predictor per actor, loaded once; a batch of entries (columns
+    `index`, `file`, `path`, `remote`) -> face rows (PREDICT_COLUMNS + `index`). Each entry is read
+    here, so a file that cannot be read becomes a row with its error, never a failed job."""
 
     def __init__(self, model: str | None = None, detector: str | None = None, prior: str | None = None,
-                 threads: int = 1):
+                 threads: int = 1, max_remote_bytes: int = settings.MAX_UPLOAD_MB * settings.BYTES_PER_MB):
         import torch
 
         from ferkit.inference import Predictor
 
         torch.set_num_threads(threads)  # one actor per core: no oversubscription
         self.predictor = Predictor(model=model, detector=detector, prior=prior, threads=threads)
+        self.max_remote_bytes = max_remote_bytes
 
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
 
-        names = [str(p) for p in batch["path"]]
-        results = self.predictor.predict_many([bytes(b) for b in batch["bytes"]], progress=False, names=names)
-        return pa.Table.from_pydict(columns_of(list(predict_rows(results))), schema=row_schema())
+        rows: list[dict[str, Any]] = []
+        for index, file, path, remote in zip(batch["index"], batch["file"], batch["path"], batch["remote"],
+                                             strict=True):
+            try:
+                data = read_entry(str(path), bool(remote), self.max_remote_bytes)
+            except (OSError, ValueError, FerkitError) as exc:
+                text = str(exc) if isinstance(exc, FerkitError) else f"{file}: cannot read ({exc})"
+                rows.append({"index": int(index), "file": str(file), "error": text})
+                continue
+            result = self.predictor.predict_many([data], progress=False, names=[str(file)])
+            rows += [{"index": int(index), **row} for row in predict_rows(result)]
+        return pa.Table.from_pydict(columns_of(rows), schema=row_schema())
 
 
 def columns_of(rows: list[dict[str, Any]]) -> dict[str, list]:
     """Rows -> columns with stable types (Arrow needs one type per column; missing = None)."""
-    out: dict[str, list] = {c: [] for c in PREDICT_COLUMNS}
+    out: dict[str, list] = {c: [] for c in ROW_COLUMNS}
     for row in rows:
-        for c in PREDICT_COLUMNS:
+        for c in ROW_COLUMNS:
             value = row.get(c)
             if value is not None and c in FLOAT_COLUMNS:
                 value = float(value)
@@ -164,15 +217,14 @@ def columns_of(rows: list[dict[str, Any]]) -> dict[str, list]:
 
 def run_batch(source: str | Path, out: str | Path, *, address: str | None = None, model: str | None = None,
               detector: str | None = None, prior: str | None = None, batch_size: int = 16,
-              actors: int | None = None) -> BatchReport:
+              actors: int | None = None, allow_remote: bool = False,
+              max_remote_mb: float = settings.MAX_UPLOAD_MB) -> BatchReport:
     """Predict every image of SOURCE on Ray Data and write the face rows to OUT (see the module)."""
     import ray
 
     files = list_sources(source)
     out = Path(out).expanduser()
-    local = [f for f in files if "://" not in f]
-    missing = [f for f in local if not Path(f).is_file()]
-    readable = [f for f in files if f not in set(missing)]
+    to_read, failed = sort_entries(files, allow_remote=allow_remote)
     if address is None:
         # a local Ray stays on loopback (its default is the machine's network address)
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
@@ -181,13 +233,16 @@ def run_batch(source: str | Path, out: str | Path, *, address: str | None = None
     else:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True  # rows in input order
         # one actor per CPU, less one left for the reading tasks (with every CPU held by an actor the
         # reads could never be scheduled)
         actors = actors or max(1, int(ray.available_resources().get("CPU", 1)) - 1)
-        rows: list[dict[str, Any]] = [{"file": f, "error": f"{f}: file not found"} for f in missing]
-        if readable:
-            dataset = ray.data.read_binary_files(readable, include_paths=True).map_batches(
-                FacePredictor, fn_constructor_kwargs={"model": model, "detector": detector, "prior": prior},
+        rows: list[dict[str, Any]] = list(failed)
+        if to_read:
+            dataset = ray.data.from_items(to_read).map_batches(
+                FacePredictor, fn_constructor_kwargs={
+                    "model": model, "detector": detector, "prior": prior,
+                    "max_remote_bytes": int(max_remote_mb * settings.BYTES_PER_MB)},
                 batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                 batch_format="numpy")
             if out.suffix.lower() == ".csv":
@@ -198,19 +253,19 @@ def run_batch(source: str | Path, out: str | Path, *, address: str | None = None
                     stop = BatchFailed if isinstance(exc, Exception) else BatchStopped
                     raise stop(_write_rows(out, files, rows), exc) from exc
             else:
-                dataset.write_parquet(str(out))
+                dataset.drop_columns(["index"]).write_parquet(str(out))
         if out.suffix.lower() == ".csv":
             report = _write_rows(out, files, rows)
         else:
             report = BatchReport(out=out, files=len(files), done=len(files))
             import pyarrow.parquet as pq
 
-            if missing:  # rows for the files that could not be read at all, beside the workers' files
+            if failed:  # rows for the entries that could not be read at all, beside the workers' files
                 import pyarrow as pa
 
                 out.mkdir(parents=True, exist_ok=True)
-                pq.write_table(pa.Table.from_pydict(columns_of(rows), schema=row_schema()),
-                               out / "missing-files.parquet")
+                pq.write_table(pa.Table.from_pydict(columns_of(failed), schema=row_schema()).drop(["index"]),
+                               out / "unread-files.parquet")
             table = pq.read_table(out)
             report.rows = table.num_rows
             report.failed = [e for e in table.column("error").to_pylist() if e]
@@ -224,10 +279,9 @@ def _write_rows(out: Path, files: list[str], rows: list[dict[str, Any]]) -> Batc
     """Write the face rows to the CSV `out` in input order (faces in order within a file)."""
     from ferkit.inference.rows import CsvWriter
 
-    order = {f: i for i, f in enumerate(files)}
-    rows = sorted(rows, key=lambda r: (order.get(str(r["file"]), len(order)), r.get("face") or 0))
+    rows = sorted(rows, key=lambda r: (r["index"], r.get("face") or 0))  # input order, then face order
     with CsvWriter(out, PREDICT_COLUMNS) as writer:
         for row in rows:
             writer.write({k: v for k, v in row.items() if v is not None})
-    return BatchReport(out=out, files=len(files), rows=len(rows), done=len({str(r["file"]) for r in rows}),
+    return BatchReport(out=out, files=len(files), rows=len(rows), done=len({r["index"] for r in rows}),
                        failed=[r["error"] for r in rows if r.get("error")])

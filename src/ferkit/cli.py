@@ -599,11 +599,20 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes; each loads the model once.")] = 1,
     detector: Annotated[str | None, typer.Option(help="Face detector (default: mtcnn).")] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted (413 above).")] = 20.0,
+    max_upload_mb: Annotated[float, typer.Option(
+        help="Largest request body accepted, in MB (413 above).")] = float(settings.MAX_UPLOAD_MB),
     max_pixels: Annotated[int, typer.Option(
-        help="Largest image accepted, in pixels (413 above).")] = 50_000_000,
+        help="Most decoded pixels per request, all its images together (413 above).")
+    ] = settings.SERVER_MAX_PIXELS,
     max_concurrent: Annotated[int, typer.Option(
-        help="Requests one worker works on at once; more get 429 at once (no unbounded queue).")] = 4,
+        help="Requests one worker admits at once, upload and work; more get 429 at once (no queue).")] = 4,
+    max_files: Annotated[int, typer.Option(help="Most face crops per /v1/predict-faces request.")] = 32,
+    max_connections: Annotated[int, typer.Option(
+        help="Most open connections per worker; over it the oldest idle one is closed.")] = 256,
+    header_timeout: Annotated[float, typer.Option(
+        help="Seconds a client has to send a request's headers; then the connection is closed.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds a client has to send a request's whole body (408 after).")] = 60.0,
 ) -> None:
     """An HTTP API over the Predictor (FastAPI on uvicorn; needs `pip install 'ferkit[serve]'`):
     POST /v1/predict, POST /v1/predict-faces, GET /v1/model, GET /healthz; docs at /docs."""
@@ -614,11 +623,15 @@ def serve_command(
     except ImportError as exc:
         raise FerkitError(f"ferkit serve needs the serve extra ({exc}): "
                           "pip install 'ferkit[serve]'") from None
-    if workers < 1 or max_concurrent < 1:
-        raise ArgumentError("--workers and --max-concurrent must be at least 1")
-    settings = ServeSettings(model=model, detector=detector, max_upload_mb=max_upload_mb,
-                             max_pixels=max_pixels, max_concurrent=max_concurrent)
-    serve(settings, host=host, port=port, workers=workers)
+    if not 1 <= port <= 65535:
+        raise ArgumentError(f"--port must be from 1 to 65535, got {port}")
+    if not 1 <= workers <= 64:
+        raise ArgumentError(f"--workers must be from 1 to 64, got {workers}")
+    limits = ServeSettings(model=model, detector=detector, max_upload_mb=max_upload_mb,
+                           max_pixels=max_pixels, max_concurrent=max_concurrent, max_files=max_files,
+                           max_connections=max_connections, header_timeout_s=header_timeout,
+                           body_timeout_s=body_timeout)
+    serve(limits, host=host, port=port, workers=workers)
 
 
 @app.command("batch")
@@ -633,11 +646,18 @@ def batch_command(
     model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (default: mtcnn).")] = None,
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch handed to an actor.")] = 16,
-    actors: Annotated[int | None, typer.Option(help="Predictor actors (default: one per CPU).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch handed to an actor.")] = 16,
+    actors: Annotated[int | None, typer.Option(
+        min=1, help="Predictor actors (default: one per CPU).")] = None,
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="Fetch the list's remote URIs (http://, s3://, ...); without it they are "
+                               "rows with an error.")] = False,
+    max_remote_mb: Annotated[float, typer.Option(
+        help="Largest remote file fetched, in MB (a row with an error above).")
+    ] = float(settings.MAX_UPLOAD_MB),
 ) -> None:
     """Every face in a large set of images, on Ray Data (`pip install 'ferkit[scale]'`): one row per
-    face, as `ferkit predict --csv` writes them; a bad file becomes a row with its error."""
+    face, as `ferkit predict --csv` writes them; a bad file becomes a row with its error (exit code 1)."""
     try:
         import ray  # noqa: F401
 
@@ -652,9 +672,12 @@ def batch_command(
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ArgumentError(f"--out {out}: exists and is not an empty folder; choose a new one "
                             "(or a .csv file name)")
+    if not 0 < max_remote_mb <= 1000:  # NaN fails too
+        raise ArgumentError(f"--max-remote-mb must be a number above 0 and at most 1000, got {max_remote_mb}")
     try:
         report = run_batch(source, out, address=address, model=model, detector=detector, prior=prior,
-                           batch_size=batch_size, actors=actors)
+                           batch_size=batch_size, actors=actors, allow_remote=allow_remote,
+                           max_remote_mb=max_remote_mb)
     except BatchStopped as stopped:
         err_console.print(f"[yellow]{stopped}", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
@@ -664,6 +687,7 @@ def batch_command(
                           highlight=False)
         for line in report.failed[:20]:
             err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command("export")

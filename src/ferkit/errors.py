@@ -29,5 +29,9 @@ class ImageError(FerkitError):
     """An image (or video) to predict on cannot be used: empty, not an image, corrupt, too large."""
 
 
+class ImageTooLarge(ImageError):
+    """An image above the pixel limit (or a decompression bomb): refused before its pixels are decoded."""
+
+
 class FaceDetectorError(FerkitError):
     """Face detection or alignment cannot run: unknown detector, its package missing, unusable image."""

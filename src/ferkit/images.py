@@ -31,12 +31,18 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ferkit import settings
-from ferkit.errors import ArgumentError, ImageError
+from ferkit.errors import ArgumentError, ImageError, ImageTooLarge
 from ferkit.settings import FACE_SIDE
 
 # 64 megapixels: above every common camera's default output (12-50 MP), 192 MB as RGB.
 # PIL's own bomb check (warning at 89 MP, error at 179 MP) is a second line behind this one.
 MAX_PIXELS = settings.MAX_PIXELS
+
+# The only decoders ferkit lets Pillow choose (by the file's magic bytes, whatever its name): the
+# photo formats people have. EPS would hand the bytes to Ghostscript; DDS, ICO, PCX, SGI, TGA, QOI, JP2,
+# IM and the rest are attack surface no photo needs. (JPEG's opener also takes cameras' MPO files.)
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "AVIF", "PPM")
+FORMAT_NAMES = "JPEG, PNG, BMP, GIF, TIFF, WebP, AVIF, PNM"
 
 # What `find_images` picks up inside folders (explicitly named files are always tried).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff",
@@ -45,6 +51,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", "
 Color = Literal["rgb", "bgr"]
 ImageSource = str | Path | bytes | bytearray | memoryview | np.ndarray | Image.Image | IO[bytes]
 
+FLOAT_UNIT_MAX = 2.0  # float pixels all below this are read as 0..1
 _WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
@@ -69,7 +76,8 @@ def load_image(source: ImageSource, color: Color = "rgb", max_pixels: int | None
     `source` may be a path, encoded bytes, a binary file object, a PIL image or a numpy array.
     Arrays are (H, W) grayscale, (H, W, 3) colour or (H, W, 4) colour + alpha (alpha dropped);
     colour arrays are RGB unless `color="bgr"` (OpenCV's order, e.g. from cv2.imread). Arrays
-    should be uint8; uint16 is scaled to 8 bits and floats are read as 0..1.
+    should be uint8; uint16 is scaled to 8 bits and floats all below 2 are read as 0..1 (a resize
+    may overshoot 1).
     `max_pixels` defaults to the module's MAX_PIXELS, read at call time (an app may change it).
     `name` overrides how errors name the source (e.g. an uploaded file's name)."""
     label = name or describe(source)
@@ -137,27 +145,47 @@ def _check_size(size: tuple[int, int], max_pixels: int, label: str) -> None:
     if width <= 0 or height <= 0:
         raise ImageError(f"{label}: image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(f"{label}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
+        raise ImageTooLarge(f"{label}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
                          f"above the limit of {max_pixels / 1e6:.0f} megapixels; refused before "
                          "decoding (resize it first)")
 
 
-def _decode(stream: IO[bytes], max_pixels: int, label: str) -> Image.Image:
+def image_size(source: str | Path | bytes | bytearray | memoryview | IO[bytes], name: str | None = None
+               ) -> tuple[int, int]:
+    """(width, height) from the header alone, with the format checks of `open_image`: what a server
+    adds up before it decodes several images of one request."""
+    label = name or describe(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _open_header(_open_bytes(source, label), label) as img:
+            return img.size
+
+
+def _open_header(stream: IO[bytes], label: str) -> Image.Image:
+    Image.init()  # registers every plugin once (AVIF is not preloaded); FORMATS picks among them
     try:
-        img = Image.open(stream)  # lazy: reads the header only
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{label}: refused before decoding, possible decompression bomb ({exc})") from None
+        # lazy: reads the header only, and only the allowed decoders look at the magic bytes
+        return Image.open(stream, formats=FORMATS)
+    except Image.DecompressionBombError:
+        # Pillow's own limit (179 MP) speaks first for the largest claims: the same refusal as ours
+        raise ImageTooLarge(f"{label}: image is above Pillow's limit of "
+                            f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels, a possible "
+                            "decompression bomb; refused before decoding (resize it first)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image, or a format ferkit cannot read "
-                         "(supported: JPEG, PNG, BMP, GIF, TIFF, WebP, AVIF, PNM)") from None
+        raise ImageError(f"{label}: not an image, or a format ferkit does not read "
+                         f"(supported: {FORMAT_NAMES})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label}: corrupt image header ({exc})") from None
+
+
+def _decode(stream: IO[bytes], max_pixels: int, label: str) -> Image.Image:
+    img = _open_header(stream, label)
     try:
         _check_size(img.size, max_pixels, label)
         img.load()
     except Image.DecompressionBombError as exc:
         img.close()
-        raise ImageError(f"{label}: refused, possible decompression bomb ({exc})") from None
+        raise ImageTooLarge(f"{label}: refused, possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         img.close()
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
@@ -219,11 +247,13 @@ def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
 
 def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
     """16/32-bit or float pixels -> 8 bits. Integers above 255 are read as 16-bit (0..65535);
-    floats as 0..1 when they fit there, else clipped to 0..255."""
+    floats as 0..1 when all are below FLOAT_UNIT_MAX, else as 0..255 (clipped either way)."""
     if pixels.dtype == np.uint8:
         return pixels
     if pixels.dtype.kind == "f":
-        scaled = pixels * 255.0 if np.nanmax(pixels, initial=0) <= 1.0 else pixels
+        # 0..1 with room for a resize's overshoot (bicubic rings past 1); a 0..255 image whose
+        # brightest pixel is under 2 is black either way
+        scaled = pixels * 255.0 if np.nanmax(pixels, initial=0) < FLOAT_UNIT_MAX else pixels
         return np.nan_to_num(scaled).clip(0, 255).round().astype(np.uint8)
     wide = pixels.astype(np.int64)
     if wide.max(initial=0) > 255:
@@ -238,7 +268,7 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
 def rgb_array(array: np.ndarray, color: Color = "rgb", label: str = "<array>") -> np.ndarray:
     """A pixel array -> RGB uint8 (H, W, 3), C-contiguous. (H, W) gray is repeated, (H, W, 4) loses
     its alpha (an array has no background to composite on), colour is RGB unless `color="bgr"`;
-    uint16 is scaled to 8 bits and floats are read as 0..1."""
+    uint16 is scaled to 8 bits and floats are read as 0..1 (clipped) when all are below 2."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):

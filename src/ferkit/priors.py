@@ -64,7 +64,11 @@ class ClassPrior:
         proba = np.asarray(proba)
         if self.name == "ferplus" or len(proba) == 0:
             return proba
-        adjusted = proba.astype(np.float64) * self.weights
+        # in log space: weights or probabilities near the float limits never make 0/0 or inf/inf
+        with np.errstate(divide="ignore"):
+            logits = np.log(proba.astype(np.float64)) + np.log(self.weights)
+        logits -= logits.max(axis=1, keepdims=True)
+        adjusted = np.exp(logits)
         return (adjusted / adjusted.sum(axis=1, keepdims=True)).astype(proba.dtype)
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,4 +127,8 @@ def resolve_prior(spec: PriorSpec | ClassPrior) -> ClassPrior:
     if not np.all(np.isfinite(values)) or (values <= 0).any():
         raise ArgumentError("--prior: every frequency must be a positive finite number (an emotion "
                             "with frequency 0 could never be predicted)")
+    values = values / values.max()  # first, so that a sum of huge frequencies cannot overflow
+    if (values < 1e-12).any():
+        raise ArgumentError("--prior: the frequencies span more than 12 orders of magnitude; an emotion "
+                            "that rare could never be predicted")
     return ClassPrior("custom", tuple(float(v) for v in values / values.sum()))

@@ -13,8 +13,15 @@ FACE_SIDE = 48
 # at once, so it takes less.
 MAX_PIXELS = 64_000_000
 SERVER_MAX_PIXELS = 50_000_000
-# The largest upload the web app and the HTTP API accept.
+# The largest upload the web app and the HTTP API accept, in decimal megabytes: the unit browsers and
+# Streamlit's file chip show, so the figure a user sees is the figure ferkit refuses at.
 MAX_UPLOAD_MB = 20
+BYTES_PER_MB = 1_000_000
+
+
+def megabytes(n_bytes: int) -> str:
+    """How every upload limit message shows a size."""
+    return f"{n_bytes / BYTES_PER_MB:.1f} MB"
 
 # The environment variables a user can set (README, "Settings"):
 DATA_ENV = "FERKIT_DATA"  # the FERPlus root, unless a ROOT/--data argument says

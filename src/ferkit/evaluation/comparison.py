@@ -17,6 +17,7 @@ from ferkit.evaluation import plots
 from ferkit.evaluation.metrics import balanced_accuracy_of
 from ferkit.evaluation.pipeline import Evaluation, evaluate_run, load_eval_split, resolve_data_root
 from ferkit.evaluation.report import Document, fmt
+from ferkit.files import claim_folder
 from ferkit.models import read_model_config
 from ferkit.tta import check_tta
 
@@ -104,11 +105,11 @@ def compare(run_a: str | Path, run_b: str | Path, split: str = "test", protocol:
     for run in (run_a, run_b):
         read_model_config(run)  # fail on a bad run folder before loading data
     tta = check_tta(tta)
+    out_dir = claim_folder(Path(out) if out else run_b / f"compare-{run_a.name}-vs-{run_b.name}", FILES)
     root = resolve_data_root(run_a, data_root)
     data = load_eval_split(root, split, protocol)
     a = evaluate_run(run_a, data, root, tta=tta, batch_size=batch_size, progress=progress, threads=threads)
     b = evaluate_run(run_b, data, root, tta=tta, batch_size=batch_size, progress=progress, threads=threads)
-    out_dir = Path(out) if out else run_b / f"compare-{run_a.name}-vs-{run_b.name}"
     comparison = Comparison(a, b, out_dir)
     write_comparison(comparison)
     return comparison

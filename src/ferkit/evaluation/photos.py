@@ -25,6 +25,7 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, DataError, FerkitError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.pipeline import Evaluation
+from ferkit.files import claim_folder
 from ferkit.images import IMAGE_EXTENSIONS
 from ferkit.priors import ClassPrior, PriorSpec
 
@@ -82,6 +83,8 @@ def read_photo_labels(folder: str | Path, labels: str | Path | None = None,
     photos = LabeledPhotos(root, [], np.zeros(0, dtype=int), [])
     found: list[int] = []
     aliases: Counter[str] = Counter()
+    first_row: dict[Path, int] = {}  # each photo counts once: its first row's position in photos.paths
+    conflicting: set[int] = set()
 
     def add(path: Path, emotion: str, where: str) -> None:
         try:
@@ -95,6 +98,21 @@ def read_photo_labels(folder: str | Path, labels: str | Path | None = None,
             return
         if alias:
             aliases[alias] += 1
+        key = path.resolve()
+        if key in first_row:
+            earlier = first_row[key]
+            if found[earlier] == index:
+                photos.skipped.append(f"{where}: listed again with the same label as "
+                                      f"{photos.where[earlier]}; counted once")
+                return
+            problem = (f"{where}: labelled {EMOTIONS[index]}, but {photos.where[earlier]} labels the same "
+                       f"photo {EMOTIONS[found[earlier]]}")
+            if not skip_bad:
+                raise DataError(f"{problem} (fix the labels, or use --skip-bad to leave both out)")
+            photos.skipped.append(f"{problem}; both left out")
+            conflicting.add(earlier)
+            return
+        first_row[key] = len(photos.paths)
         photos.paths.append(path)
         photos.where.append(where)
         found.append(index)
@@ -115,6 +133,11 @@ def read_photo_labels(folder: str | Path, labels: str | Path | None = None,
         for sub in folders:
             for path in sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
                 add(path, sub.name, f"{path} (folder {sub.name})")
+    if conflicting:
+        keep = [i for i in range(len(found)) if i not in conflicting]
+        photos.paths = [photos.paths[i] for i in keep]
+        photos.where = [photos.where[i] for i in keep]
+        found = [found[i] for i in keep]
     if not found:
         raise DataError(f"{csv_path if csv_path.is_file() else root}: no usable labelled photo"
                         + (f" ({len(photos.skipped)} bad rows skipped)" if photos.skipped else ""))
@@ -147,10 +170,13 @@ def evaluate_photos(model: str | Path | None, folder: str | Path, labels: str | 
     writes the report folder when `out` is given. A photo that cannot be read is a DataError
     naming its row (with `skip_bad`: listed and left out); one with no face found counts as an
     error and is listed in `evaluation.photos["missed"]` (image, emotion)."""
-    from ferkit.evaluation.report import write_report
+    from ferkit.evaluation.report import FILES, write_report
     from ferkit.inference import Predictor
 
     photos = read_photo_labels(folder, labels, skip_bad=skip_bad)
+    if out is not None:  # before any work: never over the labels, a photo, or a file of the user's
+        claim_folder(out, FILES, inputs=[*photos.paths, *([Path(labels)] if labels else []),
+                                         photos.root / LABELS_FILE])
     predictor = Predictor(model=model, detector=detector, tta=tta, prior=prior)
     crops, proba, labels_found, names, missed, missed_labels = [], [], [], [], [], []
     skipped = list(photos.skipped)

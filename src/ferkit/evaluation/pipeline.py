@@ -13,7 +13,8 @@ from ferkit.data import SOFT_PROTOCOLS, LabeledSplit, label_split, load_ferplus
 from ferkit.errors import EvaluationError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.predict import predict_proba
-from ferkit.evaluation.report import write_report
+from ferkit.evaluation.report import FILES, write_report
+from ferkit.files import claim_folder
 from ferkit.models import load_model, read_model_config
 from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
@@ -123,11 +124,12 @@ def evaluate(run: str | Path, split: str = "test", protocol: str = "majority",
     run = Path(run)
     read_model_config(run)  # a missing/bad run folder fails before the data is loaded
     tta = check_tta(tta)
+    out_dir = claim_folder(Path(out) if out else run / f"eval-{split}", FILES)
     root = resolve_data_root(run, data_root)
     data = load_eval_split(root, split, protocol)
     evaluation = evaluate_run(run, data, root, tta=tta, batch_size=batch_size, progress=progress,
                               threads=threads, prior=prior)
     evaluation.command = command
-    evaluation.out_dir = Path(out) if out else run / f"eval-{split}"
+    evaluation.out_dir = out_dir
     write_report(evaluation, evaluation.out_dir)
     return evaluation

@@ -15,6 +15,7 @@ from ferkit.errors import DataError, ImageError
 from ferkit.evaluation.plots import Cell, new_figure, plot_mosaic, save
 from ferkit.evaluation.predict import predict_proba
 from ferkit.explain.gradcam import gradcam, overlay
+from ferkit.files import claim_folder
 from ferkit.images import load_image, to_face
 from ferkit.models import INPUT_SIZE, FerModel
 from ferkit.models.classify import cpu_threads
@@ -78,9 +79,8 @@ def explain_files(model: FerModel, paths: list[Path], out_dir: Path, target: str
     items = [face for _, faces in found for face in faces]
     if not items:
         return [], no_face
+    out_dir = claim_folder(out_dir, [f"{item.stem}-gradcam.png" for item in items], inputs=paths)
     result = gradcam(model, np.stack([item.face for item in items]), target=target, layer=layer, prior=prior)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for i, item in enumerate(items):
         k = int(result.classes[i])

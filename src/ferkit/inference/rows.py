@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import ArgumentError
+from ferkit.errors import ArgumentError, FerkitError
+from ferkit.files import claim_folder, same_file
 from ferkit.inference.predictor import ImageResult
 from ferkit.inference.scores import FACE_FIELDS, face_fields
 
@@ -42,7 +44,8 @@ def check_output_file(path: Path, inputs: Iterable[Path], option: str) -> Path:
         raise ArgumentError(f"{option} {path}: is a folder; give a file name (e.g. {path / 'out.csv'})")
     resolved = path.resolve()
     for item in inputs:
-        if Path(item).expanduser().resolve() == resolved:
+        # by identity: a hard link or symlink to an input is that input
+        if same_file(path, item) or Path(item).expanduser().resolve() == resolved:
             raise ArgumentError(f"{option} {path}: is an input file; ferkit never writes over its inputs")
     # the nearest folder that exists must take a new file, or the work would be lost at the first row
     folder = next(p for p in (resolved.parent, *resolved.parent.parents) if p.exists())
@@ -65,27 +68,48 @@ def annotated_targets(files: Sequence[Path], inputs: Sequence[Path], out_dir: Pa
     if clash is not None:
         raise ArgumentError(f"--annotate {out_dir}: would write over the input {clash}; choose a folder "
                             "outside the inputs")
+    # by file identity too (hard links), and never over a file of the user's already in the folder
+    claim_folder(out_dir, [t.relative_to(out_dir).as_posix() for t in targets], inputs=files,
+                 option="--annotate")
     return targets
 
 
 class CsvWriter:
-    """A CSV file written row by row (for streams such as video rows)."""
+    """A CSV file written row by row (for streams such as video rows). A failed write (a full disk)
+    is a FerkitError naming the file, with the rows written so far kept."""
 
     def __init__(self, path: Path, columns: Sequence[str]):
         path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.rows = 0
-        self._fh = path.open("w", newline="")
-        self._writer = csv.DictWriter(self._fh, fieldnames=list(columns), extrasaction="ignore")
-        self._writer.writeheader()
+        with self._named_errors():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = path.open("w", newline="")
+            self._writer = csv.DictWriter(self._fh, fieldnames=list(columns), extrasaction="ignore")
+            self._writer.writeheader()
+
+    @contextmanager
+    def _named_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise FerkitError(f"{self.path}: cannot write ({exc.strerror or exc}) after {self.rows:,} "
+                              "rows") from None
 
     def write(self, row: dict[str, Any]) -> None:
-        self._writer.writerow(row)
+        with self._named_errors():
+            self._writer.writerow(row)
         self.rows += 1
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh.closed:
+            return
+        with self._named_errors():
+            try:
+                self._fh.close()
+            except OSError:
+                self._fh.close()  # a second close after a failed flush only marks it closed
+                raise
 
     def __enter__(self) -> CsvWriter:
         return self

@@ -25,6 +25,7 @@ Box = tuple[int, int, int, int]  # x, y, width, height
 # webcam; bench/realtime.py: a cut from happiness to surprise is read 0.33 s later, and 0.3 s left
 # three times as many label changes on the hardest still faces)
 DEFAULT_SMOOTH_S = 0.5
+MAX_SMOOTH_S = 60.0  # longer would freeze a label for minutes: no longer smoothing
 
 
 def iou(a: Box, b: Box) -> float:
@@ -48,10 +49,10 @@ class Track:
 class FaceTracker:
     def __init__(self, smooth_s: float = DEFAULT_SMOOTH_S, iou_threshold: float = 0.3,
                  max_gap_s: float = 1.0):
-        if smooth_s < 0:
+        if not 0 <= smooth_s <= MAX_SMOOTH_S:  # NaN fails too: it would turn every probability to NaN
             from ferkit.errors import ArgumentError
 
-            raise ArgumentError(f"--smooth must be zero or positive seconds, got {smooth_s}")
+            raise ArgumentError(f"--smooth must be between 0 and {MAX_SMOOTH_S:g} seconds, got {smooth_s}")
         self.smooth_s, self.iou_threshold, self.max_gap_s = smooth_s, iou_threshold, max_gap_s
         self.tracks: list[Track] = []
         self._next_id = 1

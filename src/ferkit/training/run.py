@@ -66,6 +66,10 @@ def launched_rank() -> int:
 
 def new_run_dir(config: TrainConfig) -> Path:
     name = config.name or f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    if Path(name).name != name or name in ("", ".", ".."):
+        # a run is one folder under runs_dir: a name with a path in it could write anywhere
+        raise ConfigError(f"name {name!r}: a run name is a single folder name under {config.runs_dir}/ "
+                          "(no '/' or '..')")
     run_dir = Path(config.runs_dir) / name
     if launched_rank() > 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +202,12 @@ def _train(config: TrainConfig, run_dir: Path, resuming: bool,
     # weights_only=True explicitly: the environment cannot switch it off (see check_checkpoint)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=last if resuming else None, weights_only=True)
+    except RuntimeError as exc:
+        if resuming and "loading state_dict" in str(exc):
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise ConfigError(f"{last}: holds the weights of another network than {run_dir}/config.yaml "
+                              f"describes; cannot resume from it ({first[:200]})") from None
+        raise
     except SystemExit:
         # Ctrl-C (Lightning stops gracefully, then calls sys.exit(1)) or SIGTERM (SIGTERMException):
         # the best epoch so far is exported, so a stopped run leaves a usable model; `--resume` goes on
