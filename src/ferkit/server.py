@@ -82,9 +82,12 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The API's one error shape."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   close: bool = False) -> JSONResponse:
+    """The API's one error shape. `close`: end the connection after it (a body left unread is not
+    read on, whatever the client goes on sending)."""
+    return JSONResponse({"error": message}, status_code=status,
+                        headers={**(headers or {}), **({"Connection": "close"} if close else {})})
 
 
 class RequestGuard:
@@ -118,19 +121,20 @@ class RequestGuard:
         if b"transfer-encoding" in headers:
             # chunked (or any transfer coding) would let a body run past its declared length
             return error_response(411, "send the upload with a Content-Length header and no "
-                                       "Transfer-Encoding (chunked uploads are not taken)")
+                                       "Transfer-Encoding (chunked uploads are not taken)", close=True)
         declared = headers.get(b"content-length")
         if declared is None:
             return error_response(411, "send the upload with a Content-Length header (chunked uploads "
-                                       "are not taken)")
+                                       "are not taken)", close=True)
         if not declared.isdigit():
-            return error_response(400, f"Content-Length {declared[:40]!r} is not a number of bytes")
+            return error_response(400, f"Content-Length {declared[:40]!r} is not a number of bytes",
+                                  close=True)
         if int(declared) > limit + FRAMING:
             return error_response(413, f"upload of {limits.megabytes(int(declared))} is above the limit of "
-                                       f"{self.settings.max_upload_mb:g} MB")
+                                       f"{self.settings.max_upload_mb:g} MB", close=True)
         if self.active >= self.settings.max_concurrent:
             return error_response(429, f"the server is working on {self.settings.max_concurrent} requests "
-                                       "already; retry shortly", {"Retry-After": "1"})
+                                       "already; retry shortly", {"Retry-After": "1"}, close=True)
         return None
 
     async def _spool_body(self, scope, receive, send):
@@ -145,8 +149,9 @@ class RequestGuard:
                 try:
                     message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
-                    await error_response(408, f"the request body did not arrive within "
-                                              f"{self.settings.body_timeout_s:g} s")(scope, receive, send)
+                    late = error_response(408, f"the request body did not arrive within "
+                                               f"{self.settings.body_timeout_s:g} s", close=True)
+                    await late(scope, receive, send)
                     spool.close()
                     return None
                 if message["type"] == "http.disconnect":
@@ -156,7 +161,7 @@ class RequestGuard:
                 size += len(chunk)
                 if size > limit:
                     await error_response(413, f"upload is above the limit of {self.settings.max_upload_mb:g} "
-                                              "MB")(scope, receive, send)
+                                              "MB", close=True)(scope, receive, send)
                     spool.close()
                     return None
                 spool.write(chunk)
