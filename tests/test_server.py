@@ -285,6 +285,9 @@ def test_every_refusal_has_the_one_error_shape_and_its_status(server):
     bad_boundary = httpx.post(f"{server}/v1/predict", content=b"--nope\r\n\r\n", timeout=60,
                               headers={"Content-Type": "multipart/form-data"})
     assert bad_boundary.status_code == 400 and "error" in bad_boundary.json()
+    many_parts = httpx.post(f"{server}/v1/predict", data={f"f{i}": "x" for i in range(1200)},
+                            files={"file": ("a.jpg", b"\xff\xd8")}, timeout=60)
+    assert many_parts.status_code == 400 and "Too many fields" in many_parts.json()["error"]
     two = httpx.post(f"{server}/v1/predict", files=[("file", ("a.jpg", b"\xff\xd8")),
                                                     ("file", ("b.jpg", b"\xff\xd8"))], timeout=60)
     assert two.status_code == 422 and "2 files sent, at most 1" in two.json()["error"]
