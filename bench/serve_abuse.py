@@ -20,19 +20,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
-from serve_load import free_port, rss_mb
+from serve_load import rss_mb, running_server
 
 SLOW_BYTES = 19_000_000
 
@@ -169,23 +164,8 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=100, help="slow 19 MB uploads at once")
     parser.add_argument("--half", type=int, default=900, help="connections with half-sent headers")
     args = parser.parse_args()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    ferkit = Path(sys.executable).with_name("ferkit")
-    server = subprocess.Popen([str(ferkit), "serve", "--model", args.model, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("ferkit serve did not start")
-            time.sleep(0.2)
+    with running_server(["--model", args.model]) as (url, pid):
+        port = int(url.rsplit(":", 1)[1])
         attacks = [
             (f"{args.slow} slow raw uploads of 19 MB",
              lambda: attack_slow_uploads("127.0.0.1", port, args.slow)),
@@ -198,18 +178,16 @@ def main() -> None:
               "| seconds |")
         print("|---|---|---|---|---|---|")
         for name, attack in attacks:
-            before = rss_mb(server.pid)
+            before = rss_mb(pid)
             started = time.perf_counter()
-            with Watch(url, server.pid) as watch:
+            with Watch(url, pid) as watch:
                 outcomes = attack()
             answers = ", ".join(f"{n} x {what}" for what, n in outcomes.most_common())
             print(f"| {name} | {answers} | {before:.0f} -> {watch.peak_rss:.0f} MB | "
                   f"{watch.worst_s * 1000:.0f} ms | {watch.failures} | {time.perf_counter() - started:.0f} |",
                   flush=True)
-        print(f"server alive at the end: {server.poll() is None}; RSS {rss_mb(server.pid):.0f} MB")
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        alive = httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        print(f"server alive at the end: {alive}; RSS {rss_mb(pid):.0f} MB")
 
 
 if __name__ == "__main__":

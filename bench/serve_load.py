@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -40,6 +42,32 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+@contextmanager
+def running_server(args: list[str], threads: int = 1) -> Iterator[tuple[str, int]]:
+    """`ferkit serve ARGS` on 127.0.0.1 and a free port until the block ends: (its URL, its PID)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    ferkit = Path(sys.executable).with_name("ferkit")
+    server = subprocess.Popen([str(ferkit), "serve", *args, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("ferkit serve did not start")
+            time.sleep(0.2)
+        yield url, server.pid
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def load(url: str, data: bytes, clients: int, seconds: float) -> dict:
@@ -87,27 +115,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--threads", type=int, default=1, help="OMP/torch threads of the server")
     args = parser.parse_args()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    ferkit = Path(sys.executable).with_name("ferkit")
-    server = subprocess.Popen([str(ferkit), "serve", "--model", args.model, "--port", str(port),
-                               "--max-concurrent", str(max(args.clients))],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("ferkit serve did not start")
-            time.sleep(0.2)
+    serve_args = ["--model", args.model, "--max-concurrent", str(max(args.clients))]
+    with running_server(serve_args, args.threads) as (url, pid):
         data = PHOTO.read_bytes()
         httpx.post(f"{url}/v1/predict", content=data, timeout=60)  # warm-up
-        before = rss_mb(server.pid)
+        before = rss_mb(pid)
         print(f"# ferkit serve --model {args.model}, 1 worker, OMP_NUM_THREADS={args.threads}; "
               f"{PHOTO.name}, {args.seconds:g} s per row")
         print("| clients | requests | requests/s | p50 ms | p99 ms | errors |")
@@ -116,10 +128,7 @@ def main() -> None:
             r = load(url, data, clients, args.seconds)
             print(f"| {clients} | {r['requests']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | "
                   f"{r['errors']} |", flush=True)
-        print(f"server RSS: {before:.0f} MB before, {rss_mb(server.pid):.0f} MB after")
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        print(f"server RSS: {before:.0f} MB before, {rss_mb(pid):.0f} MB after")
 
 
 if __name__ == "__main__":
