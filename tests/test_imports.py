@@ -1,5 +1,6 @@
 """The package's import structure: every module imports on its own, and no two modules import each
-other, even through an import hidden inside a function (which only fails later, at call time)."""
+other, even through an import hidden inside a function (which only fails later, at call time) or
+under TYPE_CHECKING (a cycle the type checker sees is a layering the reader has to untangle too)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,13 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
-    """ferkit modules `path` imports anywhere (functions included), except under TYPE_CHECKING.
-    `from ferkit.x import y` counts as importing ferkit.x.y when y is a module, else ferkit.x."""
-    tree = ast.parse(path.read_text())
-    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                   and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+def imports_of(source: str, known: dict[str, Path] | set[str]) -> set[str]:
+    """ferkit modules a module's `source` imports anywhere: at the top, inside functions and under
+    TYPE_CHECKING. `from ferkit.x import y` counts as importing ferkit.x.y when y is a module, else
+    ferkit.x."""
+    tree = ast.parse(source)
     out: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ferkit"):
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
@@ -69,8 +67,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycle_between_modules():
     known = modules()
     # A package's __init__ importing its own submodules is its public face, not a cycle.
-    graph = {name: {t for t in imports_of(path, known) if t != name and not t.startswith(name + ".")}
-             for name, path in known.items()}
+    graph = {name: {t for t in imports_of(path.read_text(), known)
+                    if t != name and not t.startswith(name + ".")} for name, path in known.items()}
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -78,6 +76,20 @@ def test_no_import_cycle_between_modules():
 def test_the_cycle_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_imports_inside_functions_and_under_type_checking_count():
+    known = {"ferkit.a", "ferkit.b", "ferkit.c", "ferkit.d"}
+    source = """
+from typing import TYPE_CHECKING
+import ferkit.a
+if TYPE_CHECKING:
+    from ferkit.b import Thing
+def later():
+    from ferkit import c
+    from ferkit.d import function
+"""
+    assert imports_of(source, known) == known
 
 
 def test_the_api_and_the_command_work_without_the_app_extra(tmp_path):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 _WHERE = {
     "Comparison": "comparison",
     "compare": "comparison",
-    "Evaluation": "pipeline",
+    "Evaluation": "result",
     "evaluate": "pipeline",
     "evaluate_run": "pipeline",
     "evaluate_photos": "photos",
@@ -57,8 +57,9 @@ if TYPE_CHECKING:
         negative_log_likelihood,
     )
     from ferkit.evaluation.photos import evaluate_photos, read_photo_labels
-    from ferkit.evaluation.pipeline import Evaluation, evaluate, evaluate_run, load_eval_split, run_data_root
+    from ferkit.evaluation.pipeline import evaluate, evaluate_run, load_eval_split, run_data_root
     from ferkit.evaluation.predict import predict_proba
+    from ferkit.evaluation.result import Evaluation
 
 
 def __getattr__(name: str):

@@ -15,8 +15,9 @@ import numpy as np
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
 from ferkit.evaluation.metrics import balanced_accuracy_of
-from ferkit.evaluation.pipeline import Evaluation, evaluate_run, load_eval_split, resolve_data_root
+from ferkit.evaluation.pipeline import evaluate_run, load_eval_split, resolve_data_root
 from ferkit.evaluation.report import Document, fmt
+from ferkit.evaluation.result import Evaluation
 from ferkit.files import claim_folder
 from ferkit.models import read_model_config
 from ferkit.tta import check_tta

@@ -24,7 +24,7 @@ from ferkit.data import LabeledSplit
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, DataError, FerkitError
 from ferkit.evaluation.metrics import compute_metrics
-from ferkit.evaluation.pipeline import Evaluation
+from ferkit.evaluation.result import Evaluation
 from ferkit.files import claim_folder
 from ferkit.images import IMAGE_EXTENSIONS
 from ferkit.priors import ClassPrior, PriorSpec

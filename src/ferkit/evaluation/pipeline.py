@@ -3,10 +3,8 @@ written report folder (`evaluate`). `compare` reuses `load_eval_split` + `evalua
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from ferkit.data import SOFT_PROTOCOLS, LabeledSplit, label_split, load_ferplus
@@ -14,49 +12,12 @@ from ferkit.errors import EvaluationError
 from ferkit.evaluation.metrics import compute_metrics
 from ferkit.evaluation.predict import predict_proba
 from ferkit.evaluation.report import FILES, write_report
+from ferkit.evaluation.result import Evaluation
 from ferkit.files import claim_folder
 from ferkit.models import load_model, read_model_config
 from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.tta import check_tta
-
-
-@dataclass
-class Evaluation:
-    """One model's predictions on one labelled split, and the metrics computed from them."""
-
-    run: Path
-    architecture: str
-    data_root: Path
-    split: str
-    protocol: str
-    tta: str | None
-    data: LabeledSplit
-    proba: np.ndarray  # (N, 8) softmax, EMOTIONS order
-    metrics: dict
-    out_dir: Path | None = None
-    prior: ClassPrior = field(default_factory=lambda: resolve_prior(None))
-    command: str | None = None  # the command line that made it, named in report.md
-    photos: dict | None = None  # a photo-folder evaluation: folder, detector, missed/skipped photos
-
-    @property
-    def name(self) -> str:
-        return self.run.name
-
-    @property
-    def y_true(self) -> np.ndarray:
-        return self.data.labels
-
-    @property
-    def y_pred(self) -> np.ndarray:
-        return self.proba.argmax(axis=1)
-
-    def metrics_json(self) -> dict:
-        """metrics.json: what was evaluated (run, data, protocol, TTA), then the numbers."""
-        return {"run": str(self.run), "architecture": self.architecture, "data": str(self.data_root),
-                "split": self.split, "protocol": self.protocol, "tta": self.tta or "none",
-                "prior": self.prior.to_dict(), **({"photos": self.photos} if self.photos else {}),
-                **self.metrics}
 
 
 def run_data_root(run: str | Path) -> Path | None:

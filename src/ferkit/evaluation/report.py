@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import classification_report
@@ -22,9 +21,7 @@ from sklearn.metrics import classification_report
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
 from ferkit.evaluation.plots import Figure
-
-if TYPE_CHECKING:  # the pipeline calls write_report: no import back at run time
-    from ferkit.evaluation.pipeline import Evaluation
+from ferkit.evaluation.result import Evaluation
 
 WORST_PER_CLASS = 5
 FILES = ("metrics.json", "predictions.csv", "confusion_matrix.png", "classification_report.txt",

@@ -6,7 +6,8 @@ door every image comes in through; `export_onnx` writes a standalone, parity-che
 
 from ferkit.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
 from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, resolve_model
-from ferkit.inference.predictor import Face, ImageResult, Predictor, prepare_faces
+from ferkit.inference.face import Face
+from ferkit.inference.predictor import ImageResult, Predictor, prepare_faces
 from ferkit.inference.video import VideoRow
 
 __all__ = [

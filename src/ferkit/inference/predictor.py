@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ferkit.errors import ArgumentError, FerkitError, ImageError
 from ferkit.images import Color, ImageSource, describe, load_image, to_face
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.bundled import ModelSource, resolve_model
-from ferkit.inference.scores import EmotionScores
+from ferkit.inference.face import DetectionLike, Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, VideoRow, iter_video
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
@@ -51,48 +51,8 @@ BATCH_SIZE = 256
 STREAM_EVERY = 8
 
 
-class DetectionLike(Protocol):
-    """What a face detector returns (ferkit.faces.Detection satisfies it)."""
-
-    box: tuple[int, int, int, int]
-    confidence: float
-    landmarks: dict[str, tuple[float, float]] | None
-
-
 DetectFn = Callable[[np.ndarray], Sequence[DetectionLike]]
 AlignFn = Callable[[np.ndarray, DetectionLike], np.ndarray]
-
-
-@dataclass
-class Face(EmotionScores):
-    """One detected face: where it is and how it was classified.
-
-    `box` is (x, y, width, height) in the input image's pixels (after EXIF rotation);
-    `probabilities` are 8 floats in EMOTIONS order; `crop` is the aligned 48x48 uint8 face the
-    classifier saw (left out of `to_dict`)."""
-
-    box: tuple[int, int, int, int]
-    probabilities: np.ndarray
-    crop: np.ndarray = field(repr=False)
-    landmarks: dict[str, tuple[float, float]] | None = None
-    detection_confidence: float | None = None
-    track: int | None = None  # in a video or live stream: the same number for the same face
-
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: box, emotion, confidence, probabilities by name, landmarks, detection score."""
-        x, y, w, h = self.box
-        return {
-            "box": {"x": int(x), "y": int(y), "width": int(w), "height": int(h)},
-            "emotion": self.emotion,
-            "confidence": self.confidence,
-            "probabilities": self.scores,
-            "landmarks": ({k: [float(v[0]), float(v[1])] for k, v in self.landmarks.items()}
-                          if self.landmarks else None),
-            "detection_confidence": (None if self.detection_confidence is None
-                                     else float(self.detection_confidence)),
-            **({"track": self.track} if self.track is not None else {}),
-        }
 
 
 @dataclass
@@ -444,7 +404,8 @@ class Predictor:
         seconds; `detect_every` > 1 detects on every so many analysed frames and follows the
         tracked boxes in between (see ferkit.inference.stream). Unreadable video -> ImageError."""
         smooth = DEFAULT_SMOOTH_S if smooth_s is None else smooth_s
-        return iter_video(self, path, every_n=every_n, out=out, progress=progress, report=report,
+        # for_video: the live detector unless this Predictor was given one
+        return iter_video(self.for_video(), path, every_n=every_n, out=out, progress=progress, report=report,
                           smooth_s=smooth, detect_every=detect_every)
 
     def __repr__(self) -> str:

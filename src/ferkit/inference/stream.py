@@ -13,16 +13,23 @@ often. Tracking and smoothing: ferkit.inference.tracking.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ferkit.errors import ArgumentError
+from ferkit.inference.face import DetectionLike, Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S, FaceTracker
 
-if TYPE_CHECKING:
-    from ferkit.inference.predictor import DetectionLike, Face, Predictor
+
+class StreamPredictor(Protocol):
+    """What a stream needs of a Predictor: faces found in a frame, and faces read at given places."""
+
+    def predict(self, image: np.ndarray) -> list[Face]: ...
+
+    def faces_at(self, rgb: np.ndarray, detections: Sequence[DetectionLike]) -> list[Face]: ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class MovedDetection:
 class FaceStream:
     """Detect every `detect_every` frames, follow the faces in between, track and smooth them."""
 
-    def __init__(self, predictor: Predictor, smooth_s: float = DEFAULT_SMOOTH_S, detect_every: int = 1):
+    def __init__(self, predictor: StreamPredictor, smooth_s: float = DEFAULT_SMOOTH_S, detect_every: int = 1):
         if detect_every < 1:
             raise ArgumentError(f"detect_every must be >= 1 frame, got {detect_every}")
         self.predictor = predictor

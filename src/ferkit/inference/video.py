@@ -11,17 +11,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ferkit.errors import ArgumentError, ImageError
+from ferkit.inference.face import Face
 from ferkit.inference.scores import EmotionScores, face_fields
-from ferkit.inference.stream import FaceStream
+from ferkit.inference.stream import FaceStream, StreamPredictor
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
-
-if TYPE_CHECKING:
-    from ferkit.inference.predictor import Face, Predictor
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 # A damaged stretch of a video can fail hundreds of frames in a row; past this many consecutive
@@ -95,7 +93,7 @@ def open_writer(out: str | Path, fps: float, size: tuple[int, int]):
     return writer
 
 
-def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: str | Path | None = None,
+def iter_video(predictor: StreamPredictor, path: str | Path, every_n: int = 1, out: str | Path | None = None,
                progress: bool = True, report: VideoReport | None = None,
                smooth_s: float = DEFAULT_SMOOTH_S, detect_every: int = 1) -> Iterator[VideoRow]:
     """Rows for the faces of every `every_n`-th frame (frames with no face give no row).
@@ -108,12 +106,12 @@ def iter_video(predictor: Predictor, path: str | Path, every_n: int = 1, out: st
     from frame to frame (`track` in the rows) and each track's probabilities are smoothed with a
     time constant of `smooth_s` seconds (0: each frame on its own; see ferkit.inference.tracking);
     `detect_every` > 1 runs the detector on every so many analysed frames only (ferkit.inference.stream).
-    Faces are found by `Predictor.for_video` (the live detector unless the Predictor was given one)."""
+    `predictor` finds and classifies the faces (`Predictor.for_video()` for a Predictor)."""
     if every_n < 1:
         raise ArgumentError(f"every_n must be >= 1, got {every_n}")
     if out is not None and Path(out).suffix.lower() not in FOURCC:
         raise ArgumentError(f"{out}: annotated video must end in {', '.join(sorted(FOURCC))}")
-    stream = FaceStream(predictor.for_video(), smooth_s, detect_every)
+    stream = FaceStream(predictor, smooth_s, detect_every)
     return _rows(open_video(path), path, every_n, out, progress,
                  report if report is not None else VideoReport(), stream)
 
