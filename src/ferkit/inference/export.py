@@ -7,11 +7,11 @@
   batch 1 and batch 64 (which also proves the batch axis is dynamic); export fails otherwise.
 - int8: static QDQ quantisation of the convolutions but the first, their ReLUs folded in
   (per-channel 7-bit weights, so that CPUs without VNNI compute the same answers as those with it;
-  uint8 activations calibrated on FERPlus training faces). Quantising only those ops keeps the graph fast on
-  CPU: measured on this project's AVX2 machine, dynamic quantisation (ConvInteger) ran 4-8x
-  slower than fp32, and full static quantisation (every op) slower than fp32 too. Without
-  FERPlus data there is nothing to calibrate on, so dynamic quantisation is used instead (and
-  the report says so). With FERPlus Valid available the accuracy change is reported.
+  uint8 activations calibrated on FERPlus training faces). Quantising only those ops keeps the graph
+  fast on CPU, where dynamic quantisation (ConvInteger) and full static quantisation were both slower
+  than fp32 (docs/experiments.md, "What the int8 export quantises"). Without FERPlus data there is
+  nothing to calibrate on, so dynamic quantisation is used instead (and the report says so). With
+  FERPlus Valid available the accuracy change is reported.
 
 The exporter is torch's TorchScript-based one (`dynamo=False`): it needs only `onnx`, where the
 dynamo exporter would add onnxscript; it is deprecated but present in the pinned torch 2.13.

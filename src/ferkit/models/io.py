@@ -113,9 +113,8 @@ NEGLIGIBLE_WEIGHT = 1e-30
 
 def zero_negligible(weights: torch.Tensor) -> torch.Tensor:
     """Float32 weights with every value under NEGLIGIBLE_WEIGHT in magnitude set to zero. Weight decay
-    leaves many behind (the seed's `baseline`: 409,985 of 1.2 M, 291,492 of them subnormal), which
-    made `baseline` 4-20x slower on an Intel Xeon than once they are zeroed (bench/classifier_vs_fer.py);
-    no answer changes."""
+    leaves many behind, and subnormal arithmetic made the seed's `baseline` several times slower on
+    Intel CPUs (docs/benchmarks.md); no answer changes."""
     return weights.masked_fill(weights.abs() < NEGLIGIBLE_WEIGHT, 0.0)
 
 

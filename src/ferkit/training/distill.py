@@ -11,8 +11,7 @@ Two ways, chosen by `teacher_views` in the config:
   `augment.view_mixup`, that share of the stored views is a mix of two faces' views (lambda ~ U(0, 1),
   as Beyer et al. mix), answered by the teacher as mixed, so that the student matches the teacher's
   function between faces too instead of a linear mix of its two answers. The teacher runs on
-  its default path (ONNX Runtime for a bundled model): K views of FERPlus's 28,558 training faces cost
-  the default ensemble about K x 30 s on two cores.
+  its default path (ONNX Runtime for a bundled model), once per stored view.
 
 The teacher (usually an ensemble, `ferkit ensemble`) predicts every training face once, before
 training; its tempered softmax is mixed into the label protocol's vote distribution:
@@ -20,8 +19,8 @@ training; its tempered softmax is mixed into the label protocol's vote distribut
     target = (1 - distill_weight) * votes + distill_weight * softmax(log p_teacher / T)
 
 Predicting once on the clean faces, instead of running the teacher on every augmented batch,
-keeps a distilled run as cheap as a plain one (an online 3-member teacher would double the
-cost of every step on this CPU); the augmentations are mild enough (shift/rotate/zoom by ~10%,
+keeps a distilled run as cheap as a plain one (an online teacher would multiply the cost of every
+step); the augmentations are mild enough (shift/rotate/zoom by ~10%,
 mirror) that the clean face's distribution still describes the augmented one. Validation keeps
 the plain vote targets, so the best checkpoint is chosen against the crowd, not the teacher.
 """
