@@ -51,7 +51,7 @@ UPLOADER_LIMIT_MB = 4 * MAX_UPLOAD_MB
 DISPLAY_SIDE = 1600
 MAX_PIXELS = settings.SERVER_MAX_PIXELS
 # Faces smaller than this (shorter side, input pixels) are ignored unless the user lowers it.
-DEFAULT_MIN_FACE = 20
+DEFAULT_MIN_FACE = settings.MIN_FACE
 
 # PyTorch intra-op threads in the app process. The app already works in parallel (browser sessions, the
 # webcam worker thread), and torch's own threads then fight them and the rest of the machine: on 2 busy

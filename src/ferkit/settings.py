@@ -8,6 +8,10 @@ from pathlib import Path
 # The classifier's input: FERPlus faces are 48x48 grayscale; crops, models and datasets all use it.
 FACE_SIDE = 48
 
+# The smallest face (shorter side, pixels) looked for by default: smaller crops are upsampled so far
+# that their expression is guesswork.
+MIN_FACE = 20
+
 # The largest image decoded, checked from its header before any pixel is: a phone photo (12-50 MP)
 # passes, a decompression bomb does not. A server (the web app, the HTTP API) holds several images
 # at once, so it takes less.

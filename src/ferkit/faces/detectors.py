@@ -21,6 +21,7 @@ import numpy as np
 
 from ferkit.errors import FaceDetectorError
 from ferkit.faces.image import to_rgb
+from ferkit.settings import MIN_FACE
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,7 @@ def _detect_scaled(found: FaceDetector, rgb: np.ndarray, min_size: int) -> list[
     return [f.scaled(1 / scale) for f in found.detect(small, max(1, round(min_size * scale)))]
 
 
-def detect_faces(image: np.ndarray, detector: str = DEFAULT_DETECTOR, min_size: int = 20,
+def detect_faces(image: np.ndarray, detector: str = DEFAULT_DETECTOR, min_size: int = MIN_FACE,
                  tight_crops: bool = True) -> list[Detection]:
     """Faces in `image` (HxWx3 RGB, HxWx4 RGBA or HxW gray, uint8), largest box first; [] when none.
 

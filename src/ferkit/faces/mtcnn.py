@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferkit.settings import MIN_FACE
+
 WEIGHTS_DIR = Path(__file__).with_name("mtcnn_onnx")
 PNET_CELL = 12  # P-Net sees 12x12 windows...
 PNET_STRIDE = 2  # ...every 2 pixels of a pyramid level
@@ -138,7 +140,7 @@ class Mtcnn:
     def run(self, net, batch: np.ndarray) -> list[np.ndarray]:
         return net.run(None, {net.get_inputs()[0].name: batch})
 
-    def __call__(self, image: np.ndarray, min_size: int = 20) -> MtcnnResult:
+    def __call__(self, image: np.ndarray, min_size: int = MIN_FACE) -> MtcnnResult:
         """Detect faces of at least `min_size` pixels in an RGB uint8 image."""
         boxes = self.stage_pnet(image, min_size)
         if len(boxes):

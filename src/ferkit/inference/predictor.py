@@ -35,7 +35,7 @@ from ferkit.inference.face import DetectionLike, Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, VideoRow, iter_video
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
-from ferkit.settings import FACE_SIDE
+from ferkit.settings import FACE_SIDE, MIN_FACE
 from ferkit.tta import check_tta
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class Predictor:
 
     def __init__(self, model: str | Path | None = None, detector: str | DetectFn | None = None, *,
                  align: AlignFn | None = None, tta: str | None = None, prior: PriorSpec | ClassPrior = None,
-                 min_face: int = 20, batch_size: int = BATCH_SIZE, threads: int | None = None,
+                 min_face: int = MIN_FACE, batch_size: int = BATCH_SIZE, threads: int | None = None,
                  backend: str = "auto"):
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
