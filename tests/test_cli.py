@@ -193,3 +193,33 @@ def test_numeric_options_must_be_finite_and_in_range(tmp_path):
         assert result.exit_code == 1, (args, result.output)
         assert message in result.output and "Traceback" not in result.output, (args, result.output)
     assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_version_help_and_csv_to_standard_output(photos):
+    import ferkit
+
+    runner = CliRunner()
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"ferkit {ferkit.__version__}"
+    for args in (["-h"], ["predict", "-h"]):
+        shown = runner.invoke(app, args)
+        assert shown.exit_code == 0 and "Usage:" in shown.output
+    jpeg = photos / PHOTOS[0]
+    ferkit_command = str(Path(sys.executable).with_name("ferkit"))
+    result = subprocess.run([ferkit_command, "predict", str(jpeg), "--csv", "-", "--model", "fast"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert rows and all(r["file"] == str(jpeg) and r["emotion"] for r in rows)  # nothing but the CSV
+    assert "wrote" in result.stderr and not (Path.cwd() / "-").exists()
+
+
+def test_a_face_prints_as_a_person_reads_it():
+    import numpy as np
+
+    from ferkit.inference.face import Face
+
+    p = np.array([0.1, 0.6, 0.2, 0.05, 0.02, 0.01, 0.01, 0.01], np.float32)
+    face = Face(box=(10, 20, 64, 64), probabilities=p, crop=np.zeros((48, 48), np.uint8))
+    assert repr(face) == ("Face(happiness 60% at x=10 y=20 64x64; top 3: happiness 60%, surprise 20%, "
+                          "neutral 10%)")

@@ -23,13 +23,29 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(help="ferkit: facial expression recognition (8 FERPlus emotions).",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Inspect FERPlus data.", no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False, context_settings=HELP_OPTIONS)
+data_app = typer.Typer(help="Inspect FERPlus data.", no_args_is_help=True, context_settings=HELP_OPTIONS)
 app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import ferkit
+
+        print(f"ferkit {ferkit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print ferkit's version and exit.")
+        ] = False) -> None:
+    """ferkit: facial expression recognition (8 FERPlus emotions)."""
 
 DEFAULT_DATA = settings.DEFAULT_DATA
 
@@ -394,6 +410,10 @@ def _face_finder(model: Path, detector: str | None):
     return find_faces
 
 
+def _shown(path: Path) -> str:
+    return "standard output" if str(path) == "-" else str(path)
+
+
 MODEL_HELP = ("Model: a bundled name (default: the bundled default), a run folder, or an .onnx file "
               "(run with ONNX Runtime).")
 
@@ -437,8 +457,8 @@ def predict_command(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per file).")] = False,
     csv_file: Annotated[Path | None, typer.Option(
-        "--csv", help="Write a CSV: one row per face; a file with no face gets one row with empty face "
-                      "fields, a failed file one row with its error.")] = None,
+        "--csv", help="Write a CSV (- for standard output): one row per face; a file with no face gets "
+                      "one row with empty face fields, a failed file one row with its error.")] = None,
     annotate: Annotated[Path | None, typer.Option(
         help="Write copies with boxes, labels and probabilities drawn into this folder.")] = None,
     detector: Annotated[str | None, typer.Option(
@@ -495,7 +515,7 @@ def predict_command(
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     elif writer is not None:
-        console.print(f"wrote {writer.rows:,} rows to {csv_file}", highlight=False)
+        err_console.print(f"wrote {writer.rows:,} rows to {_shown(csv_file)}", highlight=False)
     elif results:
         # Plain aligned lines, not a rich Table: rows stay one line each (greppable) at any width.
         width = max(len(r.source) for r in results)
@@ -534,7 +554,7 @@ def video_command(
     out: Annotated[Path | None, typer.Option(
         help="Write an annotated copy (.mp4, .avi, .mov, .m4v).")] = None,
     csv_file: Annotated[Path | None, typer.Option(
-        "--csv", help="Write one row per face per analysed frame.")] = None,
+        "--csv", help="Write one row per face per analysed frame (- for standard output).")] = None,
     every_n: Annotated[int, typer.Option(help="Analyse every N-th frame.")] = 1,
     detector: Annotated[str | None, typer.Option(
         help="Face detector (default: the live detector, blazeface).")] = None,
@@ -574,15 +594,16 @@ def video_command(
         if writer is not None:
             writer.close()
     total = sum(counts.values())
-    console.print(f"{video}: {total:,} faces in {len(frames):,} frames (every {every_n} frame"
-                  f"{'s' if every_n > 1 else ''} analysed)", highlight=False)
+    say = err_console if str(csv_file) == "-" else console  # standard output carries the CSV
+    say.print(f"{video}: {total:,} faces in {len(frames):,} frames (every {every_n} frame"
+              f"{'s' if every_n > 1 else ''} analysed)", highlight=False)
     if total:
         shares = ", ".join(f"{e} {n / total:.0%}" for e, n in counts.most_common())
-        console.print(f"top emotion share: {shares}", highlight=False)
+        say.print(f"top emotion share: {shares}", highlight=False)
     if writer is not None:
-        console.print(f"wrote {writer.rows:,} rows to {csv_file}", highlight=False)
+        err_console.print(f"wrote {writer.rows:,} rows to {_shown(csv_file)}", highlight=False)
     if out is not None:
-        console.print(f"[green]annotated video written to {out}", highlight=False)
+        say.print(f"[green]annotated video written to {out}", highlight=False)
     if report.unreadable or report.missing:
         err_console.print(f"[yellow]{video}: {report.frames_read:,} frames read, {report.unreadable:,} "
                           f"unreadable (skipped), {report.missing:,} missing against the "
@@ -830,3 +851,8 @@ def card_command(names: Annotated[list[str] | None, typer.Argument(
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+from ferkit.cli_adapt import adapt_command  # noqa: E402  (its own module: see ferkit.cli_adapt)
+
+app.command("adapt")(user_errors(adapt_command))

@@ -33,6 +33,13 @@ class Face(EmotionScores):
     detection_confidence: float | None = None
     track: int | None = None  # in a video or live stream: the same number for the same face
 
+    def __repr__(self) -> str:
+        top = sorted(self.scores.items(), key=lambda item: -item[1])[:3]
+        x, y, w, h = (int(v) for v in self.box)
+        track = "" if self.track is None else f", track {self.track}"
+        return (f"Face({self.emotion} {self.confidence:.0%} at x={x} y={y} {w}x{h}{track}; top 3: "
+                + ", ".join(f"{name} {p:.0%}" for name, p in top) + ")")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: box, emotion, confidence, probabilities by name, landmarks, detection score."""
         x, y, w, h = self.box

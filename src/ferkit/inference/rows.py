@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,10 +37,16 @@ def predict_rows(results: Iterable[ImageResult]) -> Iterator[dict[str, Any]]:
             yield {"file": result.source, "face": index, **face_fields(face.box, face.probabilities)}
 
 
+STDOUT = Path("-")  # as an output file: standard output
+
+
 def check_output_file(path: Path, inputs: Iterable[Path], option: str) -> Path:
     """An output file path that is safe to write: not a folder, and never one of the inputs (ferkit
-    never writes over what the user gave it). Checked before any work starts."""
+    never writes over what the user gave it), or "-" for standard output. Checked before any work
+    starts."""
     path = Path(path).expanduser()
+    if path == STDOUT:
+        return path
     if path.is_dir():
         raise ArgumentError(f"{option} {path}: is a folder; give a file name (e.g. {path / 'out.csv'})")
     resolved = path.resolve()
@@ -75,16 +82,19 @@ def annotated_targets(files: Sequence[Path], inputs: Sequence[Path], out_dir: Pa
 
 
 class CsvWriter:
-    """A CSV file written row by row (for streams such as video rows). A failed write (a full disk)
-    is a FerkitError naming the file, with the rows written so far kept."""
+    """A CSV file written row by row (for streams such as video rows), or standard output for "-". A
+    failed write (a full disk) is a FerkitError naming the file, with the rows written so far kept."""
 
     def __init__(self, path: Path, columns: Sequence[str]):
         path = Path(path).expanduser()
         self.path = path
         self.rows = 0
         with self._named_errors():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = path.open("w", newline="")
+            if path == STDOUT:
+                self._fh = sys.stdout
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = path.open("w", newline="")
             self._writer = csv.DictWriter(self._fh, fieldnames=list(columns), extrasaction="ignore")
             self._writer.writeheader()
 
@@ -102,6 +112,9 @@ class CsvWriter:
         self.rows += 1
 
     def close(self) -> None:
+        if self._fh is sys.stdout:
+            self._fh.flush()
+            return
         if self._fh.closed:
             return
         with self._named_errors():
