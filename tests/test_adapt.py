@@ -1,0 +1,191 @@
+"""`ferkit adapt`: the fit (heads toward the shipped ones, absent classes kept), the refusals, and an
+adapted model built end to end from real posed photos, then used by predict, evaluate --photos and
+the Predictor."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ferkit.adaptation.core import adapted_model, shipped_heads
+from ferkit.adaptation.data import check_counts
+from ferkit.adaptation.features import member_networks, pooled_features
+from ferkit.adaptation.heads import Heads, balanced_weights, fit_heads
+from ferkit.adaptation.validation import balanced_accuracy, make_folds
+from ferkit.emotions import EMOTIONS
+from ferkit.errors import ArgumentError, DataError
+from ferkit.inference.bundled import resolve_model
+from ferkit.models import load_model
+
+POSED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "posed-expressions"
+needs_posed = pytest.mark.skipif(not (POSED / "labels.csv").is_file(),
+                                 reason=f"posed dev set not found at {POSED}")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return load_model(resolve_model("fast").path)
+
+
+def test_adapted_model_answers_as_its_heads(fast):
+    """The written network (flip built in) computes softmax of the heads' logits on the view-averaged
+    features: what the fit and the cross-validation score is what the model does."""
+    faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    heads = shipped_heads(fast)
+    noise = np.random.default_rng(1).normal(0, 0.05, heads.weight.shape).astype(np.float32)
+    heads = Heads(heads.weight + noise, heads.bias)
+    model = adapted_model(fast, heads)
+    from ferkit.models import normalize
+
+    with torch.no_grad():
+        got = torch.softmax(model(normalize(faces)), 1).numpy()
+    expected = torch.softmax(torch.from_numpy(heads.logits(pooled_features(member_networks(fast), faces))), 1)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+
+
+def test_fit_moves_toward_the_labels_and_keeps_absent_classes(fast):
+    rng = np.random.default_rng(0)
+    labels = np.array([EMOTIONS.index("anger"), EMOTIONS.index("fear")] * 20)
+    # two kinds of face the network tells apart: dark ones (anger) and bright ones (fear)
+    faces = np.where((labels == EMOTIONS.index("anger"))[:, None, None], rng.integers(0, 90, (40, 48, 48)),
+                     rng.integers(160, 256, (40, 48, 48))).astype(np.uint8)
+    features = pooled_features(member_networks(fast), faces)
+    shipped = shipped_heads(fast)
+    loose = fit_heads(features, labels, shipped, l2=1e-4)
+    tight = fit_heads(features, labels, shipped, l2=100.0)
+    present = np.unique(labels)
+    # among the classes it was shown, the loose fit learns the labels (absent ones may still win)
+    assert balanced_accuracy(labels, present[loose.logits(features)[:, present].argmax(1)]) == 1.0
+    absent = [k for k in range(len(EMOTIONS)) if k not in labels]
+    np.testing.assert_array_equal(loose.weight[:, absent], shipped.weight[:, absent])
+    np.testing.assert_array_equal(loose.bias[:, absent], shipped.bias[:, absent])
+    # a stronger pull stays closer to the shipped heads
+    assert np.abs(tight.weight - shipped.weight).sum() < np.abs(loose.weight - shipped.weight).sum()
+    with pytest.raises(ArgumentError, match="l2"):
+        fit_heads(features, labels, shipped, l2=0)
+
+
+def test_balanced_weights_and_folds():
+    labels = np.array([0] * 6 + [1] * 2)
+    weights = balanced_weights(labels)
+    assert weights[:6].sum() == pytest.approx(weights[6:].sum())
+    groups = np.array(list("aabbccdd"))
+    folds = make_folds(labels, groups, n_splits=5)
+    assert folds.kind == "grouped" and len(folds.splits) == 4
+    for train, test in folds.splits:
+        assert not set(groups[train]) & set(groups[test])  # no person on both sides
+    assert make_folds(labels, None, n_splits=5).kind == "stratified"
+
+
+def test_refusals_of_counts():
+    with pytest.raises(DataError, match="at least 2 photos.*fear: 1"):
+        check_counts(np.array([0, 0, 6]), "photos")
+    with pytest.raises(DataError, match="only one class"):
+        check_counts(np.array([1, 1, 1]), "photos")
+
+
+def _posed_subset(folder: Path, per_class: int, subjects: int = 3) -> Path:
+    """`per_class` posed photos of each class from `subjects` people, with a labels.csv
+    (image,emotion,subject): a small user's folder."""
+    rows = list(csv.DictReader((POSED / "labels.csv").open()))
+    people = sorted({r["subject"] for r in rows})[:subjects]
+    (folder / "images").mkdir(parents=True)
+    chosen = []
+    for emotion in sorted({r["emotion"] for r in rows}):
+        for person in people:
+            mine = [r for r in rows if r["emotion"] == emotion and r["subject"] == person]
+            chosen += mine[:max(1, per_class // subjects)]
+    for row in chosen:
+        shutil.copyfile(POSED / "images" / row["image"], folder / "images" / row["image"])
+    with (folder / "labels.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["image", "emotion", "subject"])
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in ("image", "emotion", "subject")} for r in chosen)
+    return folder
+
+
+def _adapt(*args: str):
+    from ferkit.cli import app
+
+    return runner.invoke(app, ["adapt", *args])
+
+
+@needs_posed
+def test_refusals_on_the_command_line(tmp_path):
+    photos = _posed_subset(tmp_path / "mine", per_class=2, subjects=2)
+    result = _adapt("fast", "--photos", str(photos), "--out", str(photos / "model"))
+    assert result.exit_code == 1 and "inside the photo folder" in result.output
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "taken"))
+    assert result.exit_code == 1 and "already exists" in result.output
+    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "taken"), "--force")
+    assert result.exit_code == 1 and "not a model folder" in result.output
+    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "m"), "--group-by", "actor")
+    assert result.exit_code == 1 and "no group column 'actor'" in result.output
+    bad = tmp_path / "bad"
+    shutil.copytree(photos, bad)
+    (bad / "labels.csv").write_text((bad / "labels.csv").read_text().replace(",anger,", ",furious,", 1))
+    result = _adapt("fast", "--photos", str(bad), "--out", str(tmp_path / "m"))
+    assert result.exit_code == 1 and "unknown emotion 'furious'" in result.output
+    lines = (photos / "labels.csv").read_text().splitlines()
+    one_fear = [lines[0]] + [line for line in lines[1:] if ",fear," not in line] + \
+        [next(line for line in lines if ",fear," in line)]
+    (photos / "labels.csv").write_text("\n".join(one_fear) + "\n")
+    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "m"))
+    assert result.exit_code == 1 and "fear: 1" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+@needs_posed
+def test_adapt_end_to_end_then_predict_evaluate_and_predictor(tmp_path, monkeypatch):
+    photos = _posed_subset(tmp_path / "study", per_class=3)
+    blank = photos / "images" / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (120, 120), (128, 128, 128)).save(blank)  # no face in it
+    with (photos / "labels.csv").open("a") as fh:
+        fh.write("blank.png,happiness,99\n")
+    out = tmp_path / "adapted"
+    result = _adapt("default", "--photos", str(photos), "--out", str(out), "--folds", "3", "--augment", "1",
+                    "--no-ferplus-valid")
+    assert result.exit_code == 1 and "no face found" in result.output and "--skip-bad" in result.output
+    args = ["default", "--photos", str(photos), "--out", str(out), "--folds", "3", "--augment", "1",
+            "--no-ferplus-valid", "--skip-bad"]
+    monkeypatch.setattr("sys.argv", ["ferkit", "adapt", *args])  # what the model card records
+    result = _adapt(*args)
+    assert result.exit_code == 0, result.output
+    assert "blank.png" in result.output and "grouped by 'subject'" in result.output
+    for name in ("model.safetensors", "model.json", "metrics.json", "model.onnx", "report.md", "report.json"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "model.json").read_text())
+    assert config["model_args"]["flip"] is True and config["weights_sha256"]
+    assert config["adapted"]["photos"] == "study" and config["adapted"]["per_class"]["anger"] == 3
+    assert config["adapted"]["command"].startswith("ferkit adapt default")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["person_disjoint"] and metrics["onnx"]["agreement_on_photos"] >= 0.99
+    assert "shipped model, same photos" in (out / "report.md").read_text()
+    # the shipped weights are untouched: the bundled default still loads (its sha256 is checked)
+    load_model(resolve_model("default").path)
+
+    from ferkit.cli import app
+    from ferkit.inference import Predictor
+
+    predictor = Predictor(model=out)
+    assert predictor.backend.kind == "onnx"  # the folder's own export, tied to its weights
+    faces = predictor.predict(photos / "images" / next(p.name for p in (photos / "images").glob("*.jpg")))
+    assert len(faces) == 1 and faces[0].probabilities.sum() == pytest.approx(1, abs=1e-4)
+    predicted = runner.invoke(app, ["predict", str(photos / "images"), "--model", str(out)])
+    assert predicted.exit_code == 0, predicted.output
+    evaluated = runner.invoke(app, ["evaluate", str(out), "--photos", str(photos), "--skip-bad",
+                                    "--out", str(tmp_path / "eval")])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "balanced accuracy" in evaluated.output
