@@ -3,7 +3,7 @@
 from ferkit.emotions import EMOTIONS
 
 __version__ = "0.1.0"
-__all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "evaluate_photos", "load_model"]
+__all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "adapt", "evaluate_photos", "load_model"]
 
 
 def __getattr__(name: str):
@@ -12,6 +12,10 @@ def __getattr__(name: str):
         from ferkit.models import load_model
 
         return load_model
+    if name == "adapt":
+        from ferkit.adaptation.core import adapt
+
+        return adapt
     if name == "evaluate_photos":
         from ferkit.evaluation.photos import evaluate_photos
 
