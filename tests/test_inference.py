@@ -222,7 +222,7 @@ def test_predict_gives_faces_with_probabilities(predictor):
         assert face.emotion == EMOTIONS[int(face.probabilities.argmax())]
         assert face.confidence == pytest.approx(face.probabilities.max())
         assert face.crop.shape == (48, 48) and face.crop.dtype == np.uint8
-        d = face.to_dict()
+        d = face.to_json()
         assert "crop" not in d and json.loads(json.dumps(d)) == d
         assert d["box"] == dict(zip(("x", "y", "width", "height"), face.box, strict=True))
         assert list(d["probabilities"]) == list(EMOTIONS)
@@ -327,7 +327,7 @@ def test_predict_many_batches_across_images_and_collects_errors(tmp_path, tiny_m
     assert "bad.jpg" in results[1].error and "not found" in results[4].error
     single = predictor.predict(paths[0])
     np.testing.assert_allclose(results[0].faces[1].probabilities, single[1].probabilities, atol=1e-6)
-    assert json.loads(json.dumps([r.to_dict() for r in results]))[1]["error"] == results[1].error
+    assert json.loads(json.dumps([r.to_json() for r in results]))[1]["error"] == results[1].error
 
 
 def test_predictor_is_thread_safe(predictor):
@@ -391,7 +391,8 @@ def write_clip(path: Path, frames: int = 12, fps: float = 10.0) -> Path:
 def test_predict_video_streams_rows_and_writes_annotated_copy(tmp_path, predictor):
     clip = write_clip(tmp_path / "clip.avi")
     rows = list(predictor.predict_video(clip, progress=False))
-    assert [r.frame for r in rows] == list(range(12)) and {r.face_index for r in rows} == {0}
+    assert [r.frame for r in rows] == list(range(12)) and {r.index for r in rows} == {0}
+    assert all(isinstance(r, Face) and r.crop.shape == (48, 48) for r in rows)  # the one face record
     assert rows[3].time_s == pytest.approx(0.3)
     assert abs(rows[4].box[0] - 30) <= 2 and rows[4].probabilities.shape == (8,)
     out = tmp_path / "annotated.mp4"
@@ -400,7 +401,8 @@ def test_predict_video_streams_rows_and_writes_annotated_copy(tmp_path, predicto
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     cap.release()
-    assert set(rows[0].to_dict()) >= {"frame", "time_s", "face", "x", "emotion", *EMOTIONS}
+    assert set(rows[0].to_row()) >= {"frame", "time_s", "face", "x", "emotion", *EMOTIONS}
+    assert rows[0].to_json()["frame"] == 0 and rows[3].to_json()["time_s"] == pytest.approx(0.3)
 
 
 def test_bad_video_is_a_clear_error(tmp_path, predictor):

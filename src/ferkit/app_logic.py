@@ -32,7 +32,7 @@ from ferkit import settings
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.evaluation.metrics import recorded_metrics
-from ferkit.inference.scores import FACE_FIELDS, face_fields
+from ferkit.inference.face import FACE_FIELDS, face_fields
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S  # live webcam label smoothing, seconds
 
 AUTO_DETECTOR = "auto"  # the sidebar's default: ferkit.faces.DEFAULT_DETECTOR for photos, LIVE_DETECTOR live

@@ -31,26 +31,21 @@ from typing import Any
 import numpy as np
 
 from ferkit import settings
-from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError, ImageError
-from ferkit.inference.rows import PREDICT_COLUMNS, predict_rows
+from ferkit.inference.face import PREDICT_COLUMNS, ROW_TYPES
+from ferkit.inference.rows import predict_rows
 
-FLOAT_COLUMNS = {"confidence", *EMOTIONS}
-INT_COLUMNS = {"index", "face", "x", "y", "width", "height"}
 ROW_COLUMNS = ["index", *PREDICT_COLUMNS]  # `index`: the entry's place in the input, for the order
+COLUMN_TYPES = {"index": int, **ROW_TYPES}
 
 
 def row_schema():
-    """The Arrow schema of the face rows: one type per column whatever a batch holds (a batch with
-    no error, or no face, would otherwise infer a null column)."""
+    """The Arrow schema of the face rows (ROW_TYPES): one type per column whatever a batch holds (a
+    batch with no error, or no face, would otherwise infer a null column)."""
     import pyarrow as pa
 
-    def kind(column: str):
-        if column in FLOAT_COLUMNS:
-            return pa.float64()
-        return pa.int64() if column in INT_COLUMNS else pa.string()
-
-    return pa.schema([(c, kind(c)) for c in ROW_COLUMNS])
+    arrow = {int: pa.int64(), float: pa.float64(), str: pa.string()}
+    return pa.schema([(c, arrow[COLUMN_TYPES[c]]) for c in ROW_COLUMNS])
 
 
 @dataclass
@@ -207,11 +202,7 @@ def columns_of(rows: list[dict[str, Any]]) -> dict[str, list]:
     for row in rows:
         for c in ROW_COLUMNS:
             value = row.get(c)
-            if value is not None and c in FLOAT_COLUMNS:
-                value = float(value)
-            elif value is not None and c in INT_COLUMNS:
-                value = int(value)
-            out[c].append(value)
+            out[c].append(None if value is None else COLUMN_TYPES[c](value))
     return out
 
 

@@ -513,7 +513,7 @@ def predict_command(
     interrupted = stop.requested
     failures += [r.error for r in results if r.error is not None]
     if as_json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([r.to_json() for r in results], indent=2))
     elif writer is not None:
         err_console.print(f"wrote {writer.rows:,} rows to {_shown(csv_file)}", highlight=False)
     elif results:
@@ -589,7 +589,7 @@ def video_command(
             counts[row.emotion] += 1
             frames.add(row.frame)
             if writer is not None:
-                writer.write(row.to_dict())
+                writer.write(row.to_row())
     finally:
         if writer is not None:
             writer.close()

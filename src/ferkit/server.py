@@ -331,7 +331,7 @@ def create_app(settings: ServeSettings | None = None):
         def work() -> dict[str, Any]:
             image = load_image(data, max_pixels=settings.max_pixels, name=name)
             faces = chosen.predict(image)
-            return {"file": name, "faces": [f.to_dict() for f in faces], "error": None,
+            return {"file": name, "faces": [f.to_json() for f in faces], "error": None,
                     "model": chosen.source.name, "prior": chosen.prior.to_dict()}
 
         return await _in_thread(lambda: run(work))
@@ -352,9 +352,8 @@ def create_app(settings: ServeSettings | None = None):
             crops = np.concatenate([prepare_faces([load_image(data, max_pixels=settings.max_pixels,
                                                               name=name)]) for name, data in blobs])
             probabilities = chosen.predict_faces(crops)
-            scored = [(name, Scores(p)) for (name, _), p in zip(blobs, probabilities, strict=True)]
-            return {"faces": [{"file": name, "emotion": s.emotion, "confidence": s.confidence,
-                               "probabilities": s.scores} for name, s in scored],
+            return {"faces": [{"file": name, **Scores(p).summary()}
+                              for (name, _), p in zip(blobs, probabilities, strict=True)],
                     "model": chosen.source.name, "prior": chosen.prior.to_dict()}
 
         return await _in_thread(lambda: run(work))

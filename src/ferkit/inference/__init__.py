@@ -8,7 +8,6 @@ from ferkit.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
 from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, resolve_model
 from ferkit.inference.face import Face
 from ferkit.inference.predictor import ImageResult, Predictor, prepare_faces
-from ferkit.inference.video import VideoRow
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -17,7 +16,6 @@ __all__ = [
     "Face",
     "ImageResult",
     "Predictor",
-    "VideoRow",
     "find_images",
     "list_bundled",
     "load_image",

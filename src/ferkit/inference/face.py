@@ -1,14 +1,38 @@
-"""A face found in an image or a frame: the one record every front door returns (`Face`), and what a
-face detector hands over (`DetectionLike`)."""
+"""A face found in an image or a frame: the one record every front door returns (`Face`), its one row
+schema (`ROW_TYPES`: what `ferkit predict --csv`, `ferkit video --csv`, `ferkit batch` write), and
+what a face detector hands over (`DetectionLike`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from ferkit.emotions import EMOTIONS
 from ferkit.inference.scores import EmotionScores
+
+# Every column a face row can have, with its type; each writer takes the columns that apply to it.
+ROW_TYPES: dict[str, type] = {
+    "file": str, "frame": int, "time_s": float, "face": int, "track": int,
+    "x": int, "y": int, "width": int, "height": int, "emotion": str, "confidence": float,
+    **dict.fromkeys(EMOTIONS, float), "error": str,
+}
+FACE_FIELDS = ["x", "y", "width", "height", "emotion", "confidence", *EMOTIONS]
+PREDICT_COLUMNS = ["file", "face", *FACE_FIELDS, "error"]  # one row per face of a photo
+VIDEO_COLUMNS = ["frame", "time_s", "face", "track", *FACE_FIELDS]  # one row per face per frame
+DIGITS = 6  # probabilities in rows: enough to rank, short enough to read
+
+
+def face_fields(box: Sequence[int], probabilities: np.ndarray) -> dict[str, Any]:
+    """A face's columns in every flat row (FACE_FIELDS order): its box, top emotion, confidence and
+    the 8 probabilities by name."""
+    x, y, w, h = (int(v) for v in box)
+    p = np.asarray(probabilities, dtype=float)
+    return {"x": x, "y": y, "width": w, "height": h, "emotion": EMOTIONS[int(np.argmax(p))],
+            "confidence": round(float(p.max()), DIGITS),
+            **{e: round(float(v), DIGITS) for e, v in zip(EMOTIONS, p, strict=True)}}
 
 
 class DetectionLike(Protocol):
@@ -24,7 +48,8 @@ class Face(EmotionScores):
 
     `box` is (x, y, width, height) in the input image's pixels (after EXIF rotation);
     `probabilities` are 8 floats in EMOTIONS order; `crop` is the aligned 48x48 uint8 face the
-    classifier saw (left out of `to_dict`)."""
+    classifier saw (left out of `to_json`). `index` is the face's place in its image or frame (0 = the
+    largest); in a video, `frame` and `time_s` say where, and `track` follows the same face."""
 
     box: tuple[int, int, int, int]
     probabilities: np.ndarray
@@ -32,6 +57,9 @@ class Face(EmotionScores):
     landmarks: dict[str, tuple[float, float]] | None = None
     detection_confidence: float | None = None
     track: int | None = None  # in a video or live stream: the same number for the same face
+    index: int | None = None
+    frame: int | None = None  # 0-based frame number in a video
+    time_s: float | None = None  # frame / fps; None if the video does not say its frame rate
 
     def __repr__(self) -> str:
         top = sorted(self.scores.items(), key=lambda item: -item[1])[:3]
@@ -40,17 +68,24 @@ class Face(EmotionScores):
         return (f"Face({self.emotion} {self.confidence:.0%} at x={x} y={y} {w}x{h}{track}; top 3: "
                 + ", ".join(f"{name} {p:.0%}" for name, p in top) + ")")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: box, emotion, confidence, probabilities by name, landmarks, detection score."""
+    def to_row(self, **context: Any) -> dict[str, Any]:
+        """The face's flat row (ROW_TYPES columns): where it is in its video when that applies, its
+        box, emotion, confidence and the 8 probabilities; `context` adds what locates it (`file`)."""
+        where = {"frame": self.frame, "time_s": self.time_s, "face": self.index, "track": self.track}
+        return {**context, **{k: v for k, v in where.items() if v is not None},
+                **face_fields(self.box, self.probabilities)}
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: box, emotion, confidence, probabilities by name, landmarks, detection score,
+        and the track, frame and time where they apply."""
         x, y, w, h = self.box
+        where = {"track": self.track, "frame": self.frame, "time_s": self.time_s}
         return {
             "box": {"x": int(x), "y": int(y), "width": int(w), "height": int(h)},
-            "emotion": self.emotion,
-            "confidence": self.confidence,
-            "probabilities": self.scores,
+            **self.summary(),
             "landmarks": ({k: [float(v[0]), float(v[1])] for k, v in self.landmarks.items()}
                           if self.landmarks else None),
             "detection_confidence": (None if self.detection_confidence is None
                                      else float(self.detection_confidence)),
-            **({"track": self.track} if self.track is not None else {}),
+            **{k: v for k, v in where.items() if v is not None},
         }

@@ -33,7 +33,7 @@ from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.face import DetectionLike, Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
-from ferkit.inference.video import VideoReport, VideoRow, iter_video
+from ferkit.inference.video import VideoReport, iter_video
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.settings import FACE_SIDE, MIN_FACE
 from ferkit.tta import check_tta
@@ -67,8 +67,8 @@ class ImageResult:
     def ok(self) -> bool:
         return self.error is None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.source, "faces": [f.to_dict() for f in self.faces], "error": self.error}
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.source, "faces": [f.to_json() for f in self.faces], "error": self.error}
 
 
 # ---- face crops -> classifier input ---------------------------------------------------------
@@ -310,8 +310,8 @@ class Predictor:
     def _make_faces(detections: Sequence[DetectionLike], crops: np.ndarray, probs: np.ndarray) -> list[Face]:
         return [Face(box=tuple(int(v) for v in d.box), probabilities=p, crop=c,
                      landmarks=getattr(d, "landmarks", None),
-                     detection_confidence=getattr(d, "confidence", None))
-                for d, c, p in zip(detections, crops, probs, strict=True)]
+                     detection_confidence=getattr(d, "confidence", None), index=i)
+                for i, (d, c, p) in enumerate(zip(detections, crops, probs, strict=True))]
 
     # -- public verbs --
 
@@ -397,9 +397,9 @@ class Predictor:
 
     def predict_video(self, path: str | Path, every_n: int = 1, out: str | Path | None = None,
                       progress: bool = True, report: VideoReport | None = None,
-                      smooth_s: float | None = None, detect_every: int = 1) -> Iterator[VideoRow]:
-        """Stream rows (frame, time_s, face_index, track, box, probabilities) for every `every_n`-th
-        frame of a video, one row per face, in constant memory. `out` also writes a copy of
+                      smooth_s: float | None = None, detect_every: int = 1) -> Iterator[Face]:
+        """Stream the faces (with their frame, time_s, index and track) of every `every_n`-th frame
+        of a video, in constant memory. `out` also writes a copy of
         the video with boxes and labels drawn. Faces are tracked and smoothed over `smooth_s`
         seconds; `detect_every` > 1 detects on every so many analysed frames and follows the
         tracked boxes in between (see ferkit.inference.stream). Unreadable video -> ImageError."""

@@ -17,11 +17,10 @@ from typing import Any
 
 from ferkit.errors import ArgumentError, FerkitError
 from ferkit.files import claim_folder, same_file
+from ferkit.inference.face import PREDICT_COLUMNS, VIDEO_COLUMNS
 from ferkit.inference.predictor import ImageResult
-from ferkit.inference.scores import FACE_FIELDS, face_fields
 
-PREDICT_COLUMNS = ["file", "face", *FACE_FIELDS, "error"]
-VIDEO_COLUMNS = ["frame", "time_s", "face", "track", *FACE_FIELDS]
+__all__ = ["PREDICT_COLUMNS", "VIDEO_COLUMNS", "CsvWriter", "check_output_file", "predict_rows"]
 # Formats PIL writes; anything else is annotated as PNG.
 WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -33,8 +32,8 @@ def predict_rows(results: Iterable[ImageResult]) -> Iterator[dict[str, Any]]:
             yield {"file": result.source, "error": result.error}
         elif not result.faces:
             yield {"file": result.source}
-        for index, face in enumerate(result.faces):
-            yield {"file": result.source, "face": index, **face_fields(face.box, face.probabilities)}
+        for face in result.faces:
+            yield face.to_row(file=result.source)
 
 
 STDOUT = Path("-")  # as an output file: standard output

@@ -9,15 +9,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from ferkit.errors import ArgumentError, ImageError
 from ferkit.inference.face import Face
-from ferkit.inference.scores import EmotionScores, face_fields
 from ferkit.inference.stream import FaceStream, StreamPredictor
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
@@ -41,23 +37,6 @@ class VideoReport:
         if not self.header_frames:
             return 0
         return max(0, self.header_frames - self.frames_read - self.unreadable)
-
-
-@dataclass
-class VideoRow(EmotionScores):
-    """One face in one analysed frame."""
-
-    frame: int  # 0-based frame number in the video
-    time_s: float | None  # frame / fps; None if the video does not say its frame rate
-    face_index: int  # 0 = largest face in the frame
-    box: tuple[int, int, int, int]  # x, y, width, height in frame pixels
-    probabilities: np.ndarray  # (8,) in EMOTIONS order; smoothed over the track when smoothing is on
-    track: int | None = None  # the same number for the same face from frame to frame
-
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"frame": self.frame, "time_s": self.time_s, "face": self.face_index, "track": self.track,
-                **face_fields(self.box, self.probabilities)}
 
 
 def open_video(path: str | Path):
@@ -95,8 +74,8 @@ def open_writer(out: str | Path, fps: float, size: tuple[int, int]):
 
 def iter_video(predictor: StreamPredictor, path: str | Path, every_n: int = 1, out: str | Path | None = None,
                progress: bool = True, report: VideoReport | None = None,
-               smooth_s: float = DEFAULT_SMOOTH_S, detect_every: int = 1) -> Iterator[VideoRow]:
-    """Rows for the faces of every `every_n`-th frame (frames with no face give no row).
+               smooth_s: float = DEFAULT_SMOOTH_S, detect_every: int = 1) -> Iterator[Face]:
+    """The faces of every `every_n`-th frame, each with its frame, time_s, index and track.
 
     With `out`, every frame is written to the annotated copy; frames between analysed ones
     carry the most recent boxes, so the copy plays at the original frame rate. The video is
@@ -117,7 +96,7 @@ def iter_video(predictor: StreamPredictor, path: str | Path, every_n: int = 1, o
 
 
 def _rows(capture, path: str | Path, every_n: int, out: str | Path | None,
-          progress: bool, report: VideoReport, stream: FaceStream) -> Iterator[VideoRow]:
+          progress: bool, report: VideoReport, stream: FaceStream) -> Iterator[Face]:
     import cv2
 
     from ferkit.inference.annotate import draw_faces
@@ -164,7 +143,7 @@ def _rows(capture, path: str | Path, every_n: int, out: str | Path | None,
                 time_s = index / fps if fps else None
                 faces = stream.update(rgb, time_s if time_s is not None else index / 25.0)  # drawn smoothed
                 for k, face in enumerate(faces):
-                    yield VideoRow(index, time_s, k, face.box, face.probabilities, face.track)
+                    yield replace(face, index=k, frame=index, time_s=time_s)
             if out is not None:
                 if writer is None:
                     writer = open_writer(out, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
