@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ferkit-installed
 FERKIT_DATA ?= ../shared/datasets/ferplus
 
-.PHONY: test run venv lint
+.PHONY: test test-fast run venv lint
 
 venv: $(STAMP)
 
@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[app,serve,scale,train,test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[app,serve,scale,train,test,faces-dlib]'
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -23,6 +23,12 @@ test: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The everyday loop: everything but the slow reproductions on real data, the browser, Ray, DDP and the
+# notebook (all of which `make test` and CI run).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not (realdata or browser or ray or ddp or notebook)"
 
 run: $(STAMP)
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.browser
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 APP_FILE = REPO / "app.py"

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from ferkit.cli import app
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
 
 PHOTOS = ("2008_001009.jpg", "2008_001322.jpg", "2008_002506.jpg", "dogs.jpg")
 

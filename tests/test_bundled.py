@@ -31,6 +31,7 @@ def test_shipped_models_carry_their_test_metrics(name):
     assert load_model(folder) is not None
 
 
+@pytest.mark.realdata
 @shipped
 @needs_ferplus
 def test_predictor_reproduces_the_shipped_test_accuracy(name):

@@ -150,6 +150,7 @@ def test_onnx_files_of_the_wrong_shape_are_refused_at_load(exported, tmp_path):
         Predictor(model=three)
 
 
+@pytest.mark.realdata
 def test_a_model_folder_ships_one_export_that_the_predictor_runs(tiny_model, tmp_path):
     """`ferkit export FOLDER --bundled`: int8 or fp32 by the accuracy and agreement rule, recorded in
     metrics.json with the default path's own Test figure; refused without weights_sha256 or FERPlus."""

@@ -683,6 +683,7 @@ def test_a_video_with_damaged_frames_in_the_middle_is_read_to_its_end(tmp_path, 
 ONNX_PROB_TOLERANCE = {"fp32": 1e-4, "int8": 0.15}  # max |probability difference| on any Valid face
 
 
+@pytest.mark.realdata
 @needs_ferplus
 @pytest.mark.parametrize("name", [n for n in bundled_mod.list_bundled()
                                   if bundled_mod.resolve_model(n).onnx_export is not None])

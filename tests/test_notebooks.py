@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from conftest import REAL_FERPLUS, needs_ferplus
 from nbclient import NotebookClient
 
@@ -19,6 +20,7 @@ def test_the_notebook_is_stored_without_outputs():
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.notebook
 @needs_ferplus
 def test_the_evaluation_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("FERKIT_NOTEBOOK_FACES", "400")

@@ -70,6 +70,7 @@ def test_bad_prior_is_an_error_naming_the_option(bad):
         resolve_prior(bad)
 
 
+@pytest.mark.realdata
 @needs_ferplus
 def test_the_training_prior_is_ferplus_trains_mean_vote_distribution():
     from ferkit.data import label_split, load_ferplus

@@ -2,11 +2,12 @@
 
 import time
 
+import pytest
 from conftest import REAL_FERPLUS, needs_ferplus
 
 from ferkit.data import load_ferplus, summarize
 
-pytestmark = needs_ferplus
+pytestmark = [needs_ferplus, pytest.mark.realdata]
 
 TEST_MAJORITY = {"neutral": 1083, "happiness": 892, "surprise": 394, "sadness": 382,
                  "anger": 269, "disgust": 16, "fear": 86, "contempt": 15}

@@ -830,6 +830,7 @@ def test_channels_last_is_kept_off_only_for_nets_whose_shortcut_crashes_torch():
     tiny.model(tiny._inputs(images, train=True)).sum().backward()  # trains, does not crash
 
 
+@pytest.mark.ddp
 def test_ddp_on_two_cpu_processes_trains_a_model_the_rest_of_ferkit_loads(tmp_path):
     """A cluster user's `--devices N --strategy ddp` needs no code change: here 2 CPU processes on
     gloo split each epoch (EpochBatchSampler shards by rank) and rank 0 writes the run folder."""
