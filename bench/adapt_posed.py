@@ -7,7 +7,8 @@ training folds only and scored on held-out folds.
 The photos go through the photo pipeline once (ferkit.adaptation.data.read_faces) and the default's
 member features (face + mirror, and jittered copies) are computed once; both are cached under
 runs/adapt/ (git-ignored), so a re-run only re-fits. For each method and each number of photos per
-class (1, 2, 5, 10, 20, all; drawn at random from each fold's training photos, 3 draws), the balanced
+class (1, 2, 5, 10, 20, all; drawn at random from each fold's training photos), the mean over draws (each
+its own fold assignment and photos; --draws, default 10) of the balanced
 accuracy of the pooled held-out answers: over the 7 classes of posed, over the 5 well-populated classes
 (neutral, happiness, surprise, sadness, anger) of wild. Methods:
 
@@ -32,14 +33,15 @@ from ferkit.adaptation.core import shipped_heads
 from ferkit.adaptation.data import read_faces
 from ferkit.adaptation.features import augmented_crops, member_networks, pooled_features
 from ferkit.adaptation.validation import (
+    Folds,
     balanced_accuracy,
     make_folds,
     out_of_fold_logits,
     per_class_sample,
 )
 from ferkit.emotions import EMOTIONS
-from ferkit.inference.bundled import resolve_model
-from ferkit.models import load_model
+from ferkit.models import load
+from ferkit.models.bundled import resolve_model
 
 DEV_SETS = {"posed": "../shared/datasets/posed-expressions",
             "wild": "../shared/datasets/expressions-in-the-wild"}
@@ -57,7 +59,7 @@ def cached_faces(name: str, augment: int) -> dict:
         np.savez(path, crops=faces.crops, labels=faces.labels, proba=faces.shipped_proba,
                  groups=faces.groups if faces.groups is not None else np.zeros(0))
     data = dict(np.load(path))
-    members = member_networks(load_model(resolve_model("default").path))
+    members = member_networks(load(resolve_model("default").path))
     feature_path = CACHE / f"{name}-bench-features.npy"
     if not feature_path.is_file():
         np.save(feature_path, pooled_features(members, data["crops"]))
@@ -70,7 +72,8 @@ def cached_faces(name: str, augment: int) -> dict:
     return data
 
 
-def sklearn_oof(x: np.ndarray, labels: np.ndarray, folds, size, seed: int, standardise: bool) -> np.ndarray:
+def sklearn_oof(x: np.ndarray, labels: np.ndarray, folds: Folds, size: int | None, seed: int,
+                standardise: bool) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -89,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DEV_SETS), default="posed")
     parser.add_argument("--sizes", default="1,2,5,10,20,all")
-    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--l2", default="0.001,0.003,0.01,0.1")
     parser.add_argument("--augment", type=int, default=4, help="jittered copies computed (max used)")
     args = parser.parse_args()
@@ -97,9 +100,12 @@ def main() -> None:
     data = cached_faces(args.dataset, args.augment)
     labels, features, augmented = data["labels"], data["features"], data["augmented"]
     groups = data["groups"] if len(data["groups"]) else None
-    folds = make_folds(labels, groups if args.dataset == "posed" else None, n_splits=5)
+    grouping = groups if args.dataset == "posed" else None
+    # each draw its own fold assignment (and its own photos per class): the spread of both is in the mean
+    fold_draws = [make_folds(labels, grouping, n_splits=5, seed=seed) for seed in range(args.draws)]
+    folds = fold_draws[0]
     classes = None if args.dataset == "posed" else FIVE
-    shipped = shipped_heads(load_model(resolve_model("default").path))
+    shipped = shipped_heads(load(resolve_model("default").path))
     sizes = [None if s == "all" else int(s) for s in args.sizes.split(",")]
     print(f"{args.dataset}: {len(labels)} faces, {folds.kind} {len(folds.splits)}-fold; balanced accuracy "
           f"over {'the classes present' if classes is None else '5 classes'}", flush=True)
@@ -108,14 +114,15 @@ def main() -> None:
     print(f"shipped (its Predictor): {as_shipped:.3f}; shipped heads with flip: {with_flip:.3f}")
     log_probs = np.log(np.clip(data["proba"], 1e-7, 1))
     flat = features.reshape(len(features), -1)
-    methods = {"lr-logprobs": lambda size, seed: sklearn_oof(log_probs, labels, folds, size, seed, False),
-               "lr-features": lambda size, seed: sklearn_oof(flat, labels, folds, size, seed, True)}
+    methods = {
+        "lr-logprobs": lambda size, seed: sklearn_oof(log_probs, labels, fold_draws[seed], size, seed, False),
+        "lr-features": lambda size, seed: sklearn_oof(flat, labels, fold_draws[seed], size, seed, True)}
     for l2 in (float(v) for v in args.l2.split(",")):
         methods[f"heads l2={l2:g} aug=0"] = lambda size, seed, l2=l2: out_of_fold_logits(
-            features, labels, shipped, folds, l2=l2, size=size, seed=seed).argmax(1)
+            features, labels, shipped, fold_draws[seed], l2=l2, size=size, seed=seed).argmax(1)
     for k in sorted({2, args.augment}) if args.augment else []:
         methods[f"heads l2=0.003 aug={k}"] = lambda size, seed, k=k: out_of_fold_logits(
-            features, labels, shipped, folds, l2=0.003, augmented=augmented[:k], size=size,
+            features, labels, shipped, fold_draws[seed], l2=0.003, augmented=augmented[:k], size=size,
             seed=seed).argmax(1)
     print("| method | " + " | ".join("all" if s is None else str(s) for s in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
@@ -123,7 +130,7 @@ def main() -> None:
         start = time.perf_counter()
         cells = []
         for size in sizes:
-            draws = 1 if size is None else args.draws
+            draws = args.draws
             cells.append(np.mean([balanced_accuracy(labels, method(size, seed), classes)
                                   for seed in range(draws)]))
         seconds = time.perf_counter() - start

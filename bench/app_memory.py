@@ -58,7 +58,7 @@ def main() -> None:
         folder = Path(tmp)
         files = [big_png(folder / f"big{i}.png", 60 + i) for i in range(args.pages * args.per_page)]
         print(f"{len(files)} uploads of {files[0].stat().st_size / 1e3:.0f} KB, 7000x7000 each")
-        from ferkit.inference.bundled import resolve_model
+        from ferkit.models.bundled import resolve_model
 
         with streamlit_app(resolve_model(args.model).path, folder / "app.log") as url, chromium() as browser:
             pid = server_pid(int(url.rsplit(":", 1)[1]))

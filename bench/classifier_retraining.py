@@ -25,8 +25,8 @@ from sklearn.metrics import balanced_accuracy_score
 
 from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
-from ferkit.inference.bundled import resolve_model
-from ferkit.models import load_model
+from ferkit.models import load
+from ferkit.models.bundled import resolve_model
 from ferkit.training.head import (
     calibrated,
     heads_of,
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source = resolve_model(args.model)
-    model = load_model(source.path)
+    model = load(source.path)
     networks = heads_of(model)
     valid = label_split(load_ferplus(args.data, splits=("valid",))["valid"], "majority")
     valid_features = [pooled_features(n, valid.images) for n in networks]

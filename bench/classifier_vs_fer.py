@@ -30,7 +30,8 @@ from peer_env import peer_python as make_peer_python
 
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS
-from ferkit.inference import Predictor, list_bundled
+from ferkit.inference import Predictor
+from ferkit.models import list_bundled
 
 FER_NAMES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness",
              "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}

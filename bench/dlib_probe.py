@@ -35,8 +35,8 @@ from ferkit.cli import default_data_root
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import compute_metrics, load_eval_split
 from ferkit.evaluation.photos import read_photo_labels
-from ferkit.inference.bundled import resolve_model
-from ferkit.models import load_model, normalize
+from ferkit.models import load, normalize
+from ferkit.models.bundled import resolve_model
 from ferkit.models.dlib_resnet import load_dlib_resnet
 
 DEV_SETS = {"wild": "../shared/datasets/expressions-in-the-wild",
@@ -87,7 +87,7 @@ class DefaultMembers:
     name = "default"
 
     def __init__(self):
-        self.model = load_model(resolve_model("default").path)
+        self.model = load(resolve_model("default").path)
 
     @torch.no_grad()
     def __call__(self, faces: np.ndarray) -> dict[str, np.ndarray]:

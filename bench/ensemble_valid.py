@@ -22,12 +22,12 @@ from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS, emotion_index
 from ferkit.evaluation.predict import predict_proba
-from ferkit.models import load_model
+from ferkit.models import load
 
 
 def log_proba_views(run: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Log-probabilities of the faces and of their mirrors, from one load of the model."""
-    model = load_model(run)
+    model = load(run)
     mirrored = np.ascontiguousarray(images[:, :, ::-1])
     return tuple(np.log(predict_proba(model, faces) + 1e-12) for faces in (images, mirrored))
 

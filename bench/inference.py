@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 import torch
 
-from ferkit.inference import Predictor, list_bundled, load_image
+from ferkit.inference import Predictor, load_image
 from ferkit.inference.export import export_onnx
-from ferkit.models import create_model, model_config, normalize, save_model
+from ferkit.models import create_model, list_bundled, model_config, normalize, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

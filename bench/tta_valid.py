@@ -21,7 +21,7 @@ from sklearn.metrics import f1_score, recall_score
 from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS, emotion_index
-from ferkit.models import load_model
+from ferkit.models import load
 from ferkit.models.base import normalize
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     all_views = views(args.shift)
     scores = {}  # (run, view) -> (N, 8) log-probabilities
     for run in args.runs:
-        model = load_model(run).eval()
+        model = load(run).eval()
         for name, view in all_views.items():
             scores[run, name] = log_proba(model, valid.images, view)
     view_sets = {

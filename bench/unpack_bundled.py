@@ -15,8 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ferkit.inference.bundled import METRICS_FILE, read_json_file, resolve_model
-from ferkit.models import load_model, model_config, read_model_config, save_model
+from ferkit.models import load, model_config, read_model_config, save_model
+from ferkit.models.bundled import METRICS_FILE, read_json_file, resolve_model
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     members = config["model_args"]["members"]
     records = read_json_file(folder / METRICS_FILE).get("training", {}).get("members",
                                                                              [{}] * len(members))
-    weights = load_model(folder).members
+    weights = load(folder).members
     for i, (member, spec, record) in enumerate(zip(weights, members, records, strict=True)):
         out = args.out / record.get("run", f"{folder.name}-member{i}")
         save_model(member, out, model_config(spec["architecture"], spec.get("model_args", {}),

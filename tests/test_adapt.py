@@ -21,8 +21,8 @@ from ferkit.adaptation.heads import Heads, balanced_weights, fit_heads
 from ferkit.adaptation.validation import balanced_accuracy, make_folds
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, DataError
-from ferkit.inference.bundled import resolve_model
-from ferkit.models import load_model
+from ferkit.models import load
+from ferkit.models.bundled import resolve_model
 
 POSED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "posed-expressions"
 needs_posed = pytest.mark.skipif(not (POSED / "labels.csv").is_file(),
@@ -32,7 +32,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def fast():
-    return load_model(resolve_model("fast").path)
+    return load(resolve_model("fast").path)
 
 
 def test_adapted_model_answers_as_its_heads(fast):
@@ -174,7 +174,7 @@ def test_adapt_end_to_end_then_predict_evaluate_and_predictor(tmp_path, monkeypa
     assert metrics["person_disjoint"] and metrics["onnx"]["agreement_on_photos"] >= 0.99
     assert "shipped model, same photos" in (out / "report.md").read_text()
     # the shipped weights are untouched: the bundled default still loads (its sha256 is checked)
-    load_model(resolve_model("default").path)
+    load(resolve_model("default").path)
 
     from ferkit.cli import app
     from ferkit.inference import Predictor

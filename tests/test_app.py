@@ -437,13 +437,13 @@ def test_live_page_explains_ice_servers_and_never_shows_a_traceback(app):
 def test_about_page_shows_what_metrics_json_says(app, app_model):
     import torch
 
-    from ferkit.models.io import load_model
+    from ferkit.models import load
 
     app.sidebar.radio(key="mode").set_value("About the model").run()
     assert not app.exception
     metrics = json.loads((app_model / "metrics.json").read_text())
     shown = {m.label: m.value for m in app.metric}
-    expected_params = sum(p.numel() for p in load_model(app_model).parameters())
+    expected_params = sum(p.numel() for p in load(app_model).parameters())
     recalls = [metrics["per_class"][e]["recall"] for e in EMOTIONS]
     assert shown == {"Architecture": "baseline", "Parameters": f"{expected_params:,}",
                      "FERPlus test accuracy": f"{metrics['accuracy']:.1%}",
@@ -472,7 +472,7 @@ def test_about_page_without_metrics_says_not_measured(app_model_unmeasured, monk
 
 
 def test_bundled_model_about_page_matches_its_metrics_file(monkeypatch):
-    from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, weights_root
+    from ferkit.models.bundled import DEFAULT_MODEL, list_bundled, weights_root
 
     if DEFAULT_MODEL not in list_bundled():
         pytest.skip("no bundled default model yet (ferkit/weights/default)")

@@ -8,8 +8,7 @@ import pytest
 from conftest import REAL_FERPLUS, needs_ferplus
 
 from ferkit.data import label_split, load_ferplus
-from ferkit.inference import bundled
-from ferkit.models import load_model
+from ferkit.models import bundled, load
 
 SHIPPED = ("default", "fast", "deep_cnn")  # most accurate, a single fast network, the seed's Phase 2
 shipped = pytest.mark.parametrize("name", [
@@ -28,7 +27,7 @@ def test_shipped_models_carry_their_test_metrics(name):
                                          "disgust", "fear", "contempt"}
     assert metrics["training"]["commands"] and metrics["training"]["train_seconds"] > 0
     assert (folder / "model.safetensors").stat().st_size < 25_000_000
-    assert load_model(folder) is not None
+    assert load(folder) is not None
 
 
 @pytest.mark.realdata

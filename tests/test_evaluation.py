@@ -207,7 +207,7 @@ def test_cli_compare_writes_table_and_matrices(tiny_runs, learnable_root):
 
 def test_cli_compare_takes_a_bundled_name_and_never_writes_into_the_package(tiny_runs, learnable_root,
                                                                             tmp_path, monkeypatch):
-    from ferkit.inference.bundled import weights_root
+    from ferkit.models.bundled import weights_root
 
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["compare", str(tiny_runs[0]), "baseline", "--data", str(learnable_root)])

@@ -15,7 +15,7 @@ from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS
 from ferkit.explain import colorize, gradcam, overlay
 from ferkit.explain.figures import explain_files
-from ferkit.models import create_model, list_models, load_model, normalize
+from ferkit.models import create_model, list_models, load, normalize
 from ferkit.models.cnn import PlainCNN
 
 runner = CliRunner()
@@ -82,7 +82,7 @@ def test_named_layer_of_a_trained_resnet_points_at_the_patch(tiny_runs, learnabl
     # In a global-average-pooled ResNet the last stage (6x6, receptive field ~ the whole face)
     # reads the patch's position from the borders, so its map is diffuse; the first stage
     # (24x24) still shows where the evidence is, and naming a layer reaches it.
-    model = load_model(tiny_runs[0])
+    model = load(tiny_runs[0])
     test = label_split(load_ferplus(learnable_root, splits=("test",))["test"], "majority")
     result = gradcam(model, test.images, layer="stages.0")
     assert result.layer == "stages.0"
@@ -177,7 +177,7 @@ def test_cli_explain_finds_the_faces_in_photos_and_lists_photos_without_one(tiny
         [f"2008_002506-face{i}-gradcam.png" for i in range(1, len(group) + 1)]
     assert f"Tom_Cruise_avp_2014_4.jpg face {single[0].box}:" in printed
     # the explained face is the aligned crop `ferkit predict` classified, not the resized photo
-    done, no_face = explain_files(load_model(tiny_runs[0]), [photos[0]], tmp_path / "again",
+    done, no_face = explain_files(load(tiny_runs[0]), [photos[0]], tmp_path / "again",
                                   find_faces=lambda rgb: [(f.crop, f.box) for f in predictor.predict(rgb)])
     assert no_face == [] and len(done) == 1 and done[0].box == single[0].box and not done[0].resized
     expected = predictor.predict_faces(single[0].crop[None])[0]

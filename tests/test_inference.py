@@ -36,9 +36,9 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError, ModelFileError
 from ferkit.inference import Face, Predictor, load_image, prepare_faces
 from ferkit.inference import backends as backends_mod
-from ferkit.inference import bundled as bundled_mod
 from ferkit.inference.export import max_flip_margin
-from ferkit.models import load_model, normalize
+from ferkit.models import bundled as bundled_mod
+from ferkit.models import load, normalize
 from ferkit.release.bundle import int8_keeps_answers
 
 
@@ -259,7 +259,7 @@ def test_predict_faces_equals_plain_softmax_and_evaluate(predictor, tiny_model):
     rng = np.random.default_rng(1)
     faces = rng.integers(0, 256, (20, 48, 48), dtype=np.uint8)
     got = predictor.predict_faces(faces)
-    model = load_model(tiny_model)
+    model = load(tiny_model)
     with torch.no_grad():
         expected = torch.softmax(model(normalize(faces)), 1).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)  # softmax in NumPy, not torch
@@ -285,7 +285,7 @@ def test_predict_faces_on_ferplus_test_matches_evaluate(predictor, tiny_model):
 
     files = sorted((REAL_FERPLUS / "FER2013Test").glob("*.png"))[:32]
     faces = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])
-    expected = predict_proba(load_model(tiny_model), faces)
+    expected = predict_proba(load(tiny_model), faces)
     np.testing.assert_array_equal(predictor.predict_faces(faces), expected)
     np.testing.assert_array_equal(predictor.predict_faces([str(f) for f in files]), expected)
 
@@ -565,10 +565,10 @@ def test_model_files_with_bad_args_non_finite_or_damaged_weights_are_refused(tin
     config = json.loads((bad_args / "model.json").read_text())
     (bad_args / "model.json").write_text(json.dumps({**config, "model_args": [1, 2]}))
     with pytest.raises(ModelFileError, match="'model_args' must be an object"):
-        load_model(bad_args)
+        load(bad_args)
     (bad_args / "model.json").write_text(json.dumps({**config, "model_args": {"widths": 3}}))
     with pytest.raises(ModelFileError, match="model.json"):
-        load_model(bad_args)
+        load(bad_args)
 
     nan = copy("nan")
     state = load_file(str(nan / "model.safetensors"))
@@ -581,12 +581,12 @@ def test_model_files_with_bad_args_non_finite_or_damaged_weights_are_refused(tin
     damaged = copy("damaged")
     config = json.loads((damaged / "model.json").read_text())
     (damaged / "model.json").write_text(json.dumps({**config, "weights_sha256": weights_sha256(damaged)}))
-    assert load_model(damaged) is not None  # the recorded hash matches
+    assert load(damaged) is not None  # the recorded hash matches
     data = bytearray((damaged / "model.safetensors").read_bytes())
     data[-100] ^= 0xFF  # one flipped byte inside the weights: loads silently without the hash
     (damaged / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="damaged"):
-        load_model(damaged)
+        load(damaged)
 
 
 def test_negligible_and_subnormal_weights_load_as_zero_and_change_no_answer(tiny_model, tmp_path):
@@ -606,7 +606,7 @@ def test_negligible_and_subnormal_weights_load_as_zero_and_change_no_answer(tiny
     tiny = torch.finfo(torch.float32).tiny
     subnormal, key, stored = with_first_two("subnormal", [tiny / 4, -1e-33])  # subnormal, negligible
     zeros, _, _ = with_first_two("zeros", [0.0, 0.0])
-    loaded = load_model(subnormal).state_dict()[key].view(-1)
+    loaded = load(subnormal).state_dict()[key].view(-1)
     assert loaded[:2].tolist() == [0.0, 0.0]  # flushed: CPUs that microcode them slow down many-fold
     np.testing.assert_array_equal(loaded[2:].numpy(), stored.view(-1)[2:].numpy())  # normal ones kept
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
@@ -615,7 +615,7 @@ def test_negligible_and_subnormal_weights_load_as_zero_and_change_no_answer(tiny
 
 
 def test_every_bundled_model_records_and_matches_its_weights_hash():
-    from ferkit.inference.bundled import list_bundled, weights_root
+    from ferkit.models.bundled import list_bundled, weights_root
     from ferkit.models.io import weights_sha256
 
     for name in list_bundled():

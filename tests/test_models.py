@@ -11,7 +11,7 @@ from ferkit.errors import ModelFileError
 from ferkit.models import (
     create_model,
     list_models,
-    load_model,
+    load,
     model_config,
     normalize,
     save_model,
@@ -70,7 +70,7 @@ def test_save_and_load_round_trip_without_pickle(tmp_path):
     save_model(model, tmp_path, model_config("resnet", {"widths": [8, 16, 16], "stem_width": 8}))
     config = json.loads((tmp_path / "model.json").read_text())
     assert config["classes"][0] == "neutral" and config["normalization"]["std"] == 0.25
-    loaded = load_model(tmp_path)
+    loaded = load(tmp_path)
     x = torch.randn(2, 1, 48, 48)
     torch.testing.assert_close(loaded(x), model(x))
 
@@ -92,7 +92,7 @@ def test_float16_storage_halves_the_file_and_keeps_predictions(tmp_path):
     assert sizes[1] < 0.6 * sizes[0]
     assert json.loads((tmp_path / "fp16" / "model.json").read_text())["weight_storage"] == "float16"
     x = torch.randn(32, 1, 48, 48)
-    loaded = load_model(tmp_path / "fp16")
+    loaded = load(tmp_path / "fp16")
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     torch.testing.assert_close(loaded(x), model(x), atol=2e-2, rtol=2e-2)
     assert torch.equal(loaded(x).argmax(1), model(x).argmax(1))
@@ -100,18 +100,23 @@ def test_float16_storage_halves_the_file_and_keeps_predictions(tmp_path):
         save_model(model, tmp_path / "bad", config, storage="int4")
 
 
-def test_load_model_errors_name_the_problem(tmp_path):
-    with pytest.raises(ModelFileError, match="model not found"):
-        load_model(tmp_path / "missing")
+def test_load_errors_name_the_problem(tmp_path):
+    with pytest.raises(ModelFileError, match="missing'.*nor an existing run folder"):
+        load(tmp_path / "missing")
+    with pytest.raises(ModelFileError, match="unknown model 'no-such-name': not a bundled model name"):
+        load("no-such-name")
+    (tmp_path / "exported.onnx").write_bytes(b"")
+    with pytest.raises(ModelFileError, match="already an ONNX file, which holds no trainable weights"):
+        load(tmp_path / "exported.onnx")
     with pytest.raises(ModelFileError, match="missing model.json"):
-        load_model(tmp_path)
+        load(tmp_path)
     save_model(create_model("baseline"), tmp_path, model_config("baseline", {}))
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ModelFileError, match="cannot read weights"):
-        load_model(tmp_path)
+        load(tmp_path)
     save_model(create_model("baseline"), tmp_path, model_config("deep_cnn", {}))
     with pytest.raises(ModelFileError, match="weights do not fit deep_cnn"):
-        load_model(tmp_path)
+        load(tmp_path)
 
 
 def _small_resnet(seed: int) -> torch.nn.Module:
@@ -204,14 +209,14 @@ def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):
     assert config["params"] == 2 * sum(p.numel() for p in _small_resnet(0).parameters())
     assert read_commands(out) == ["ferkit ensemble run0 run1 --out ens"]
     x = torch.randn(2, 1, 48, 48)
-    expected = sum(torch.log_softmax(load_model(f)(x), 1) for f in folders) / 2
-    torch.testing.assert_close(load_model(out)(x), expected)
+    expected = sum(torch.log_softmax(load(f)(x), 1) for f in folders) / 2
+    torch.testing.assert_close(load(out)(x), expected)
     with pytest.raises(ValueError, match="already exists"):
         save_ensemble(folders, out)
     with pytest.raises(ValueError, match="at least two runs, or one with flip"):
         save_ensemble(folders[:1], tmp_path / "one")
-    one = load_model(save_ensemble(folders[:1], tmp_path / "one-flip", flip=True))
-    network = load_model(folders[0])
+    one = load(save_ensemble(folders[:1], tmp_path / "one-flip", flip=True))
+    network = load(folders[0])
     torch.testing.assert_close(one(x), (torch.log_softmax(network(x), 1)
                                         + torch.log_softmax(network(x.flip(-1)), 1)) / 2)
     with pytest.raises(ModelFileError, match="model not found"):
@@ -243,3 +248,18 @@ def test_shipped_variants_are_registered_by_name_as_their_configs_build_them(nam
     assert [p.shape for p in by_name.parameters()] == [p.shape for p in by_config.parameters()]
     result = CliRunner().invoke(app, ["summary", name])
     assert result.exit_code == 0 and f"Trainable params: {trainable:,}" in result.output
+
+
+def test_one_door_from_a_name_to_a_model():
+    """Everything in the package that needs a PyTorch model goes through models.load: no other module
+    calls the folder loader."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "src" / "ferkit"
+    callers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if re.search(r"\bload_folder\(|\bload_model\(", p.read_text())
+                     and p.parent.name != "models")
+    assert callers == []
+    bundled = load("fast")
+    assert sum(p.numel() for p in bundled.parameters()) > 0

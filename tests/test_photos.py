@@ -78,7 +78,7 @@ def test_photo_accuracy_equals_an_independent_count_with_the_predictor(photo_fol
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert written["balanced_accuracy"] == m["balanced_accuracy"]
     # photos are read under the model's own default prior (metrics.json "default_prior"), and say so
-    from ferkit.inference import bundled
+    from ferkit.models import bundled
 
     recorded = json.loads((bundled.weights_root() / "default" / "metrics.json").read_text())
     assert written["prior"] == predictor.prior.to_dict()

@@ -10,8 +10,7 @@ import pytest
 from conftest import tiny_train_config, write_random_model
 
 from ferkit.errors import ModelFileError
-from ferkit.inference import bundled
-from ferkit.models import load_model
+from ferkit.models import bundled, load
 from ferkit.release import bundle
 
 
@@ -36,7 +35,7 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     card = model_card(target, "tiny")
     assert f"```\n{command}\nferkit evaluate runs/tiny --split test" in card
     assert "ferkit bundle runs/tiny --name tiny --provisional\n" in card  # reproduces the flag too
-    a, b = load_model(run), load_model(target)
+    a, b = load(run), load(target)
     x = np.zeros((1, 1, 48, 48), np.float32)
     import torch
 
@@ -153,7 +152,7 @@ def test_a_bundled_model_with_a_retrained_head_reports_its_source_training_then_
 
 
 def test_the_card_says_which_export_runs_and_why_int8_was_not_shipped():
-    from ferkit.inference.bundled import weights_root
+    from ferkit.models.bundled import weights_root
     from ferkit.release.model_card import model_card
 
     for name in ("default", "fast", "deep_cnn", "baseline"):

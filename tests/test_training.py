@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from ferkit.cli import app
 from ferkit.errors import ArgumentError, ConfigError
-from ferkit.models import load_model
+from ferkit.models import load
 from ferkit.training.augment import BatchAugment
 from ferkit.training.config import AugmentConfig, TrainConfig, load_config, parse_override, save_config
 from ferkit.training.distill import TEACHER_FILE, cached_teacher_probabilities, mix_targets
@@ -60,7 +60,7 @@ def test_training_learns_and_writes_a_complete_run_folder(learnable_root, tmp_pa
     assert "ferkit 0.1.0" in (run / "config.yaml").read_text().splitlines()[0]
     assert "Total params" in (run / "model_summary.txt").read_text()
     assert "epoch 4:" in (run / "train.log").read_text()
-    model = load_model(run)
+    model = load(run)
     assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 8)
 
 
@@ -121,7 +121,7 @@ def test_ctrl_c_leaves_the_best_epoch_so_far_as_the_model_and_resume_goes_on(lea
     assert [h["epoch"] for h in history] == [1, 2]
     meta = json.loads((run / "model.json").read_text())
     assert meta["metrics"]["best_epoch"] == min(history, key=lambda h: h["val_loss"])["epoch"]
-    assert load_model(run)(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
+    assert load(run)(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
     assert "--resume" in (run / "train.log").read_text()
     result = CliRunner().invoke(app, ["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
@@ -327,13 +327,13 @@ def test_distillation_trains_on_the_teachers_predictions(learnable_root, tiny_ru
     train_faces = label_split(load_ferplus(learnable_root, splits=("train",))["train"], "crossentropy")
     probs = np.load(run / TEACHER_FILE, allow_pickle=False)
     # T=1: the teacher's own softmax on every training face, in the split's order
-    np.testing.assert_allclose(probs, predict_proba(load_model(teacher), train_faces.images), atol=1e-5)
+    np.testing.assert_allclose(probs, predict_proba(load(teacher), train_faces.images), atol=1e-5)
     assert "distillation: weight 0.7" in (run / "train.log").read_text()
     info = training_info(run)
     assert info["teacher"]["run"] == teacher.name
     assert info["train_seconds_with_teacher"] > info["train_seconds"]
     assert f"distilled from `{teacher}`" in _recipe(info)  # the model card names the teacher
-    assert load_model(run)(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
+    assert load(run)(torch.zeros(1, 1, 48, 48)).shape == (1, 8)
 
 
 def test_function_matching_trains_on_stored_views_with_the_teachers_answer_for_each(
@@ -639,7 +639,7 @@ def test_a_warm_started_run_begins_from_the_given_models_weights(learnable_root,
     assert accuracy["warm"] > 0.6 > accuracy["cold"]  # the trained start is kept; chance is 0.25
     warm = tmp_path / "warm"
     # the learned weights (BatchNorm's running statistics follow the new batches whatever the lr)
-    before, after = dict(load_model(trained).named_parameters()), dict(load_model(warm).named_parameters())
+    before, after = dict(load(trained).named_parameters()), dict(load(warm).named_parameters())
     assert max((before[k] - after[k]).abs().max().item() for k in before) < 1e-3
     info = training_info(warm)
     assert info["warm_start"]["run"] == trained.name
@@ -656,7 +656,7 @@ def test_a_warm_start_that_does_not_fit_is_a_clear_error_before_any_work(learnab
         train(tiny_train_config(learnable_root, tmp_path, "orphan", init="runs/nope"))
     onnx = tmp_path / "tiny.onnx"
     onnx.write_bytes(b"")  # named as an ONNX model: refused for what it is before it is read
-    with pytest.raises(ConfigError, match="init=.*an .onnx file holds no trainable weights"):
+    with pytest.raises(ConfigError, match="init=.*an ONNX file, which holds no trainable weights"):
         train(tiny_train_config(learnable_root, tmp_path, "from-onnx", init=str(onnx)))
     assert not any((tmp_path / name).exists() for name in ("wide", "orphan", "from-onnx"))
 
@@ -915,7 +915,7 @@ def test_retrain_head_relearns_only_the_last_layer_into_a_new_folder(learnable_r
     out = retrain_head(str(run), tmp_path / "crt", learnable_root, protocol="all_votes", balance="full",
                        epochs=2, command="ferkit retrain-head runs/src --out crt")
     assert (run / "model.safetensors").read_bytes() == before
-    source, retrained = load_model(run).state_dict(), load_model(out).state_dict()
+    source, retrained = load(run).state_dict(), load(out).state_dict()
     changed = {k for k in source if not torch.equal(source[k], retrained[k])}
     assert changed == {"fc.weight", "fc.bias"}
     config = json.loads((out / "model.json").read_text())
@@ -967,7 +967,7 @@ def test_a_fitted_temperature_recovers_over_confidence_and_changes_no_answer(lea
     assert temperature > 0 and abs(temperature - 1) > 1e-3
     faces = torch.from_numpy(rng.integers(0, 256, (32, 1, 48, 48)).astype(np.float32) / 255 * 4 - 2)
     with torch.no_grad():
-        a, b = load_model(plain)(faces), load_model(scaled)(faces)
+        a, b = load(plain)(faces), load(scaled)(faces)
     assert torch.equal(a.argmax(1), b.argmax(1))
     torch.testing.assert_close(a / temperature, b, rtol=1e-4, atol=1e-4)
 

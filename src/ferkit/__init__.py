@@ -3,15 +3,11 @@
 from ferkit.emotions import EMOTIONS
 
 __version__ = "0.1.0"
-__all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "adapt", "evaluate_photos", "load_model"]
+__all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "adapt", "evaluate_photos"]
 
 
 def __getattr__(name: str):
     # Lazy: `import ferkit` stays light (no torch) until a model is needed.
-    if name == "load_model":
-        from ferkit.models import load_model
-
-        return load_model
     if name == "adapt":
         from ferkit.adaptation.core import adapt
 

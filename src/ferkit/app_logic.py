@@ -118,7 +118,7 @@ def app_threads(environ: Mapping[str, str] = os.environ) -> int:
 def model_choices(environ: Mapping[str, str] = os.environ) -> list[str]:
     """The models the sidebar offers: $FERKIT_MODEL alone when set (a bundled name, run folder or
     .onnx file), else every bundled model, `default` first."""
-    from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled
+    from ferkit.models.bundled import DEFAULT_MODEL, list_bundled
 
     chosen = environ.get(settings.APP_MODEL_ENV, "").strip()
     if chosen:

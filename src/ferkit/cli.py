@@ -210,7 +210,7 @@ DATA_HELP = ("FERPlus root; default $FERKIT_DATA, else the run's training data r
 def _run_or_bundled(run: Path) -> tuple[Path, bool]:
     """RUN's model folder (bundled.resolve_model: a bundled name, or a run folder) and whether it is a
     bundled model (whose folder is never written into)."""
-    from ferkit.inference.bundled import resolve_model
+    from ferkit.models.bundled import resolve_model
 
     source = resolve_model(str(run))
     if source.backend == "onnx":
@@ -352,14 +352,14 @@ def explain_command(
     the end (exit code 1)."""
     from ferkit.emotions import emotion_index
     from ferkit.errors import EvaluationError
-    from ferkit.models import load_model
+    from ferkit.models import load
 
     if not images and not gallery:
         raise EvaluationError("nothing to explain: give IMAGE files and/or --gallery")
     if class_ is not None:
         emotion_index(class_)  # unknown names fail here, before the model loads
     model, bundled = _run_or_bundled(model)
-    net = load_model(model)
+    net = load(model)
     # never write into the installed package
     out_dir = out or (Path(f"explain-{model.name}") if bundled else model / "explain")
     no_face = []
@@ -389,7 +389,7 @@ def explain_command(
 
 def _model_prior(model: Path, prior: str | None):
     """--prior, else the model's own default prior (metrics.json "default_prior"), as Predictor does."""
-    from ferkit.inference.bundled import METRICS_FILE, read_json_file
+    from ferkit.models.bundled import METRICS_FILE, read_json_file
     from ferkit.priors import resolve_prior
 
     chosen = prior if prior is not None else read_json_file(model / METRICS_FILE).get("default_prior")
@@ -839,7 +839,7 @@ def _print_onnx_record(record: dict) -> None:
 def card_command(names: Annotated[list[str] | None, typer.Argument(
         help="Bundled model names (default: all, `default` first).")] = None) -> None:
     """Print the model cards (Markdown) of bundled models, built from their metrics.json."""
-    from ferkit.inference.bundled import list_bundled, weights_root
+    from ferkit.models.bundled import list_bundled, weights_root
     from ferkit.release.model_card import model_card
 
     bundled = list_bundled()

@@ -66,7 +66,7 @@ class AdaptResult:
 
 
 def _check_out(out: Path, folder: Path, source: Path, force: bool) -> None:
-    from ferkit.inference.bundled import weights_root
+    from ferkit.models.bundled import weights_root
 
     resolved = out.resolve()
     if resolved == folder.resolve() or resolved.is_relative_to(folder.resolve()):
@@ -131,13 +131,13 @@ def _export(out: Path, crops: np.ndarray, features: np.ndarray) -> dict[str, Any
     agreement of the two paths on the user's own faces. The PyTorch path's answers are its saved heads
     on the features already computed: its backbone is the frozen one they came from."""
     from ferkit.inference.backends import OnnxBackend
-    from ferkit.inference.bundled import ONNX_FP32
     from ferkit.inference.export import export_onnx
-    from ferkit.models import load_model
+    from ferkit.models import load
+    from ferkit.models.bundled import ONNX_FP32
 
     report = export_onnx(out, out / ONNX_FP32)
     onnx = OnnxBackend(out / ONNX_FP32, folder=out).probabilities(crops, None, 256).argmax(1)
-    torch_top = shipped_heads(load_model(out)).logits(features).argmax(1)
+    torch_top = shipped_heads(load(Path(out))).logits(features).argmax(1)
     return {"runs": ONNX_FP32, "precision": "fp32", "max_abs_diff_fp32": report.max_abs_diff,
             "agreement_on_photos": float((onnx == torch_top).mean()), "photos": len(crops)}
 
@@ -150,8 +150,8 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
     """Adapt `model` (a bundled name or model folder; None: the default) to the labelled photos of
     `folder` and write the adapted model folder `out`. See the module doc; `data_root`, a FERPlus
     root, adds the adapted model's FERPlus Valid accuracy (how much it forgets)."""
-    from ferkit.inference.bundled import METRICS_FILE, resolve_model
-    from ferkit.models import load_model, read_model_config
+    from ferkit.models import load, read_model_config
+    from ferkit.models.bundled import METRICS_FILE, resolve_model
     from ferkit.models.io import append_command, model_config, save_model, weights_sha256
 
     if not l2 > 0:
@@ -161,14 +161,12 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
     if folds < 2:
         raise ArgumentError(f"folds must be at least 2, got {folds}")
     source = resolve_model(model)
-    if source.backend != "torch":
-        raise ArgumentError(f"{source.name}: an ONNX file has no trainable head; give a model folder or a "
-                            "bundled name")
+    source.pytorch_folder()  # an .onnx file has no heads to adapt: refused before any work
     out, folder = Path(out).expanduser(), Path(folder).expanduser()
     if not folder.is_dir():
         raise ArgumentError(f"{folder}: photo folder not found")
     _check_out(out, folder, source.path, force)
-    network = load_model(source.path)
+    network = load(source)
     members = member_networks(network)
     shipped = shipped_heads(network)
     seconds: dict[str, float] = {}

@@ -14,7 +14,7 @@ from ferkit.evaluation.predict import predict_proba
 from ferkit.evaluation.report import FILES, write_report
 from ferkit.evaluation.result import Evaluation
 from ferkit.files import claim_folder
-from ferkit.models import load_model, read_model_config
+from ferkit.models import load, read_model_config
 from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.tta import check_tta
@@ -52,7 +52,7 @@ def evaluate_run(run: str | Path, data: LabeledSplit, data_root: str | Path, tta
     prior = resolve_prior(prior)
     run = Path(run)
     config = read_model_config(run)
-    model = load_model(run)
+    model = load(Path(run))
     with cpu_threads(threads):
         proba = prior.apply(predict_proba(model, data.images, batch_size=batch_size, tta=tta,
                                           progress=progress))

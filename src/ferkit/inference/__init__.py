@@ -5,20 +5,16 @@ door every image comes in through; `export_onnx` writes a standalone, parity-che
 """
 
 from ferkit.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
-from ferkit.inference.bundled import DEFAULT_MODEL, list_bundled, resolve_model
 from ferkit.inference.face import Face
 from ferkit.inference.predictor import ImageResult, Predictor, prepare_faces
 
 __all__ = [
-    "DEFAULT_MODEL",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "Face",
     "ImageResult",
     "Predictor",
     "find_images",
-    "list_bundled",
     "load_image",
     "prepare_faces",
-    "resolve_model",
 ]

@@ -27,7 +27,7 @@ import numpy as np
 from ferkit import hardware
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ModelFileError
-from ferkit.inference.bundled import METRICS_FILE, read_json_file
+from ferkit.models.bundled import METRICS_FILE, read_json_file
 from ferkit.settings import FACE_SIDE
 
 # Keys of the ONNX metadata_props that make an exported .onnx file stand alone.
@@ -59,14 +59,14 @@ class TorchBackend:
     kind = "torch"
 
     def __init__(self, folder: Path):
-        from ferkit.models import load_model, read_model_config
+        from ferkit.models import load, read_model_config
 
         self.config = read_model_config(folder)
         _check_classes(self.config, str(Path(folder) / "model.json"))
         self.metrics = read_json_file(Path(folder) / METRICS_FILE)
         # Parameters keep requires_grad: Grad-CAM (the app's) runs backward through this model;
         # predictions themselves run under inference_mode, which records no graph.
-        self.model = load_model(folder).eval()
+        self.model = load(Path(folder)).eval()
 
     def probabilities(self, faces: np.ndarray, tta: str | None, batch_size: int) -> np.ndarray:
         from ferkit.models.classify import class_probabilities, torch_logits

@@ -42,7 +42,7 @@ from ferkit.inference.backends import (
     META_VERSION,
     OnnxBackend,
 )
-from ferkit.inference.bundled import METRICS_FILE, read_json_file, resolve_model
+from ferkit.models.bundled import METRICS_FILE, read_json_file, resolve_model
 
 DEFAULT_OPSET = 17
 PARITY_ATOL = 1e-4
@@ -238,11 +238,10 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
     `data_root` (a FERPlus root) supplies parity faces, int8 calibration faces and the
     accuracy comparison (skipped with `measure_accuracy=False`); without it random faces are
     used for parity. `fp32_copy`: with int8, also keep the checked fp32 export there."""
-    from ferkit.models import load_model, read_model_config
+    from ferkit.models import load, read_model_config
 
     source = resolve_model(model)
-    if source.backend != "torch":
-        raise ModelFileError(f"{model}: already an ONNX file; export needs a run folder or bundled model")
+    folder = source.pytorch_folder()
     out = Path(out).expanduser()
     if out.suffix.lower() != ".onnx":
         raise ArgumentError(f"{out}: the output file must end in .onnx")
@@ -252,9 +251,9 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ArgumentError(f"{out}: cannot make its folder ({exc.strerror})") from None
-    torch_model = load_model(source.path)
-    config = read_model_config(source.path)
-    metrics = read_json_file(source.path / METRICS_FILE)
+    torch_model = load(source)
+    config = read_model_config(folder)
+    metrics = read_json_file(folder / METRICS_FILE)
     data, why_not = _load_data(data_root) if (int8 or data_root) else (None, None)
     if data is not None:
         parity_faces = data["valid"].images[:64]

@@ -30,10 +30,10 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, FerkitError, ImageError
 from ferkit.images import Color, ImageSource, describe, load_image, to_face
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
-from ferkit.inference.bundled import ModelSource, resolve_model
 from ferkit.inference.face import DetectionLike, Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, iter_video
+from ferkit.models.bundled import ModelSource, resolve_model
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.settings import FACE_SIDE, MIN_FACE
 from ferkit.tta import check_tta
@@ -145,7 +145,7 @@ def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto
 class Predictor:
     """Detect faces and classify their expression with one loaded model.
 
-    model: None (the bundled default), a bundled model name (`ferkit.inference.list_bundled()`),
+    model: None (the bundled default), a bundled model name (`ferkit.models.list_bundled()`),
         a run/model folder (model.json + model.safetensors) or an exported .onnx file (run with
         ONNX Runtime).
     detector: a ferkit.faces detector name (None: its default), or any callable

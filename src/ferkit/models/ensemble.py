@@ -31,7 +31,7 @@ from torch import nn
 
 from ferkit.errors import ArgumentError
 from ferkit.models.base import INPUT_SIZE, FerModel
-from ferkit.models.io import append_command, load_model, model_config, read_model_config, save_model
+from ferkit.models.io import append_command, load_folder, model_config, read_model_config, save_model
 from ferkit.models.registry import create_model, register_model
 
 
@@ -115,7 +115,7 @@ def load_ensemble(folders: list[str | Path], flip: bool = False) -> tuple[Ensemb
     """Trained models (run or model folders) -> (their ensemble, its model_args for model.json)."""
     configs = [read_model_config(folder) for folder in folders]
     members = [{"architecture": c["architecture"], "model_args": c.get("model_args", {})} for c in configs]
-    model = Ensemble([load_model(folder) for folder in folders], flip)
+    model = Ensemble([load_folder(folder) for folder in folders], flip)
     return model.eval(), {"members": members, "flip": flip}
 
 

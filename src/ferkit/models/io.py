@@ -16,6 +16,7 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, ModelFileError
 from ferkit.files import write_whole
 from ferkit.models.base import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, FerModel
+from ferkit.models.bundled import ModelSource, resolve_model
 from ferkit.models.registry import create_model
 
 WEIGHTS_FILE = "model.safetensors"
@@ -45,7 +46,7 @@ def save_model(model: FerModel, folder: Path, config: dict[str, Any],
 
     storage="float16" halves the file (for bundled ensembles under the package size budget):
     weights are stored in fp16, BatchNorm running statistics stay fp32 (a variance can be too
-    small for fp16's precision). load_model computes in fp32 either way."""
+    small for fp16's precision). load_folder computes in fp32 either way."""
     if storage not in WEIGHT_STORAGE:
         raise ArgumentError(f"storage must be one of {', '.join(WEIGHT_STORAGE)}, not {storage!r}")
     folder = Path(folder)
@@ -118,8 +119,9 @@ def zero_negligible(weights: torch.Tensor) -> torch.Tensor:
     return weights.masked_fill(weights.abs() < NEGLIGIBLE_WEIGHT, 0.0)
 
 
-def load_model(path: str | Path) -> FerModel:
-    """Rebuild a trained model (eval mode) from model.json + model.safetensors alone. A model.json
+def load_folder(path: str | Path) -> FerModel:
+    """Rebuild a trained model (eval mode) from a folder's model.json + model.safetensors alone (`load`
+    is the door that takes a name too). A model.json
     that records `weights_sha256` (bundled models) has its weights checked against it; weights
     that are NaN or infinite are refused."""
     folder = resolve_model_folder(path)
@@ -153,3 +155,9 @@ def load_model(path: str | Path) -> FerModel:
     return model.eval()
 
 
+def load(model: str | Path | ModelSource | None = None) -> FerModel:
+    """The one door from a name to a PyTorch model: None (the bundled default), a bundled name, a
+    run or model folder, or a ModelSource (`resolve_model`). An .onnx file has no PyTorch weights:
+    a ModelFileError that says so."""
+    source = model if isinstance(model, ModelSource) else resolve_model(model)
+    return load_folder(source.pytorch_folder())

@@ -1,6 +1,6 @@
 """Ship a trained run as a bundled model: `ferkit bundle` and `ferkit export NAME --bundled`.
 
-A bundled model is a folder under ferkit/weights/ (ferkit.inference.bundled finds it): the weights
+A bundled model is a folder under ferkit/weights/ (ferkit.models.bundled finds it): the weights
 (safetensors, sha256 in model.json), metrics.json (its Test evaluation, how it was trained, its ONNX
 record) and ONE ONNX export, the file a Predictor runs by default.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.errors import ArgumentError, ModelFileError
-from ferkit.inference import bundled
-from ferkit.inference.bundled import METRICS_FILE, ONNX_FP32, ONNX_INT8, read_json_file, resolve_model
+from ferkit.models import bundled
+from ferkit.models.bundled import METRICS_FILE, ONNX_FP32, ONNX_INT8, read_json_file, resolve_model
 
 # A model folder ships its int8 export only if, on FERPlus Valid, int8 loses at most INT8_MAX_DROP of
 # accuracy, gives fp32's top label on at least INT8_MIN_AGREEMENT of the faces, and changes fp32's
@@ -192,10 +192,7 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
     """
     from ferkit.inference.export import export_onnx
 
-    source = resolve_model(model)
-    if source.backend != "torch":
-        raise ModelFileError(f"{model}: already an ONNX file; export needs a run folder or bundled model")
-    folder = source.path
+    folder = resolve_model(model).pytorch_folder()
     if not read_json_file(folder / "model.json").get("weights_sha256"):
         raise ModelFileError(f"{folder / 'model.json'}: no weights_sha256 (bundle the run with "
                              "`ferkit bundle` first: the export is tied to those weights)")

@@ -70,17 +70,11 @@ def mix_targets(targets: np.ndarray, teacher_probs: np.ndarray, weight: float) -
 def load_setting_model(key: str, value: str) -> tuple[torch.nn.Module, Path]:
     """The trainable model a config setting names (`teacher`, `init`: a bundled name or model folder)
     and its folder; ConfigError naming the setting if it is unusable."""
-    from ferkit.inference.bundled import resolve_model
-    from ferkit.models import load_model
+    from ferkit.models import load, resolve_model
 
     try:
         source = resolve_model(value)
-        if source.backend != "torch":
-            raise ConfigError(f"config value {key}={value!r}: an .onnx file holds no trainable weights; "
-                              "give a model folder or a bundled model name")
-        return load_model(source.path), source.path
-    except ConfigError:
-        raise
+        return load(source), source.path
     except FerkitError as exc:
         raise ConfigError(f"config value {key}={value!r}: {exc}") from None
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from ferkit.data import PROTOCOLS, label_split, load_ferplus
 from ferkit.errors import ArgumentError
-from ferkit.models import FerModel, load_model, normalize
+from ferkit.models import FerModel, load, normalize
 from ferkit.models.ensemble import Ensemble
 from ferkit.models.io import append_command, read_model_config, save_model
 from ferkit.training.data import class_balanced_weights
@@ -155,7 +155,7 @@ def retrain_head(model: str, out: str | Path, data_root: str | Path, protocol: s
     """`ferkit retrain-head`: `model` (bundled name or model folder) with its last layer(s) re-learned
     under class-balanced sampling, written to the new folder `out`. Member i's head uses seed i. With
     `calibrate`, one temperature fitted on FERPlus Valid is folded into the heads (no answer changes)."""
-    from ferkit.inference.bundled import resolve_model
+    from ferkit.models.bundled import resolve_model
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -165,10 +165,7 @@ def retrain_head(model: str, out: str | Path, data_root: str | Path, protocol: s
     if protocol not in PROTOCOLS:
         raise ArgumentError(f"--protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
     source = resolve_model(model)
-    if source.backend != "torch":
-        raise ArgumentError(f"{model}: an ONNX file has no trainable head; give a model folder or a "
-                            "bundled name")
-    network = load_model(source.path)
+    network = load(source)
     networks = heads_of(network)
     log(f"features of {len(networks)} network(s) on the FERPlus training faces and their mirrors")
     features, targets, labels = training_features(networks, data_root, protocol)

@@ -51,6 +51,15 @@ class ModelSource:
         """A model shipped in the package (whose folder is never written into), however it was named."""
         return self.backend == "torch" and self.path.resolve().parent == weights_root().resolve()
 
+    def pytorch_folder(self) -> Path:
+        """The model folder, for what needs the PyTorch weights (training, Grad-CAM, export, head
+        re-training); ModelFileError for an .onnx file, which has none."""
+        if self.backend != "torch":
+            raise ModelFileError(f"{self.name}: already an ONNX file, which holds no trainable weights and "
+                                 "runs in a Predictor only; give the model folder it was exported from, or "
+                                 "a bundled name")
+        return self.path
+
     @property
     def onnx_export(self) -> Path | None:
         """A model folder's own ONNX export, int8 first; None if it has none (or is an .onnx file)."""
