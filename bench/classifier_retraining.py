@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
-from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.models import load
 from ferkit.models.bundled import resolve_model
+from ferkit.settings import data_root
 from ferkit.training.head import (
     calibrated,
     heads_of,
@@ -49,7 +49,7 @@ def main() -> None:
                         help="write each variant as the model folder OUT-<protocol>-<balance>")
     parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                         help="write the heads without the Valid temperature `ferkit retrain-head` folds in")
-    parser.add_argument("--data", default=str(default_data_root()))
+    parser.add_argument("--data", default=str(data_root()))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

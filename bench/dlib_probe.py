@@ -31,13 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ferkit.cli import default_data_root
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import compute_metrics, load_eval_split
 from ferkit.evaluation.photos import read_photo_labels
 from ferkit.models import load, normalize
 from ferkit.models.bundled import resolve_model
 from ferkit.models.dlib_resnet import load_dlib_resnet
+from ferkit.settings import data_root
 
 DEV_SETS = {"wild": "../shared/datasets/expressions-in-the-wild",
             "posed": "../shared/datasets/posed-expressions"}
@@ -218,7 +218,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    root = default_data_root()
+    root = data_root()
     faces = {split: load_eval_split(root, split, "majority") for split in ("train", "valid")}  # never test
     photos = {name: photo_crops(name, folder, args.out) for name, folder in DEV_SETS.items()}
     labels = {"train": faces["train"].labels, "valid": faces["valid"].labels}

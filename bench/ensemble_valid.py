@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, recall_score
 
-from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS, emotion_index
 from ferkit.evaluation.predict import predict_proba
 from ferkit.models import load
+from ferkit.settings import data_root
 
 
 def log_proba_views(run: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--min-size", type=int, default=1)
-    parser.add_argument("--data", default=str(default_data_root()))
+    parser.add_argument("--data", default=str(data_root()))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

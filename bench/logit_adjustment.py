@@ -17,17 +17,17 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, recall_score
 
-from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS
 from ferkit.inference import Predictor
+from ferkit.settings import data_root
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--taus", type=float, nargs="*", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    parser.add_argument("--data", default=str(default_data_root()))
+    parser.add_argument("--data", default=str(data_root()))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -21,9 +21,9 @@ import argparse
 
 import numpy as np
 
-from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.emotions import EMOTIONS
+from ferkit.settings import data_root
 
 NEUTRAL = EMOTIONS.index("neutral")
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", nargs="*", default=["train", "valid"])
     parser.add_argument("--min-votes", type=int, nargs="*", default=[2, 3, 4])
-    parser.add_argument("--data", default=str(default_data_root()))
+    parser.add_argument("--data", default=str(data_root()))
     args = parser.parse_args()
     data = load_ferplus(args.data, splits=tuple(args.splits))
     others = [e for e in EMOTIONS if e != "neutral"]

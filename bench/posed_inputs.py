@@ -35,11 +35,11 @@ from peer_env import peer_python
 from peer_faceapi import LABELS as FACEAPI_ORDER
 from peer_faceapi import faceapi_probabilities
 
-from ferkit.cli import default_data_root
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import compute_metrics, evaluate_photos, load_eval_split
 from ferkit.faces import align_face
 from ferkit.inference import Predictor
+from ferkit.settings import data_root
 
 DEV_SETS = {"wild": "../shared/datasets/expressions-in-the-wild",
             "posed": "../shared/datasets/posed-expressions"}
@@ -138,7 +138,7 @@ def main() -> None:
              [("fer", fer_probabilities, args.fer), ("face-api", faceapi_peer, args.faceapi)] if wanted}
     if not peers:
         return
-    valid = load_eval_split(default_data_root(), "valid", "majority")
+    valid = load_eval_split(data_root(), "valid", "majority")
     sets = {"valid": (valid.labels, predictor.predict_faces(valid.images), [], valid.images)}
     wild = evaluate_photos(args.model, DEV_SETS["wild"], prior="ferplus")
     wild_missed = [EMOTIONS.index(m["emotion"]) for m in wild.photos["missed"]]

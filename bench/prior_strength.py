@@ -29,11 +29,11 @@ import argparse
 import numpy as np
 import torch
 
-from ferkit.cli import default_data_root
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import compute_metrics, evaluate_photos, load_eval_split
 from ferkit.inference import Predictor
 from ferkit.priors import ClassPrior, neutral_prior, resolve_prior
+from ferkit.settings import data_root
 
 DEV_SETS = {"wild": "../shared/datasets/expressions-in-the-wild",
             "posed": "../shared/datasets/posed-expressions"}
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    valid = load_eval_split(default_data_root(), "valid", "majority")
+    valid = load_eval_split(data_root(), "valid", "majority")
     print("| model | strength | Valid acc | Valid bal | wild acc | wild bal (8) | wild bal (5) "
           "| wild fear / disgust / contempt recall | posed acc | posed bal (7) "
           "| posed anger / disgust / fear recall |")

@@ -19,11 +19,11 @@ import os
 import numpy as np
 import torch
 
-from ferkit.cli import default_data_root
 from ferkit.data import label_split, load_ferplus
 from ferkit.faces import DEFAULT_DETECTOR, align_face, detect_faces
 from ferkit.faces.reframe import frame_in_photo
 from ferkit.inference import Predictor
+from ferkit.settings import data_root
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--margins", type=float, nargs="*", default=[0.0, 0.05, 0.1, 0.2, 0.3])
-    parser.add_argument("--data", default=str(default_data_root()))
+    parser.add_argument("--data", default=str(data_root()))
     parser.add_argument("--detectors", nargs="*", default=[DEFAULT_DETECTOR])
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)

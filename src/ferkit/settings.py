@@ -40,11 +40,29 @@ ICE_SERVERS_ENV = "FERKIT_ICE_SERVERS"
 DEFAULT_DATA = "../shared/datasets/ferplus"
 
 
-def data_root(explicit: str | Path | None = None) -> Path:
-    """The FERPlus root: `explicit` if given, else $FERKIT_DATA, else DEFAULT_DATA."""
+def data_root(explicit: str | Path | None = None, run: str | Path | None = None) -> Path:
+    """The one rule for the FERPlus root: `explicit` (--data) if given, else $FERKIT_DATA, else, for
+    a run, the root it was trained on when that exists here, else DEFAULT_DATA."""
     if explicit is not None:
         return Path(explicit).expanduser()
-    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return (run_data_root(run) if run is not None else None) or Path(DEFAULT_DATA).expanduser()
+
+
+def run_data_root(run: str | Path) -> Path | None:
+    """The `data:` root in RUN/config.yaml when it exists on this machine (relative paths are
+    taken from the current directory, as training took them), else None."""
+    import yaml
+
+    config = Path(run) / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        data = (yaml.safe_load(config.read_text()) or {}).get("data")
+    except yaml.YAMLError:
+        return None
+    return Path(data).expanduser() if data and Path(data).expanduser().exists() else None
 
 
 def cache_dir() -> Path:

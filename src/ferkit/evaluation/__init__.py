@@ -24,7 +24,6 @@ _WHERE = {
     "evaluate_photos": "photos",
     "read_photo_labels": "photos",
     "load_eval_split": "pipeline",
-    "run_data_root": "pipeline",
     "compute_metrics": "metrics",
     "expected_calibration_error": "metrics",
     "mean_kl_divergence": "metrics",
@@ -45,7 +44,6 @@ __all__ = [
     "negative_log_likelihood",
     "predict_proba",
     "read_photo_labels",
-    "run_data_root",
 ]
 
 if TYPE_CHECKING:
@@ -57,7 +55,7 @@ if TYPE_CHECKING:
         negative_log_likelihood,
     )
     from ferkit.evaluation.photos import evaluate_photos, read_photo_labels
-    from ferkit.evaluation.pipeline import evaluate, evaluate_run, load_eval_split, run_data_root
+    from ferkit.evaluation.pipeline import evaluate, evaluate_run, load_eval_split
     from ferkit.evaluation.predict import predict_proba
     from ferkit.evaluation.result import Evaluation
 

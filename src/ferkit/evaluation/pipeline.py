@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ferkit.data import SOFT_PROTOCOLS, LabeledSplit, label_split, load_ferplus
 from ferkit.errors import EvaluationError
 from ferkit.evaluation.metrics import compute_metrics
@@ -17,20 +15,8 @@ from ferkit.files import claim_folder
 from ferkit.models import load, read_model_config
 from ferkit.models.classify import cpu_threads
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
+from ferkit.settings import run_data_root
 from ferkit.tta import check_tta
-
-
-def run_data_root(run: str | Path) -> Path | None:
-    """The `data:` root in RUN/config.yaml when it exists on this machine (relative paths are
-    taken from the current directory, as training took them), else None."""
-    config = Path(run) / "config.yaml"
-    if not config.is_file():
-        return None
-    try:
-        data = (yaml.safe_load(config.read_text()) or {}).get("data")
-    except yaml.YAMLError:
-        return None
-    return Path(data).expanduser() if data and Path(data).expanduser().exists() else None
 
 
 def load_eval_split(data_root: str | Path, split: str = "test", protocol: str = "majority") -> LabeledSplit:

@@ -1,0 +1,85 @@
+"""`ferkit data summary`, `ferkit models`, `ferkit summary`: the data and the architectures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ferkit import settings
+from ferkit.cli.base import (
+    DEFAULT_DATA,
+    app,
+    console,
+    data_app,
+    user_errors,
+)
+from ferkit.emotions import EMOTIONS
+
+
+@data_app.command("summary")
+@user_errors
+def data_summary(
+    root: Annotated[Path | None, typer.Argument(
+        help="FERPlus root (Microsoft folders or Kaggle CSVs); default $FERKIT_DATA or "
+             f"{DEFAULT_DATA}")] = None,
+    protocol: Annotated[str, typer.Option(help="Label protocol.")] = "majority",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="Skip bad rows/images and list them.")] = False,
+) -> None:
+    """Images per class per split, and how many were dropped and why."""
+    from ferkit.data import load_ferplus, summarize
+
+    data = load_ferplus(root or settings.data_root(), skip_bad=skip_bad)
+    summary = summarize(data, protocol)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    splits = summary["splits"]
+    table = Table(title=f"FERPlus {summary['layout']} layout at {summary['root']} "
+                        f"(protocol: {protocol})")
+    table.add_column("class")
+    for name in splits:
+        table.add_column(name, justify="right")
+    for emotion in EMOTIONS:
+        table.add_row(emotion, *(f"{s['per_class'][emotion]:,}" for s in splits.values()))
+    table.add_section()
+    table.add_row("[bold]labeled", *(f"[bold]{s['labeled']:,}" for s in splits.values()))
+    for reason in next(iter(splits.values()))["dropped"]:
+        table.add_row(f"dropped: {reason}", *(f"{s['dropped'][reason]:,}" for s in splits.values()))
+    if any(s["unlabeled_rows"] for s in splits.values()):
+        table.add_row("no FERPlus label", *(f"{s['unlabeled_rows']:,}" for s in splits.values()))
+    table.add_row("images read", *(f"{s['images']:,}" for s in splits.values()))
+    console.print(table)
+    if summary["skipped"]:
+        console.print(f"[yellow]skipped {len(summary['skipped'])} bad rows:")
+        for line in summary["skipped"]:
+            console.print(f"  {line}", highlight=False)
+    if summary["converted"]:
+        console.print(f"[yellow]{summary['converted']} images converted to 8-bit grayscale")
+
+
+@app.command("models")
+def models_list() -> None:
+    """List the registered model architectures."""
+    from ferkit.models import create_model, list_models, model_description, summarize_model
+
+    table = Table(title="ferkit models")
+    for col in ("name", "parameters", "description"):
+        table.add_column(col)
+    for name in list_models():
+        total = summarize_model(create_model(name)).total
+        table.add_row(name, f"{total:,}", model_description(name))
+    console.print(table)
+
+
+@app.command("summary")
+@user_errors
+def model_summary(model: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
+    """Keras-style table of a model: layers, output shapes, parameters, totals."""
+    from ferkit.models import create_model, summarize_model
+
+    print(summarize_model(create_model(model)).to_text(model), end="")
