@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from ferkit.errors import ArgumentError
 from ferkit.models import FerModel, normalize
-from ferkit.models.ensemble import Ensemble
+from ferkit.models.ensemble import pooled_linear_networks
 
 
 def member_networks(model: FerModel) -> list[FerModel]:
     """The networks whose last layer is adapted: each member of an ensemble, or the model itself.
     Each must end in global pooling + one linear layer (the resnet family)."""
-    members = list(model.members) if isinstance(model, Ensemble) else [model]
-    for member in members:
-        if not isinstance(getattr(member, "fc", None), nn.Linear) or not hasattr(member, "pool"):
-            raise ArgumentError(f"{type(member).__name__}: only networks that end in global pooling + one "
-                                "linear layer (the resnet family, and ensembles of them) can be adapted")
-    return members
+    return pooled_linear_networks(model, "be adapted")
 
 
 @torch.no_grad()

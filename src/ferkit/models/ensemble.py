@@ -140,3 +140,15 @@ def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False
     if command:
         append_command(out, command)
     return out
+
+
+def pooled_linear_networks(model: FerModel, purpose: str) -> list[FerModel]:
+    """The networks of `model` whose last layer (`fc` after global pooling) can be re-learned: the
+    model itself, or each member of an ensemble. Any other network is an ArgumentError naming
+    `purpose` (what the caller wants to do with the heads)."""
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    for member in members:
+        if not isinstance(getattr(member, "fc", None), nn.Linear) or not hasattr(member, "pool"):
+            raise ArgumentError(f"{type(member).__name__}: only networks that end in global pooling + one "
+                                f"linear layer (the resnet family, and ensembles of them) can {purpose}")
+    return members

@@ -32,7 +32,7 @@ from torch import nn
 from ferkit.data import PROTOCOLS, label_split, load_ferplus
 from ferkit.errors import ArgumentError
 from ferkit.models import FerModel, load, normalize
-from ferkit.models.ensemble import Ensemble
+from ferkit.models.ensemble import Ensemble, pooled_linear_networks
 from ferkit.models.io import append_command, read_model_config, save_model
 from ferkit.training.data import class_balanced_weights
 
@@ -42,15 +42,10 @@ BALANCE_POWERS = {"none": 0.0, "sqrt": 0.5, "full": 1.0}
 def heads_of(model: FerModel) -> list[FerModel]:
     """The networks whose last layer (`fc` after global pooling) is re-learned: the model itself, or
     each member of an ensemble."""
-    members = list(model.members) if isinstance(model, Ensemble) else [model]
     if isinstance(model, Ensemble) and model.flip:
         raise ArgumentError("an ensemble with built-in flip cannot have its heads re-learned (its head "
                             "averages two views); build it without --flip")
-    for member in members:
-        if not isinstance(getattr(member, "fc", None), nn.Linear) or not hasattr(member, "pool"):
-            raise ArgumentError(f"{type(member).__name__}: only networks that end in global pooling + "
-                                "one linear layer (the resnet family) can have their head re-learned")
-    return members
+    return pooled_linear_networks(model, "have their head re-learned")
 
 
 @torch.no_grad()
