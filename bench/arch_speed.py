@@ -21,8 +21,8 @@ import torch
 from inference import SHARED
 from train_throughput import forward_flops
 
-from ferkit.inference.export import export_onnx
 from ferkit.models import create_model, model_config, save_model
+from ferkit.release.export import export_onnx
 
 # name -> (registered model, model_args); `fast` is the bundled student's shape, the others spend the
 # same budget differently: a fourth 3x3 stage holds parameters at little compute, and inverted

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from ferkit.inference import Predictor, load_image
-from ferkit.inference.export import export_onnx
 from ferkit.models import create_model, list_bundled, model_config, normalize, save_model
+from ferkit.release.export import export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"

@@ -34,8 +34,8 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ferkit.data import label_split, load_ferplus
-from ferkit.inference.export import calibration_reader, export_onnx, input_convs, max_flip_margin
 from ferkit.models import normalize
+from ferkit.release.export import calibration_reader, export_onnx, input_convs, max_flip_margin
 
 # name: (format, ops quantised (None: all), calibration, weight type, 7-bit weights)
 VARIANTS = {

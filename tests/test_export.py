@@ -14,9 +14,9 @@ from ferkit.cli import app
 from ferkit.errors import ModelFileError
 from ferkit.inference import Predictor
 from ferkit.inference.backends import META_MODEL_JSON, META_OPSET, META_PRECISION
-from ferkit.inference.export import PARITY_ATOL, export_onnx
 from ferkit.models import read_model_config
 from ferkit.release.bundle import INT8_MAX_DROP, int8_keeps_answers
+from ferkit.release.export import PARITY_ATOL, export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,10 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ImageError, ModelFileError
 from ferkit.inference import Face, Predictor, load_image, prepare_faces
 from ferkit.inference import backends as backends_mod
-from ferkit.inference.export import max_flip_margin
 from ferkit.models import bundled as bundled_mod
 from ferkit.models import load, normalize
 from ferkit.release.bundle import int8_keeps_answers
+from ferkit.release.export import max_flip_margin
 
 
 @dataclass
@@ -754,7 +754,7 @@ def test_a_stale_onnx_export_in_a_model_folder_is_refused(tmp_path):
     import shutil
 
     from ferkit.inference.backends import META_MODEL_JSON
-    from ferkit.inference.export import _write_metadata
+    from ferkit.release.export import _write_metadata
 
     folder = tmp_path / "fast"
     shutil.copytree(bundled_mod.weights_root() / "fast", folder)

@@ -784,8 +784,8 @@ def test_fake_quantised_weights_sit_on_each_channels_7_bit_grid_and_pass_gradien
 def test_quant_aware_training_rounds_the_convolutions_the_int8_export_quantises(learnable_root, tmp_path):
     import onnx
 
-    from ferkit.inference.export import export_onnx
     from ferkit.models import create_model
+    from ferkit.release.export import export_onnx
 
     config = tiny_train_config(learnable_root, tmp_path, "qat", quant_aware=True, epochs=1,
                                limit_train_batches=2)

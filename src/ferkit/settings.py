@@ -12,6 +12,11 @@ FACE_SIDE = 48
 # that their expression is guesswork.
 MIN_FACE = 20
 
+# int8 exports and quantisation-aware training round weights to 7 bits (ONNX Runtime's reduce_range):
+# x86 CPUs without VNNI add pairs of uint8 x int8 products in 16 bits, which 8-bit weights overflow;
+# with 7 bits every sum fits, so an export computes the same on every CPU.
+INT8_WEIGHT_BITS = 7
+
 # The largest image decoded, checked from its header before any pixel is: a phone photo (12-50 MP)
 # passes, a decompression bomb does not. A server (the web app, the HTTP API) holds several images
 # at once, so it takes less.

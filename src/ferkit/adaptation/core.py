@@ -131,9 +131,9 @@ def _export(out: Path, crops: np.ndarray, features: np.ndarray) -> dict[str, Any
     agreement of the two paths on the user's own faces. The PyTorch path's answers are its saved heads
     on the features already computed: its backbone is the frozen one they came from."""
     from ferkit.inference.backends import OnnxBackend
-    from ferkit.inference.export import export_onnx
     from ferkit.models import load
     from ferkit.models.bundled import ONNX_FP32
+    from ferkit.release.export import export_onnx
 
     report = export_onnx(out, out / ONNX_FP32)
     onnx = OnnxBackend(out / ONNX_FP32, folder=out).probabilities(crops, None, 256).argmax(1)

@@ -37,8 +37,8 @@ def export_command(
 ) -> None:
     """Export to a standalone ONNX file (dynamic batch, model.json in its metadata), checked against
     PyTorch (max |difference| <= 1e-4)."""
-    from ferkit.inference.export import export_onnx
     from ferkit.release.bundle import export_folder
+    from ferkit.release.export import export_onnx
 
     root = data if data is not None else settings.data_root()
     if data is None and not root.exists():

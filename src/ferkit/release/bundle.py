@@ -190,7 +190,7 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
     (`ferkit export NAME --onnx FILE` writes the fp32 export in seconds). The outcome is recorded in
     the folder's metrics.json under "onnx" and returned. Needs FERPlus (calibration, accuracy check).
     """
-    from ferkit.inference.export import export_onnx
+    from ferkit.release.export import export_onnx
 
     folder = resolve_model(model).pytorch_folder()
     if not read_json_file(folder / "model.json").get("weights_sha256"):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from ferkit import settings
 from ferkit.errors import ConfigError
 from ferkit.models import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, create_model
 from ferkit.training.augment import BatchAugment
@@ -98,8 +99,7 @@ class FerClassifier(L.LightningModule):
         # quantisation-aware training: fake int8 where the export quantises (training/quant.py)
         self.quant = None
         if config.quant_aware:
-            from ferkit.inference.export import INT8_WEIGHT_BITS
-            self.quant = QuantAware(self.model, (1, INPUT_SIZE, INPUT_SIZE), INT8_WEIGHT_BITS)
+            self.quant = QuantAware(self.model, (1, INPUT_SIZE, INPUT_SIZE), settings.INT8_WEIGHT_BITS)
 
     # -- data in: uint8 (N,1,48,48) -> normalised float, augmented in training --------------
     def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Quantisation-aware training: the int8 export's rounding, emulated while the weights still learn.
 
-`ferkit export --int8` quantises a network after training (inference/export.py): every Conv but the
+`ferkit export --int8` quantises a network after training (release/export.py): every Conv but the
 ones reading the input pixels gets per-channel symmetric weights of INT8_WEIGHT_BITS bits and a
 per-tensor uint8 input calibrated on FERPlus faces. A network whose answers sit near that rounding's
 edges changes some of them when exported. With `quant_aware: true` the training forward pass rounds

@@ -43,6 +43,7 @@ from ferkit.inference.backends import (
     OnnxBackend,
 )
 from ferkit.models.bundled import METRICS_FILE, read_json_file, resolve_model
+from ferkit.settings import INT8_WEIGHT_BITS
 
 DEFAULT_OPSET = 17
 PARITY_ATOL = 1e-4
@@ -54,10 +55,6 @@ CALIBRATION_FACES = 512
 # convolution's output range; otherwise ONNX Runtime dequantises every such output only to quantise
 # it again at the ReLU's scale (bench/int8_variants.py: `fast` 6% faster at batch 1).
 QUANTIZED_OPS = ["Conv", "Relu"]
-# 7-bit weights (ONNX Runtime's reduce_range): x86 CPUs without VNNI add pairs of uint8 x int8 products
-# in 16 bits, which 8-bit weights overflow (the bundled ensemble's Valid answers changed by 3% on an
-# AVX2-only EPYC); with 7 bits every sum fits, so an export computes the same on every CPU.
-INT8_WEIGHT_BITS = 7
 
 
 @dataclass
