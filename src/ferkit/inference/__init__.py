@@ -5,8 +5,9 @@ door every image comes in through; `export_onnx` writes a standalone, parity-che
 """
 
 from ferkit.images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images, load_image
-from ferkit.inference.face import Face
-from ferkit.inference.predictor import ImageResult, Predictor, prepare_faces
+from ferkit.inference.crops import prepare_faces
+from ferkit.inference.face import Face, ImageResult
+from ferkit.inference.predictor import Predictor
 
 __all__ = [
     "IMAGE_EXTENSIONS",

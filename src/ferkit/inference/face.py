@@ -89,3 +89,19 @@ class Face(EmotionScores):
                                      else float(self.detection_confidence)),
             **{k: v for k, v in where.items() if v is not None},
         }
+
+
+@dataclass
+class ImageResult:
+    """One file of `predict_many`: its faces, or the error that stopped it."""
+
+    source: str
+    faces: list[Face] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.source, "faces": [f.to_json() for f in self.faces], "error": self.error}

@@ -20,17 +20,17 @@ import copy
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import ArgumentError, FerkitError, ImageError
+from ferkit.errors import ArgumentError, FerkitError
 from ferkit.images import Color, ImageSource, describe, load_image, to_face
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
-from ferkit.inference.face import DetectionLike, Face
+from ferkit.inference.crops import prepare_faces
+from ferkit.inference.face import DetectionLike, Face, ImageResult
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, iter_video
 from ferkit.models.bundled import ModelSource, resolve_model
@@ -53,58 +53,6 @@ STREAM_EVERY = 8
 
 DetectFn = Callable[[np.ndarray], Sequence[DetectionLike]]
 AlignFn = Callable[[np.ndarray, DetectionLike], np.ndarray]
-
-
-@dataclass
-class ImageResult:
-    """One file of `predict_many`: its faces, or the error that stopped it."""
-
-    source: str
-    faces: list[Face] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.source, "faces": [f.to_json() for f in self.faces], "error": self.error}
-
-
-# ---- face crops -> classifier input ---------------------------------------------------------
-
-def prepare_faces(faces: np.ndarray | Sequence[Any] | str | Path | bytes, color: Color = "rgb") -> np.ndarray:
-    """Faces in any of the accepted forms -> uint8 (N, 48, 48), C-contiguous.
-
-    Accepted: a uint8 array (N, 48, 48) or (N, 1, 48, 48) (used as is), a single face (H, W) or
-    (H, W, 3), an array (N, H, W) / (N, H, W, 3) of other-sized crops (any strides: flipped or
-    sliced views are fine), a single path or encoded bytes (one face image), or a list whose items
-    are arrays, PIL images, paths or bytes (each converted to gray and resized). An empty batch
-    (N, 0, 0), pixels that are NaN or infinite, or anything else get an ImageError."""
-    if isinstance(faces, str | Path | bytes | bytearray):
-        faces = [faces]  # one image file, not a sequence of characters
-    if isinstance(faces, np.ndarray):
-        if faces.ndim == 4 and faces.shape[1] == 1:
-            faces = faces[:, 0]
-        if faces.size == 0 and faces.ndim >= 2 and (faces.shape[-1] == 0 or faces.shape[-2] == 0):
-            raise ImageError(f"faces: the crops have no pixels (shape {faces.shape})")
-        if faces.ndim == 3 and faces.shape[1:] == (FACE_SIDE, FACE_SIDE) and faces.dtype == np.uint8:
-            return np.ascontiguousarray(faces)
-        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4)
-                               and faces.shape[1:] != (FACE_SIDE, FACE_SIDE)):
-            return to_face(faces, color)[None]
-        if faces.ndim in (3, 4):
-            faces = list(faces)
-        else:
-            raise ImageError(f"faces: expected (N, 48, 48) uint8 or a list of crops, got shape {faces.shape}")
-    out = np.zeros((len(faces), FACE_SIDE, FACE_SIDE), dtype=np.uint8)
-    for i, item in enumerate(faces):
-        arr = item if isinstance(item, np.ndarray) else load_image(item)
-        try:
-            out[i] = to_face(np.ascontiguousarray(arr), color if isinstance(item, np.ndarray) else "rgb")
-        except ImageError as exc:
-            raise ImageError(f"face {i}: {exc}") from None
-    return out
 
 
 # ---- the Predictor --------------------------------------------------------------------------

@@ -17,8 +17,7 @@ from typing import Any
 
 from ferkit.errors import ArgumentError, FerkitError
 from ferkit.files import claim_folder, same_file
-from ferkit.inference.face import PREDICT_COLUMNS, VIDEO_COLUMNS
-from ferkit.inference.predictor import ImageResult
+from ferkit.inference.face import PREDICT_COLUMNS, VIDEO_COLUMNS, ImageResult
 
 __all__ = ["PREDICT_COLUMNS", "VIDEO_COLUMNS", "CsvWriter", "check_output_file", "predict_rows"]
 # Formats PIL writes; anything else is annotated as PNG.
