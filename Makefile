@@ -31,4 +31,4 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not (realdata or browser or ray or ddp or notebook)"
 
 run: $(STAMP)
-	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true
+	$(BIN)/ferkit app --address 127.0.0.1 --port 8501

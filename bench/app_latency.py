@@ -5,9 +5,9 @@
 
 Three numbers, each measured the way the user meets it:
 
-- function: the app's processing function, `ferkit.app_logic.analyze_photo` (decode, detect, align,
+- function: the app's processing function, `ferkit.app.photos.analyze_photo` (decode, detect, align,
   classify) plus building every face's chart, in this process, warm, median of --repeat runs;
-- browser: Debian's Chromium (Playwright) uploads the photo to `streamlit run app.py`; the time from
+- browser: Debian's Chromium (Playwright) uploads the photo to `ferkit app`; the time from
   handing the file to the page until every face's 8-bar chart is drawn (upload, script rerun,
   analysis, rendering). Each repetition uploads differently encoded bytes, so Streamlit's cache never
   answers; median of --repeat uploads;
@@ -80,19 +80,19 @@ def time_function(model: str | None, detector: str, repeat: int) -> tuple[dict[s
     import torch
 
     from ferkit import Predictor
-    from ferkit import app_logic as logic
+    from ferkit.app import common, photos
 
-    torch.set_num_threads(logic.app_threads())  # as the app does
-    predictor = Predictor(model=model, detector=detector, min_face=logic.DEFAULT_MIN_FACE)
+    torch.set_num_threads(common.app_threads())  # as the app does
+    predictor = Predictor(model=model, detector=detector, min_face=common.DEFAULT_MIN_FACE)
     out = {}
     for label, (rgb, expected) in photos().items():
         data = jpeg(rgb, 95)
         times, found = [], 0
         for i in range(repeat + 1):
             start = time.perf_counter()
-            result = logic.analyze_photo(predictor, data, f"{label}.jpg")
+            result = photos.analyze_photo(predictor, data, f"{label}.jpg")
             for face in result.faces:
-                logic.probability_chart(face.probabilities).to_dict()
+                photos.probability_chart(face.probabilities).to_dict()
             if i:  # the first call is the warm-up
                 times.append(time.perf_counter() - start)
             found = len(result.faces)
@@ -147,7 +147,7 @@ def markdown(args: argparse.Namespace, info: dict[str, Any], function: dict, bro
     model_flag = f" --model {args.model}" if args.model else ""
     lines = [
         "## App", "",
-        "Time from upload to chart in the web app (`app.py`), and the live webcam's frame rate.", "",
+        "Time from upload to chart in the web app (`ferkit app`), and the live webcam's frame rate.", "",
         f"Command: `.venv/bin/python bench/app_latency.py{model_flag} --repeat {args.repeat} "
         f"--observe {args.observe:g}`", "",
         f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}); PyTorch on 1 thread (the app's "
@@ -171,7 +171,7 @@ def markdown(args: argparse.Namespace, info: dict[str, Any], function: dict, bro
                   f"{w['first_face_s']:.1f} s after START.", ""]
     lines += ["Medians of warm runs. The photos: `Tom_Cruise_avp_2014_4.jpg` (565x800) and a 1200x600 grid "
               "of 10 faces cut from `bald_guys.jpg` (../shared/datasets/faces-dlib-examples). \"function\" "
-              "is the app's processing function alone (`ferkit.app_logic.analyze_photo` + the charts); "
+              "is the app's processing function alone (`ferkit.app.photos.analyze_photo` + the charts); "
               "\"browser\" adds the upload, Streamlit's rerun and drawing (Chromium headless, app on "
               "127.0.0.1).", ""]
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/app_memory.py [--model default] [--pages N] [--per-page N]
 
-`streamlit run app.py` on 127.0.0.1 (tests/test_app_browser.py's helpers), Debian's Chromium driven
+`ferkit app` on 127.0.0.1 (tests/test_app_browser.py's helpers), Debian's Chromium driven
 by Playwright. Each browser session uploads `--per-session` PNGs of 143 KB that decode to
 7000x7000 RGB (147 MB each, under the app's 50 MP limit), waits until the page has drawn them, and
 closes. The server's resident memory (/proc/PID/status VmRSS) is read after the first (warm-up)

@@ -124,7 +124,7 @@ def learnable_root(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- the web app (tests/test_app*.py)
 
 REPO = Path(__file__).resolve().parents[1]
-APP_FILE = REPO / "app.py"
+APP_FILE = REPO / "src" / "ferkit" / "app" / "main.py"
 
 needs_faces = pytest.mark.skipif(
     not (REAL_FACES / "2008_002506.jpg").is_file(),

@@ -1,6 +1,7 @@
-"""The web app's logic (ferkit.app_logic) and app.py driven by Streamlit's AppTest (no browser).
+"""The web app's logic (ferkit.app) and its page (ferkit/app/main.py) driven by Streamlit's AppTest
+(no browser).
 
-AppTest runs app.py in this process with the real Predictor, face detector and Grad-CAM on a small
+AppTest runs the page in this process with the real Predictor, face detector and Grad-CAM on a small
 untrained model (tests/conftest.py `app_model`), so these tests check what the page shows, not what
 the model knows. The browser end-to-end tests are in test_app_browser.py.
 """
@@ -19,8 +20,8 @@ import pytest
 from conftest import APP_FILE, app_test_metrics, face_photo, needs_faces, write_random_model
 from PIL import Image
 
-from ferkit import app_logic as logic
 from ferkit import settings
+from ferkit.app import about, common, live, photos
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.inference.scores import EmotionScores
@@ -71,7 +72,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def test_faces_numbered_left_to_right_within_a_row():
-    faces = logic.to_face_results([fake_face((300, 10, 40, 40)), fake_face((10, 20, 60, 60), top=3)])
+    faces = photos.to_face_results([fake_face((300, 10, 40, 40)), fake_face((10, 20, 60, 60), top=3)])
     assert [(f.number, f.box[0], f.emotion) for f in faces] == [(1, 10, "sadness"), (2, 300, "happiness")]
     assert faces[0].probabilities.shape == (8,) and faces[0].confidence == pytest.approx(0.7)
 
@@ -79,13 +80,13 @@ def test_faces_numbered_left_to_right_within_a_row():
 def test_faces_numbered_in_reading_order_row_by_row():
     # a back row (slightly uneven heights) above a front row: 1 2 3 in the back, 4 5 in front
     boxes = [(300, 210, 50, 50), (20, 20, 40, 40), (160, 28, 40, 40), (280, 12, 40, 40), (10, 200, 60, 60)]
-    faces = logic.to_face_results([fake_face(b) for b in boxes])
+    faces = photos.to_face_results([fake_face(b) for b in boxes])
     assert [f.box[:2] for f in faces] == [(20, 20), (160, 28), (280, 12), (10, 200), (300, 210)]
 
 
 def test_analyze_photo_reads_bytes_and_keeps_faces():
     predictor = ListPredictor([fake_face((5, 5, 30, 30))])
-    result = logic.analyze_photo(predictor, png_bytes(), "a.png")
+    result = photos.analyze_photo(predictor, png_bytes(), "a.png")
     assert result.ok and result.image.shape == (48, 64, 3) and len(result.faces) == 1
 
 
@@ -97,7 +98,7 @@ def test_analyze_photo_reads_bytes_and_keeps_faces():
 ])
 def test_analyze_photo_bad_files_become_one_readable_error(data, expected):
     predictor = ListPredictor([])
-    result = logic.analyze_photo(predictor, data, "upload.jpg")
+    result = photos.analyze_photo(predictor, data, "upload.jpg")
     assert not result.ok and "upload.jpg" in result.error and expected in result.error.lower()
     assert "Traceback" not in result.error and predictor.calls == 0
 
@@ -108,71 +109,71 @@ def test_a_large_upload_is_kept_only_at_display_size_with_boxes_in_its_own_pixel
     buf = io.BytesIO()
     Image.new("RGB", (7000, 7000), (90, 100, 110)).save(buf, format="PNG")
     predictor = ListPredictor([fake_face((3500, 3500, 700, 700))])
-    result = logic.analyze_photo(predictor, buf.getvalue(), "big.png")
-    assert result.ok and result.image.shape == (logic.DISPLAY_SIDE, logic.DISPLAY_SIDE, 3)
-    assert result.image.nbytes <= logic.DISPLAY_SIDE ** 2 * 3
+    result = photos.analyze_photo(predictor, buf.getvalue(), "big.png")
+    assert result.ok and result.image.shape == (common.DISPLAY_SIDE, common.DISPLAY_SIDE, 3)
+    assert result.image.nbytes <= common.DISPLAY_SIDE ** 2 * 3
     assert result.faces[0].box == (3500, 3500, 700, 700)
-    drawn = logic.draw_faces(result.image, result.faces, box_scale=result.display_scale)
+    drawn = photos.draw_faces(result.image, result.faces, box_scale=result.display_scale)
     x = round(3500 * result.display_scale)
     assert (drawn[x + 20, x] != result.image[x + 20, x]).any()  # the box's left edge, at display scale
-    small = logic.analyze_photo(ListPredictor([]), png_bytes(), "small.png")
+    small = photos.analyze_photo(ListPredictor([]), png_bytes(), "small.png")
     assert small.display_scale == 1.0 and small.image.shape == (48, 64, 3)
 
 
 def test_analyze_photo_size_limit_is_enforced_before_decoding():
-    result = logic.analyze_photo(ListPredictor([]), b"x" * (2_000_000 + 1), "big.jpg", max_mb=2)
+    result = photos.analyze_photo(ListPredictor([]), b"x" * (2_000_000 + 1), "big.jpg", max_mb=2)
     assert "above the limit of 2 MB" in result.error
     # one unit: the size shown is the one a browser and Streamlit's file chip show (decimal MB)
-    result = logic.analyze_photo(ListPredictor([]), b"x" * 30_000_000, "chip.jpg", max_mb=20)
+    result = photos.analyze_photo(ListPredictor([]), b"x" * 30_000_000, "chip.jpg", max_mb=20)
     assert "file is 30.0 MB, above the limit of 20 MB" in result.error
-    under = logic.analyze_photo(ListPredictor([]), b"x" * 1_990_000, "ok.jpg", max_mb=2).error
+    under = photos.analyze_photo(ListPredictor([]), b"x" * 1_990_000, "ok.jpg", max_mb=2).error
     assert "above the limit" not in under and "not an image" in under  # refused only for its content
 
 
 def test_analyze_photo_turns_predictor_failures_into_messages():
     failing = ListPredictor([], FerkitError("detector 'hog' needs dlib"))
-    readable = logic.analyze_photo(failing, png_bytes(), "p.png")
+    readable = photos.analyze_photo(failing, png_bytes(), "p.png")
     assert readable.error == "detector 'hog' needs dlib" and readable.image is not None
-    bug = logic.analyze_photo(ListPredictor([], RuntimeError("boom")), png_bytes(), "p.png")
+    bug = photos.analyze_photo(ListPredictor([], RuntimeError("boom")), png_bytes(), "p.png")
     assert "failed unexpectedly" in bug.error and "boom" not in bug.error
 
 
 def test_min_face_filter_renumbers():
-    result = logic.PhotoResult("p", np.zeros((200, 200, 3), np.uint8), logic.to_face_results(
+    result = photos.PhotoResult("p", np.zeros((200, 200, 3), np.uint8), photos.to_face_results(
         [fake_face((0, 0, 20, 90)), fake_face((50, 0, 60, 60)), fake_face((120, 0, 80, 80))]))
-    kept = logic.keep_faces_at_least(result, 50)
+    kept = photos.keep_faces_at_least(result, 50)
     assert [(f.number, f.box[0]) for f in kept.faces] == [(1, 50), (2, 120)]
-    assert len(logic.keep_faces_at_least(result, 0).faces) == 3
+    assert len(photos.keep_faces_at_least(result, 0).faces) == 3
 
 
 def test_draw_faces_boxes_in_green_without_touching_the_input():
     image = np.zeros((120, 160, 3), np.uint8)
-    faces = logic.to_face_results([fake_face((40, 0, 50, 50)), fake_face((100, 60, 40, 40))])
-    out = logic.draw_faces(image, faces, with_emotion=True)
+    faces = photos.to_face_results([fake_face((40, 0, 50, 50)), fake_face((100, 60, 40, 40))])
+    out = photos.draw_faces(image, faces, with_emotion=True)
     assert image.max() == 0 and out.shape == image.shape
-    green = np.all(out == logic.BOX_COLOR, axis=2)
+    green = np.all(out == common.BOX_COLOR, axis=2)
     assert green[60:100, 100].all()  # the left edge of the second box
     assert green[0:50, 40].any()  # the first box, label drawn inside since there is no room above
 
 
 def test_probability_chart_keeps_emotions_order():
     probs = np.array([0.05, 0.1, 0.5, 0.05, 0.1, 0.1, 0.05, 0.05])
-    spec = logic.probability_chart(probs).to_dict()
+    spec = photos.probability_chart(probs).to_dict()
     assert spec["encoding"]["x"]["sort"] == list(EMOTIONS)
     assert spec["encoding"]["y"]["scale"]["domain"] == [0, 1]
     assert "surprise" in spec["encoding"]["color"]["condition"]["test"]  # the top one is highlighted
-    assert list(logic.probability_frame(probs)["emotion"]) == list(EMOTIONS)
+    assert list(photos.probability_frame(probs)["emotion"]) == list(EMOTIONS)
 
 
 def test_faces_table_and_csv():
-    faces = logic.to_face_results([fake_face((1, 2, 30, 40), top=4)])
-    results = [logic.PhotoResult("a.jpg", np.zeros((9, 9, 3), np.uint8), faces),
-               logic.PhotoResult("bad.jpg", error="bad.jpg: not an image")]
-    table = logic.faces_table(results)
+    faces = photos.to_face_results([fake_face((1, 2, 30, 40), top=4)])
+    results = [photos.PhotoResult("a.jpg", np.zeros((9, 9, 3), np.uint8), faces),
+               photos.PhotoResult("bad.jpg", error="bad.jpg: not an image")]
+    table = photos.faces_table(results)
     # the columns of `ferkit predict --csv` (one face-row schema), without its error column
     assert list(table.columns) == ["file", "face", "x", "y", "width", "height", "emotion", "confidence",
                                    *EMOTIONS]
-    back = pd.read_csv(io.BytesIO(logic.table_csv(table)))
+    back = pd.read_csv(io.BytesIO(photos.table_csv(table)))
     assert back.shape == (1, 16) and back.loc[0, "emotion"] == "anger" and back.loc[0, "width"] == 30
     assert back[list(EMOTIONS)].sum(axis=1).iloc[0] == pytest.approx(1.0, abs=1e-3)
 
@@ -182,38 +183,38 @@ def test_model_report_reads_metrics_and_says_when_absent(tmp_path):
     (tmp_path / "confusion_matrix.png").write_bytes(png_bytes())
     info = {"name": "tiny", "source": str(tmp_path), "model": {"architecture": "baseline", "params": 7},
             "metrics": metrics}
-    report = logic.model_report(info, None)
+    report = about.model_report(info, None)
     assert (report.name, report.architecture, report.parameters) == ("tiny", "baseline", 7)  # model.json
     assert report.accuracy == metrics["accuracy"]
     assert report.recall == {e: metrics["per_class"][e]["recall"] for e in EMOTIONS}
     assert report.confusion_image == tmp_path / "confusion_matrix.png"
     assert "test split" in report.evaluated_on and "3,137 images" in report.evaluated_on
     assert report.accuracy_label == "FERPlus test accuracy"
-    valid = logic.model_report({**info, "metrics": {**metrics, "split": "valid"}}, None)
+    valid = about.model_report({**info, "metrics": {**metrics, "split": "valid"}}, None)
     assert valid.accuracy_label == "FERPlus valid accuracy"  # never claims "test" for another split
-    bare = logic.model_report({"name": "x", "model": {"architecture": "resnet"}, "metrics": {}}, None)
+    bare = about.model_report({"name": "x", "model": {"architecture": "resnet"}, "metrics": {}}, None)
     assert bare.accuracy is None and bare.recall == {} and bare.confusion_image is None
     members = [{"architecture": "resnet", "model_args": {}}] * 3
-    ensemble = logic.model_report({"name": "e", "model": {"architecture": "ensemble",
+    ensemble = about.model_report({"name": "e", "model": {"architecture": "ensemble",
                                                           "model_args": {"members": members}}}, None)
     assert ensemble.architecture == "ensemble of 3 resnet"
 
 
 def test_rtc_configuration_defaults_to_no_servers_and_reads_env():
-    assert logic.rtc_configuration({}) == ({"iceServers": []}, None)
+    assert live.rtc_configuration({}) == ({"iceServers": []}, None)
     servers = [{"urls": ["stun:stun.example.org:3478"]}]
-    configured = logic.rtc_configuration({settings.ICE_SERVERS_ENV: json.dumps(servers)})
+    configured = live.rtc_configuration({settings.ICE_SERVERS_ENV: json.dumps(servers)})
     assert configured == ({"iceServers": servers}, None)
-    config, problem = logic.rtc_configuration({settings.ICE_SERVERS_ENV: "[{oops"})
+    config, problem = live.rtc_configuration({settings.ICE_SERVERS_ENV: "[{oops"})
     assert config == {"iceServers": []} and "not valid JSON" in problem
-    assert "list of objects" in logic.rtc_configuration({settings.ICE_SERVERS_ENV: '{"urls": 1}'})[1]
+    assert "list of objects" in live.rtc_configuration({settings.ICE_SERVERS_ENV: '{"urls": 1}'})[1]
 
 
 def test_app_threads_default_to_one_and_read_env():
-    assert logic.app_threads({}) == 1
-    assert logic.app_threads({settings.APP_THREADS_ENV: "4"}) == 4
-    assert logic.app_threads({settings.APP_THREADS_ENV: "zero"}) == 1
-    assert logic.app_threads({settings.APP_THREADS_ENV: "0"}) == 1
+    assert common.app_threads({}) == 1
+    assert common.app_threads({settings.APP_THREADS_ENV: "4"}) == 4
+    assert common.app_threads({settings.APP_THREADS_ENV: "zero"}) == 1
+    assert common.app_threads({settings.APP_THREADS_ENV: "0"}) == 1
 
 
 class Clock:
@@ -227,7 +228,7 @@ class Clock:
 def test_live_processor_draws_counts_frames_and_tracks_the_largest_face():
     clock = Clock()
     small, large = fake_face((10, 10, 30, 30), top=2), fake_face((100, 20, 80, 80), top=1)
-    processor = logic.LiveProcessor(ListPredictor([small, large]), min_face=20, clock=clock)
+    processor = live.LiveProcessor(ListPredictor([small, large]), min_face=20, clock=clock)
     frame = np.zeros((240, 320, 3), np.uint8)
     for _ in range(11):
         out = processor.process(frame)
@@ -235,8 +236,8 @@ def test_live_processor_draws_counts_frames_and_tracks_the_largest_face():
     stats = processor.stats()
     assert stats.frames == 11 and stats.faces == 2 and stats.fps == pytest.approx(10.0)
     assert stats.largest.emotion == "happiness"
-    assert np.all(out == logic.BOX_COLOR, axis=2).sum() > 100
-    assert "10.0 fps" in logic.live_caption(stats) and "happiness 70.0%" in logic.live_caption(stats)
+    assert np.all(out == common.BOX_COLOR, axis=2).sum() > 100
+    assert "10.0 fps" in live.live_caption(stats) and "happiness 70.0%" in live.live_caption(stats)
     processor.min_face = 50  # the sidebar changed: the next frame ignores the small face
     processor.process(frame)
     assert processor.stats().faces == 1
@@ -245,7 +246,7 @@ def test_live_processor_draws_counts_frames_and_tracks_the_largest_face():
 def test_live_processor_starts_tracks_afresh_when_the_model_or_prior_changes():
     """Smoothing over a change of prior (or model, or detector) would mix two models' answers."""
     face = fake_face((100, 20, 80, 80), top=1)
-    processor = logic.LiveProcessor(ListPredictor([face]))
+    processor = live.LiveProcessor(ListPredictor([face]))
     processor.process(np.zeros((240, 320, 3), np.uint8))
     tracker = processor.tracker
     processor.predictor = ListPredictor([face])  # a page rerun: the same model and prior
@@ -259,19 +260,19 @@ def test_live_processor_starts_tracks_afresh_when_the_model_or_prior_changes():
 
 
 def test_live_processor_keeps_the_video_flowing_when_a_frame_fails():
-    processor = logic.LiveProcessor(ListPredictor([], RuntimeError("detector crashed")))
+    processor = live.LiveProcessor(ListPredictor([], RuntimeError("detector crashed")))
     frame = np.full((60, 80, 3), 7, np.uint8)
     out = processor.process(frame)
     assert out.shape == frame.shape and processor.stats().error == "RuntimeError: detector crashed"
-    assert "no face in view" in logic.live_caption(processor.stats())
+    assert "no face in view" in live.live_caption(processor.stats())
 
 
 def test_live_processor_av_callback_round_trip():
     av = pytest.importorskip("av")
-    processor = logic.LiveProcessor(ListPredictor([fake_face((8, 8, 40, 40))]))
+    processor = live.LiveProcessor(ListPredictor([fake_face((8, 8, 40, 40))]))
     frame = av.VideoFrame.from_ndarray(np.zeros((64, 96, 3), np.uint8), format="rgb24")
     out = processor.callback(frame).to_ndarray(format="rgb24")
-    assert out.shape == (64, 96, 3) and np.all(out == logic.BOX_COLOR, axis=2).any()
+    assert out.shape == (64, 96, 3) and np.all(out == common.BOX_COLOR, axis=2).any()
 
 
 # ---------------------------------------------------------------- app.py through AppTest
@@ -357,7 +358,7 @@ def test_several_files_each_with_its_own_outcome(app):
 
 
 def test_oversized_and_bomb_uploads_get_readable_errors(app):
-    upload(app, ("huge.jpg", b"\xff" * (logic.MAX_UPLOAD_MB * 1_000_000 + 1)),
+    upload(app, ("huge.jpg", b"\xff" * (common.MAX_UPLOAD_MB * 1_000_000 + 1)),
            ("bomb.png", png_claiming(8_000, 8_000)))
     messages = [e.value for e in app.error]
     assert "above the limit of 20 MB" in messages[0]
@@ -405,11 +406,11 @@ def test_gradcam_explains_under_the_prior_the_page_answers_with(monkeypatch):
     real = ferkit.explain.gradcam
     monkeypatch.setattr(ferkit.explain, "gradcam", lambda *a, **k: seen.append(k["prior"]) or real(*a, **k))
     faces = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
-    overlays = logic.gradcam_overlays(predictor, list(faces))
+    overlays = photos.gradcam_overlays(predictor, list(faces))
     assert len(overlays) == 2 and overlays[0].shape == (144, 144, 3)
     assert [str(p) for p in seen] == [str(predictor.prior)] == ["neutral:0.7"]
     chosen = predictor.with_prior("uniform")
-    logic.gradcam_overlays(chosen, list(faces))
+    photos.gradcam_overlays(chosen, list(faces))
     assert str(seen[-1]) == "uniform"
 
 
@@ -547,7 +548,7 @@ class FlickeringPredictor:
 def test_live_labels_are_steady_when_smoothed_and_flicker_without():
     for smooth_s, expected_flips in ((0.3, 0), (0.0, 19)):
         clock = Clock()
-        processor = logic.LiveProcessor(FlickeringPredictor(), clock=clock, smooth_s=smooth_s)
+        processor = live.LiveProcessor(FlickeringPredictor(), clock=clock, smooth_s=smooth_s)
         labels = []
         for _ in range(30):
             clock.now += 1 / 30

@@ -1,5 +1,5 @@
-"""app.py end to end in a real browser: Playwright (PyPI, the driver only) drives Debian's
-/usr/bin/chromium against `streamlit run app.py` on 127.0.0.1, started as a subprocess with a time
+"""The web app end to end in a real browser: Playwright (PyPI, the driver only) drives Debian's
+/usr/bin/chromium against `ferkit app` on 127.0.0.1, started as a subprocess with a time
 limit and stopped by its PID. Nothing is downloaded: never `playwright install`.
 
 The app and the browser run together inside their own network namespace (`unshare -n`, loopback
@@ -39,7 +39,6 @@ import pytest
 pytestmark = pytest.mark.browser
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-APP_FILE = REPO / "app.py"
 CHROMIUM = Path("/usr/bin/chromium")
 START_TIMEOUT_S = 90  # the app's first start imports torch, cold caches make it slow
 SESSION_TIMEOUT_S = 240  # the whole namespaced app + browser session, app start included
@@ -98,14 +97,14 @@ def stop_process(process: subprocess.Popen) -> None:
 
 @contextmanager
 def streamlit_app(model: Path, log: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """`streamlit run app.py` on a free port of `host`, as a subprocess; yields its URL."""
+    """`ferkit app` on a free port of `host`, as a subprocess (from another folder than the
+    repository: the app's settings come with the package); yields its URL."""
     port = free_port(host)
     env = {**os.environ, "FERKIT_MODEL": str(model), "PYTHONUNBUFFERED": "1"}
     env.pop("FERKIT_ICE_SERVERS", None)
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), "--server.address", host,
-               "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command = [str(Path(sys.executable).with_name("ferkit")), "app", "--address", host, "--port", str(port)]
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         url = f"http://{host}:{port}"
         wait_for_app(url, process, log)

@@ -122,3 +122,9 @@ app()
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no face found" in result.stdout
     assert "streamlit" not in result.stderr.lower()
+    # `ferkit app` without the app extra: one line naming the extra, exit code 2
+    launch = script.split("from ferkit.cli import app")[0] + (
+        "from ferkit.cli import app\nsys.argv = ['ferkit', 'app']\napp()\n")
+    result = subprocess.run([sys.executable, "-c", launch], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "pip install 'ferkit[app]'" in result.stderr and "Traceback" not in result.stderr

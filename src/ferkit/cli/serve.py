@@ -1,7 +1,9 @@
-"""`ferkit serve` and `ferkit batch`: the HTTP API and the photo pipeline on Ray."""
+"""`ferkit serve`, `ferkit batch` and `ferkit app`: the HTTP API, the photo pipeline on Ray, the web app."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -117,3 +119,29 @@ def batch_command(
         for line in report.failed[:20]:
             err_console.print(f"  {line}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+@app.command("app")
+@user_errors
+def app_command(
+    address: Annotated[str, typer.Option(
+        help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8501,
+) -> None:
+    """The web app (photos, the live webcam, Grad-CAM, the model's facts) on http://ADDRESS:PORT; needs
+    `pip install 'ferkit[app]'`. FERKIT_MODEL picks the model it offers."""
+    try:
+        import streamlit  # noqa: F401
+        import streamlit_webrtc  # noqa: F401
+    except ImportError:
+        err_console.print("error: ferkit app needs the app extra: pip install 'ferkit[app]'", highlight=False,
+                          markup=False)
+        raise typer.Exit(2) from None
+    if not 1 <= port <= 65535:
+        raise ArgumentError(f"--port must be from 1 to 65535, got {port}")
+    from ferkit.app.launch import streamlit_command
+
+    command = streamlit_command(address, port)
+    console.print(f"ferkit app on http://{address}:{port} (Ctrl-C stops it)", highlight=False)
+    sys.stdout.flush()
+    os.execv(command[0], command)  # the app takes this process over: its PID, its signals

@@ -130,6 +130,8 @@ class Predictor:
         self._align = align
         self._detect_fn: DetectFn | None = detector if callable(detector) else None
         self._detect_lock = threading.Lock()
+        self._pytorch: list[Any] = []  # the PyTorch network, once loaded; shared with with_* copies
+        self._pytorch_lock = threading.Lock()
         if isinstance(detector, str):
             self._check_detector_name(detector)
 
@@ -166,6 +168,21 @@ class Predictor:
         return self.with_detection(detector=live, tight_crops=False)
 
     # -- model --
+
+    def pytorch_model(self) -> Any:
+        """The PyTorch network behind this Predictor's answers, for what needs gradients (Grad-CAM):
+        the one it runs, or the weights beside the ONNX export it runs (loaded once, on first call).
+        None for a bare .onnx file, which carries no PyTorch weights."""
+        if isinstance(self.backend, TorchBackend):
+            return self.backend.model
+        if self.source.backend != "torch":
+            return None
+        with self._pytorch_lock:
+            if not self._pytorch:
+                from ferkit.models import load
+
+                self._pytorch.append(load(self.source).eval())
+        return self._pytorch[0]
 
     @property
     def model_info(self) -> dict[str, Any]:

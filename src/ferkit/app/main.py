@@ -1,13 +1,13 @@
 """ferkit's web app: facial expressions in photos and from the webcam, in the browser.
 
-    make run          # = .venv/bin/streamlit run app.py --server.address 127.0.0.1 --server.port 8501
+    ferkit app        # or `make run` in a checkout; serves http://127.0.0.1:8501
 
 Four modes (sidebar): Photo (upload several images: numbered boxes, a probability chart per face,
 Grad-CAM, a CSV of all faces), Webcam live (streamlit-webrtc: boxes on the live video, a live chart
 of the largest face, the frame rate), Webcam snapshot (st.camera_input, works in every browser),
 and About the model (architecture, size, test accuracy and recall from the model's metrics.json).
 
-This file only lays out the page; the decisions live in `ferkit.app_logic` so that unit tests and
+This file only lays out the page; the decisions live in photos, live, about and common so that unit tests and
 `streamlit.testing.v1.AppTest` can drive them. The model loads once per process (`st.cache_resource`),
 analyses are cached per file content, and no Python traceback ever reaches the page: bad files get
 one readable sentence, unexpected failures a short notice (the traceback goes to the server log).
@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from ferkit import app_logic as logic
+from ferkit.app import about, common, live, photos
 from ferkit.errors import FerkitError
+from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.settings import APP_MODEL_ENV, ICE_SERVERS_ENV
 
 log = logging.getLogger("ferkit.app")
@@ -48,7 +49,7 @@ class Settings:
     gradcam: bool
     min_face: int
     prior: str | None = None  # None: the model's own default (see ferkit.priors)
-    smooth_s: float = logic.DEFAULT_SMOOTH_S  # live webcam: label smoothing over time
+    smooth_s: float = DEFAULT_SMOOTH_S  # live webcam: label smoothing over time
 
 
 # ---------------------------------------------------------------- cached work
@@ -62,9 +63,9 @@ def load_predictor(model: str | None, detector: str) -> Any:
 
     from ferkit import Predictor
 
-    torch.set_num_threads(logic.app_threads())  # process-wide; see ferkit.settings.APP_THREADS_ENV
-    chosen = None if detector == logic.AUTO_DETECTOR else detector  # None: photos mtcnn, live blazeface
-    return Predictor(model=model, detector=chosen, min_face=logic.DEFAULT_MIN_FACE)
+    torch.set_num_threads(common.app_threads())  # process-wide; see ferkit.settings.APP_THREADS_ENV
+    chosen = None if detector == common.AUTO_DETECTOR else detector  # None: photos mtcnn, live blazeface
+    return Predictor(model=model, detector=chosen, min_face=common.DEFAULT_MIN_FACE)
 
 
 def predictor_for(settings: Settings) -> Any:
@@ -73,16 +74,17 @@ def predictor_for(settings: Settings) -> Any:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def analyze(data: bytes, name: str, model: str | None, detector: str, prior: str | None) -> logic.PhotoResult:
+def analyze(data: bytes, name: str, model: str | None, detector: str,
+            prior: str | None) -> photos.PhotoResult:
     """Analysis of one file, cached by its content: toggling Grad-CAM or moving the face-size
     slider re-draws the page without running the detector and the model again."""
-    return logic.analyze_photo(load_predictor(model, detector).with_prior(prior), data, name)
+    return photos.analyze_photo(load_predictor(model, detector).with_prior(prior), data, name)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def gradcam_overlays(crops: np.ndarray, model: str | None, detector: str,
                      prior: str | None) -> list[np.ndarray]:
-    return logic.gradcam_overlays(load_predictor(model, detector).with_prior(prior), crops)
+    return photos.gradcam_overlays(load_predictor(model, detector).with_prior(prior), crops)
 
 
 # ---------------------------------------------------------------- sidebar
@@ -96,24 +98,24 @@ def sidebar() -> Settings:
         st.title("ferkit")
         st.caption("Facial expressions: 8 FERPlus emotions")
         mode = st.radio("Mode", MODES, key="mode")
-        model = st.selectbox("Model", logic.model_choices(), key="model",
+        model = st.selectbox("Model", common.model_choices(), key="model",
                              help="A bundled model: `default` is ferkit's most accurate; `deep_cnn` "
                                   "is the seed's Phase 2 network. Set FERKIT_MODEL to use another.")
-        detectors = [logic.AUTO_DETECTOR, *list_detectors()]
+        detectors = [common.AUTO_DETECTOR, *list_detectors()]
         auto = f"auto ({DEFAULT_DETECTOR} for photos, {LIVE_DETECTOR} live)"
         detector = st.selectbox("Face detector", detectors, index=0, key="detector",
-                                format_func=lambda name: auto if name == logic.AUTO_DETECTOR else name,
+                                format_func=lambda name: auto if name == common.AUTO_DETECTOR else name,
                                 help=f"Which detector finds the faces: {DEFAULT_DETECTOR} finds the most, "
                                      f"{LIVE_DETECTOR} is about 10x faster. Changing it loads a second "
                                      "copy of the model once.")
         gradcam = st.toggle("Grad-CAM overlays", value=False, key="gradcam",
                             help="Show, for each face, which pixels drove the predicted emotion.")
-        min_face = st.slider("Minimum face size (px)", min_value=logic.DEFAULT_MIN_FACE, max_value=400,
-                             value=logic.DEFAULT_MIN_FACE, step=4, key="min_face",
+        min_face = st.slider("Minimum face size (px)", min_value=common.DEFAULT_MIN_FACE, max_value=400,
+                             value=common.DEFAULT_MIN_FACE, step=4, key="min_face",
                              help="Faces whose shorter side is smaller are ignored.")
-        prior = st.selectbox("Class prior", logic.PRIOR_CHOICES, key="prior",
-                             format_func=logic.PRIOR_CHOICES.get, help=logic.PRIOR_HELP)
-        smooth_s = st.slider("Live smoothing (s)", min_value=0.0, max_value=2.0, value=logic.DEFAULT_SMOOTH_S,
+        prior = st.selectbox("Class prior", common.PRIOR_CHOICES, key="prior",
+                             format_func=common.PRIOR_CHOICES.get, help=common.PRIOR_HELP)
+        smooth_s = st.slider("Live smoothing (s)", min_value=0.0, max_value=2.0, value=DEFAULT_SMOOTH_S,
                              step=0.1, key="smooth",
                              help="Webcam: each face's probabilities are averaged over about this long, "
                                   "so a steady face keeps a steady label. 0 = every frame on its own.")
@@ -122,7 +124,7 @@ def sidebar() -> Settings:
 
 
 def show_model_in_sidebar(predictor: Any) -> None:
-    report = logic.model_report(predictor.model_info, logic.torch_model(predictor))
+    report = about.model_report(predictor.model_info, about.torch_model(predictor))
     accuracy = f"{report.accuracy:.1%} {report.accuracy_label}" if report.accuracy is not None \
         else "accuracy not measured yet"
     if report.balanced_accuracy is not None:
@@ -133,7 +135,7 @@ def show_model_in_sidebar(predictor: Any) -> None:
 # ---------------------------------------------------------------- photos
 
 
-def show_photo(result: logic.PhotoResult, settings: Settings, all_faces: int) -> None:
+def show_photo(result: photos.PhotoResult, settings: Settings, all_faces: int) -> None:
     """One analysed image: the error, or the image with numbered boxes and one row per face
     (crop, optional Grad-CAM, top emotion, probability chart)."""
     st.subheader(result.name)
@@ -151,24 +153,24 @@ def show_photo(result: logic.PhotoResult, settings: Settings, all_faces: int) ->
     caption = f"{count} face{'s' if count > 1 else ''} · {result.seconds * 1000:.0f} ms"
     if hidden:
         caption += f" · {hidden} smaller than {settings.min_face} px hidden"
-    st.image(logic.draw_faces(result.image, result.faces, box_scale=result.display_scale), caption=caption)
+    st.image(photos.draw_faces(result.image, result.faces, box_scale=result.display_scale), caption=caption)
     overlays = face_overlays(result, settings)
     for face in result.faces:
         widths = [1, 1, 4] if overlays else [1, 4]
         columns = st.columns(widths, vertical_alignment="center")
-        columns[0].image(logic.enlarge(face.crop), caption=f"Face {face.number}")
+        columns[0].image(photos.enlarge(face.crop), caption=f"Face {face.number}")
         if overlays:
             columns[1].image(overlays[face.number - 1], caption="Grad-CAM")
         with columns[-1]:
             st.markdown(f"**Face {face.number}: {face.emotion}** ({face.confidence:.1%})")
-            st.altair_chart(logic.probability_chart(face.probabilities), width="stretch")
+            st.altair_chart(photos.probability_chart(face.probabilities), width="stretch")
 
 
-def face_overlays(result: logic.PhotoResult, settings: Settings) -> list[np.ndarray]:
+def face_overlays(result: photos.PhotoResult, settings: Settings) -> list[np.ndarray]:
     """Grad-CAM overlays when the toggle is on and the model is a PyTorch one."""
     if not settings.gradcam:
         return []
-    if logic.torch_model(load_predictor(settings.model, settings.detector)) is None:
+    if about.torch_model(load_predictor(settings.model, settings.detector)) is None:
         st.info("Grad-CAM needs a PyTorch model; this one is an ONNX export.")
         return []
     crops = np.stack([f.crop for f in result.faces])
@@ -180,23 +182,23 @@ def face_overlays(result: logic.PhotoResult, settings: Settings) -> list[np.ndar
         return []
 
 
-def analyze_files(files: list[Any], settings: Settings) -> list[tuple[logic.PhotoResult, int]]:
+def analyze_files(files: list[Any], settings: Settings) -> list[tuple[photos.PhotoResult, int]]:
     """(result filtered by the minimum face size, number of faces before filtering) per file."""
     out = []
     for file in files:
         with st.spinner(f"Analysing {file.name}…"):
             full = analyze(file.getvalue(), file.name, settings.model, settings.detector, settings.prior)
-        out.append((logic.keep_faces_at_least(full, settings.min_face), len(full.faces)))
+        out.append((photos.keep_faces_at_least(full, settings.min_face), len(full.faces)))
     return out
 
 
 def photo_page(settings: Settings) -> None:
     st.header("Photos")
     files = st.file_uploader(
-        "Photos with faces", type=list(logic.ACCEPTED_TYPES), accept_multiple_files=True,
-        max_upload_size=logic.UPLOADER_LIMIT_MB, key="photos",
-        help=f"JPEG, PNG or WebP, up to {logic.MAX_UPLOAD_MB} MB and "
-             f"{logic.MAX_PIXELS / 1e6:.0f} megapixels each.")
+        "Photos with faces", type=list(common.ACCEPTED_TYPES), accept_multiple_files=True,
+        max_upload_size=common.UPLOADER_LIMIT_MB, key="photos",
+        help=f"JPEG, PNG or WebP, up to {common.MAX_UPLOAD_MB} MB and "
+             f"{common.MAX_PIXELS / 1e6:.0f} megapixels each.")
     if not files:
         st.info("Upload one or several photos: every face is boxed and numbered, with its emotion "
                 "probabilities below.")
@@ -204,13 +206,13 @@ def photo_page(settings: Settings) -> None:
     results = analyze_files(files, settings)
     for result, all_faces in results:
         show_photo(result, settings, all_faces)
-    table = logic.faces_table([r for r, _ in results])
+    table = photos.faces_table([r for r, _ in results])
     st.subheader("All faces")
     if table.empty:
         st.caption("No faces to list.")
         return
     st.dataframe(table, hide_index=True)
-    st.download_button("Download CSV", logic.table_csv(table), file_name="ferkit_faces.csv",
+    st.download_button("Download CSV", photos.table_csv(table), file_name="ferkit_faces.csv",
                        mime="text/csv", key="download_csv")
 
 
@@ -227,13 +229,13 @@ If the live video does not start, use **Webcam (snapshot)**, which works everywh
 """
 
 
-def live_processor(settings: Settings) -> logic.LiveProcessor:
+def live_processor(settings: Settings) -> live.LiveProcessor:
     """This session's frame processor, kept across reruns; the sidebar's current choices are
     pushed into it on every run (the worker thread reads them on the next frame)."""
     predictor = predictor_for(settings).for_video()  # the live detector unless one was chosen
     processor = st.session_state.get("live_processor")
     if processor is None:
-        processor = logic.LiveProcessor(predictor, settings.min_face)
+        processor = live.LiveProcessor(predictor, settings.min_face)
         st.session_state["live_processor"] = processor
     processor.predictor, processor.min_face = predictor, settings.min_face
     processor.tracker.smooth_s = settings.smooth_s
@@ -246,7 +248,7 @@ def live_page(settings: Settings) -> None:
     st.header("Webcam, live")
     with st.expander("How it works, and remote users"):
         st.markdown(LIVE_HELP)
-    configuration, problem = logic.rtc_configuration()
+    configuration, problem = live.rtc_configuration()
     if problem:
         st.warning(problem)
     processor = live_processor(settings)
@@ -266,8 +268,8 @@ def live_page(settings: Settings) -> None:
     while context.state.playing:  # the script stays here while the video plays; a rerun ends it
         stats = processor.stats()
         if stats.largest is not None:
-            chart.altair_chart(logic.probability_chart(stats.largest.probabilities), width="stretch")
-        caption.markdown(logic.live_caption(stats) + (f"  \n:red[{stats.error}]" if stats.error else ""))
+            chart.altair_chart(photos.probability_chart(stats.largest.probabilities), width="stretch")
+        caption.markdown(live.live_caption(stats) + (f"  \n:red[{stats.error}]" if stats.error else ""))
         time.sleep(LIVE_REFRESH_S)
 
 
@@ -278,14 +280,14 @@ def snapshot_page(settings: Settings) -> None:
         st.caption("A single photo from your camera; works in every browser, no WebRTC needed.")
         return
     full = analyze(shot.getvalue(), "Your snapshot", settings.model, settings.detector, settings.prior)
-    show_photo(logic.keep_faces_at_least(full, settings.min_face), settings, len(full.faces))
+    show_photo(photos.keep_faces_at_least(full, settings.min_face), settings, len(full.faces))
 
 
 # ---------------------------------------------------------------- about
 
 
 def about_page(predictor: Any) -> None:
-    report = logic.model_report(predictor.model_info, logic.torch_model(predictor))
+    report = about.model_report(predictor.model_info, about.torch_model(predictor))
     st.header("About the model")
     left, middle, right, balanced = st.columns(4)
     left.metric("Architecture", report.architecture)
@@ -301,7 +303,7 @@ def about_page(predictor: Any) -> None:
                  "prior).")
     st.subheader("Recall per emotion")
     if report.recall:
-        st.dataframe(logic.recall_table(report), hide_index=True,
+        st.dataframe(about.recall_table(report), hide_index=True,
                      column_config={"recall": st.column_config.ProgressColumn(
                          "recall", format="percent", min_value=0.0, max_value=1.0)})
     else:

@@ -1,0 +1,28 @@
+"""How `ferkit app` starts the app: Streamlit on the page in main.py, with the settings of config.toml
+given on its command line (so they hold from any working directory, in an installed package too)."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+PAGE = Path(__file__).with_name("main.py")
+CONFIG = Path(__file__).with_name("config.toml")
+
+
+def streamlit_flags() -> list[str]:
+    """config.toml as Streamlit's flags: [server] maxUploadSize = 80 -> --server.maxUploadSize=80."""
+    config = tomllib.loads(CONFIG.read_text())
+    flags = []
+    for section, values in config.items():
+        for key, value in values.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            flags.append(f"--{section}.{key}={text}")
+    return flags
+
+
+def streamlit_command(address: str = "127.0.0.1", port: int = 8501) -> list[str]:
+    """The command that serves the app on address:port (headless: no browser is opened)."""
+    return [sys.executable, "-m", "streamlit", "run", str(PAGE), *streamlit_flags(),
+            "--server.address", address, "--server.port", str(port), "--server.headless", "true"]
