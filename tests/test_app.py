@@ -72,15 +72,15 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def test_faces_numbered_left_to_right_within_a_row():
-    faces = photos.to_face_results([fake_face((300, 10, 40, 40)), fake_face((10, 20, 60, 60), top=3)])
-    assert [(f.number, f.box[0], f.emotion) for f in faces] == [(1, 10, "sadness"), (2, 300, "happiness")]
+    faces = photos.numbered_faces([fake_face((300, 10, 40, 40)), fake_face((10, 20, 60, 60), top=3)])
+    assert [(f.index, f.box[0], f.emotion) for f in faces] == [(1, 10, "sadness"), (2, 300, "happiness")]
     assert faces[0].probabilities.shape == (8,) and faces[0].confidence == pytest.approx(0.7)
 
 
 def test_faces_numbered_in_reading_order_row_by_row():
     # a back row (slightly uneven heights) above a front row: 1 2 3 in the back, 4 5 in front
     boxes = [(300, 210, 50, 50), (20, 20, 40, 40), (160, 28, 40, 40), (280, 12, 40, 40), (10, 200, 60, 60)]
-    faces = photos.to_face_results([fake_face(b) for b in boxes])
+    faces = photos.numbered_faces([fake_face(b) for b in boxes])
     assert [f.box[:2] for f in faces] == [(20, 20), (160, 28), (280, 12), (10, 200), (300, 210)]
 
 
@@ -139,16 +139,16 @@ def test_analyze_photo_turns_predictor_failures_into_messages():
 
 
 def test_min_face_filter_renumbers():
-    result = photos.PhotoResult("p", np.zeros((200, 200, 3), np.uint8), photos.to_face_results(
+    result = photos.PhotoResult("p", np.zeros((200, 200, 3), np.uint8), photos.numbered_faces(
         [fake_face((0, 0, 20, 90)), fake_face((50, 0, 60, 60)), fake_face((120, 0, 80, 80))]))
     kept = photos.keep_faces_at_least(result, 50)
-    assert [(f.number, f.box[0]) for f in kept.faces] == [(1, 50), (2, 120)]
+    assert [(f.index, f.box[0]) for f in kept.faces] == [(1, 50), (2, 120)]
     assert len(photos.keep_faces_at_least(result, 0).faces) == 3
 
 
 def test_draw_faces_boxes_in_green_without_touching_the_input():
     image = np.zeros((120, 160, 3), np.uint8)
-    faces = photos.to_face_results([fake_face((40, 0, 50, 50)), fake_face((100, 60, 40, 40))])
+    faces = photos.numbered_faces([fake_face((40, 0, 50, 50)), fake_face((100, 60, 40, 40))])
     out = photos.draw_faces(image, faces, with_emotion=True)
     assert image.max() == 0 and out.shape == image.shape
     green = np.all(out == common.BOX_COLOR, axis=2)
@@ -166,7 +166,7 @@ def test_probability_chart_keeps_emotions_order():
 
 
 def test_faces_table_and_csv():
-    faces = photos.to_face_results([fake_face((1, 2, 30, 40), top=4)])
+    faces = photos.numbered_faces([fake_face((1, 2, 30, 40), top=4)])
     results = [photos.PhotoResult("a.jpg", np.zeros((9, 9, 3), np.uint8), faces),
                photos.PhotoResult("bad.jpg", error="bad.jpg: not an image")]
     table = photos.faces_table(results)
@@ -555,3 +555,39 @@ def test_live_labels_are_steady_when_smoothed_and_flicker_without():
             processor.process(np.zeros((80, 80, 3), np.uint8))
             labels.append(processor.stats().largest.emotion)
         assert sum(a != b for a, b in zip(labels, labels[1:], strict=False)) == expected_flips
+
+
+@needs_faces
+def test_the_app_table_predict_csv_and_api_json_are_one_face_record(tmp_path):
+    """The same photo through `ferkit predict --csv`, `--json` and the app's table: the same faces,
+    boxes and probabilities, all written by Face.to_row / Face.to_json (the app numbers its faces in
+    reading order, the CLI by size: only the numbering may differ)."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from ferkit import Predictor
+    from ferkit.cli import app
+    from ferkit.inference.face import FACE_FIELDS
+
+    photo = tmp_path / "group.jpg"
+    photo.write_bytes(face_photo("2008_001009.jpg"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["predict", str(photo), "--csv", str(tmp_path / "faces.csv"),
+                               "--model", "fast"]).exit_code == 0
+    assert (answer := runner.invoke(app, ["predict", str(photo), "--json", "--model", "fast"])).exit_code == 0
+    analysed = photos.analyze_photo(Predictor(model="fast"), photo.read_bytes(), photo.name)
+    table = photos.faces_table([analysed])
+
+    def comparable(rows):
+        return sorted(tuple(r[c] if c == "emotion" else str(round(float(r[c]), 4)) for c in FACE_FIELDS)
+                      for r in rows)
+
+    with (tmp_path / "faces.csv").open() as fh:
+        from_csv = list(csv.DictReader(fh))
+    from_json = [{**{k: f["box"][k] for k in ("x", "y", "width", "height")}, "emotion": f["emotion"],
+                  "confidence": f["confidence"], **f["probabilities"]}
+                 for f in json.loads(answer.stdout)[0]["faces"]]
+    assert len(from_csv) == 2 and comparable(from_csv) == comparable(table.to_dict("records"))
+    assert comparable(from_json) == comparable(from_csv)
+    assert list(table["face"]) == [1, 2] and sorted(int(r["face"]) for r in from_csv) == [0, 1]

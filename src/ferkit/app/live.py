@@ -18,8 +18,9 @@ import numpy as np
 
 from ferkit import settings
 from ferkit.app.common import BOX_COLOR, DEFAULT_MIN_FACE, PredictorLike
-from ferkit.app.photos import FaceResult, draw_faces, to_face_results
+from ferkit.app.photos import draw_faces, numbered_faces
 from ferkit.errors import FerkitError
+from ferkit.inference.face import Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class LiveStats:
     fps: float = 0.0
     frames: int = 0
     faces: int = 0
-    largest: FaceResult | None = None
+    largest: Face | None = None
     error: str | None = None
 
 
@@ -108,7 +109,7 @@ class LiveProcessor:
         are dropped, not queued, so the picture stays current."""
         try:
             faces = self.stream.update(rgb, self._clock())
-            faces = [f for f in to_face_results(faces) if f.size >= self.min_face]
+            faces = [f for f in numbered_faces(faces) if f.size >= self.min_face]
             error = None
         except Exception as exc:  # the video must keep flowing; the page shows the error
             log.exception("webcam frame failed")
@@ -119,7 +120,7 @@ class LiveProcessor:
                     BOX_COLOR, 2, cv2.LINE_AA)
         return out
 
-    def _record(self, faces: list[FaceResult], error: str | None) -> LiveStats:
+    def _record(self, faces: list[Face], error: str | None) -> LiveStats:
         now = self._clock()
         with self._lock:
             self._times.append(now)

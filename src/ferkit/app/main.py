@@ -158,11 +158,11 @@ def show_photo(result: photos.PhotoResult, settings: Settings, all_faces: int) -
     for face in result.faces:
         widths = [1, 1, 4] if overlays else [1, 4]
         columns = st.columns(widths, vertical_alignment="center")
-        columns[0].image(photos.enlarge(face.crop), caption=f"Face {face.number}")
+        columns[0].image(photos.enlarge(face.crop), caption=f"Face {face.index}")
         if overlays:
-            columns[1].image(overlays[face.number - 1], caption="Grad-CAM")
+            columns[1].image(overlays[face.index - 1], caption="Grad-CAM")
         with columns[-1]:
-            st.markdown(f"**Face {face.number}: {face.emotion}** ({face.confidence:.1%})")
+            st.markdown(f"**Face {face.index}: {face.emotion}** ({face.confidence:.1%})")
             st.altair_chart(photos.probability_chart(face.probabilities), width="stretch")
 
 

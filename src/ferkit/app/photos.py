@@ -19,27 +19,9 @@ from ferkit.app.about import torch_model
 from ferkit.app.common import BOX_COLOR, DISPLAY_SIDE, MAX_PIXELS, MAX_UPLOAD_MB, FaceLike, PredictorLike
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
-from ferkit.inference.face import FACE_FIELDS, face_fields
+from ferkit.inference.face import PREDICT_COLUMNS, Face
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    """One face as the app shows it; plain data so Streamlit's cache can pickle it."""
-
-    number: int  # 1-based, the number drawn beside the box
-    box: tuple[int, int, int, int]  # x, y, w, h in image pixels
-    probabilities: np.ndarray  # (8,), EMOTIONS order
-    emotion: str
-    confidence: float
-    crop: np.ndarray  # 48x48 uint8, the aligned face the model saw
-    track: int | None = None  # live webcam: the face's track id, stable from frame to frame
-
-    @property
-    def size(self) -> int:
-        """Shorter side of the box: what the minimum-face-size setting compares against."""
-        return min(self.box[2], self.box[3])
 
 
 @dataclass(frozen=True)
@@ -48,7 +30,7 @@ class PhotoResult:
 
     name: str
     image: np.ndarray | None = None  # RGB uint8, long side <= DISPLAY_SIDE; None if unreadable
-    faces: tuple[FaceResult, ...] = ()  # boxes in the uploaded image's pixels
+    faces: tuple[Face, ...] = ()  # numbered from 1 in reading order; boxes in the uploaded image's pixels
     error: str | None = None
     seconds: float = 0.0  # decode + detect + classify
     display_scale: float = 1.0  # `image` pixels per uploaded-image pixel
@@ -72,21 +54,13 @@ def reading_order(faces: Sequence[FaceLike]) -> list[FaceLike]:
     return [face for row in rows for face in sorted(row, key=lambda f: f.box[0])]
 
 
-def to_face_results(faces: Sequence[FaceLike]) -> tuple[FaceResult, ...]:
-    """Predictor faces -> FaceResults numbered in reading order (see `reading_order`)."""
-    ordered = reading_order(faces)
+def numbered_faces(faces: Sequence[FaceLike]) -> tuple[Face, ...]:
+    """Predictor faces -> Faces numbered (`index`) from 1 in reading order (see `reading_order`)."""
     return tuple(
-        FaceResult(
-            number=i,
-            box=tuple(int(round(float(v))) for v in f.box),  # type: ignore[arg-type]
-            probabilities=np.asarray(f.probabilities, dtype=np.float32).reshape(len(EMOTIONS)),
-            emotion=str(f.emotion),
-            confidence=float(f.confidence),
-            crop=np.asarray(f.crop, dtype=np.uint8),
-            track=getattr(f, "track", None),
-        )
-        for i, f in enumerate(ordered, start=1)
-    )
+        Face(box=tuple(int(round(float(v))) for v in f.box),  # type: ignore[arg-type]
+             probabilities=np.asarray(f.probabilities, dtype=np.float32).reshape(len(EMOTIONS)),
+             crop=np.asarray(f.crop, dtype=np.uint8), track=getattr(f, "track", None), index=i)
+        for i, f in enumerate(reading_order(faces), start=1))
 
 
 def check_upload_size(data: bytes, name: str, max_mb: float = MAX_UPLOAD_MB) -> str | None:
@@ -124,7 +98,7 @@ def analyze_photo(predictor: PredictorLike, data: bytes, name: str, *, max_mb: f
         return PhotoResult(name, image=shrink_for_display(image)[0],
                            error=f"{name}: the analysis failed unexpectedly (details are in the server log)")
     display, scale = shrink_for_display(image)
-    result = PhotoResult(name, image=display, faces=to_face_results(faces),
+    result = PhotoResult(name, image=display, faces=numbered_faces(faces),
                          seconds=time.perf_counter() - start, display_scale=scale)
     if scale < 1.0:
         del image
@@ -161,16 +135,16 @@ def keep_faces_at_least(result: PhotoResult, min_face: int) -> PhotoResult:
     """Drop faces whose shorter side is under `min_face` pixels and renumber the rest, so changing
     the sidebar slider re-uses the cached analysis instead of running the model again."""
     kept = [f for f in result.faces if f.size >= min_face]
-    return replace(result, faces=tuple(replace(f, number=i) for i, f in enumerate(kept, start=1)))
+    return replace(result, faces=tuple(replace(f, index=i) for i, f in enumerate(kept, start=1)))
 
 
-def face_label(face: FaceResult, with_emotion: bool = False) -> str:
+def face_label(face: Face, with_emotion: bool = False) -> str:
     """Its number (live: "#" and its track id, which stays with the face) and, if asked, its emotion."""
-    ident = f"#{face.track}" if face.track is not None else str(face.number)
+    ident = f"#{face.track}" if face.track is not None else str(face.index)
     return f"{ident} {face.emotion} {face.confidence:.0%}" if with_emotion else ident
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], with_emotion: bool = False,
+def draw_faces(image: np.ndarray, faces: Sequence[Face], with_emotion: bool = False,
                box_scale: float = 1.0) -> np.ndarray:
     """A copy of the RGB image with each face boxed and labelled in BOX_COLOR (its number, and for the
     webcam its emotion and confidence), by ferkit's one drawing routine (ferkit.inference.annotate).
@@ -214,9 +188,8 @@ def probability_chart(probabilities: np.ndarray, height: int = 200) -> alt.Chart
 def faces_table(results: Sequence[PhotoResult]) -> pd.DataFrame:
     """One row per face of every analysed image, in the columns of `ferkit predict --csv` (file, face,
     box, top emotion, confidence, the 8 probabilities). The page shows it; the CSV download holds it."""
-    rows = [{"file": result.name, "face": face.number, **face_fields(face.box, face.probabilities)}
-            for result in results for face in result.faces]
-    return pd.DataFrame(rows, columns=["file", "face", *FACE_FIELDS])
+    rows = [face.to_row(file=result.name) for result in results for face in result.faces]
+    return pd.DataFrame(rows, columns=[c for c in PREDICT_COLUMNS if c != "error"])
 
 
 def table_csv(table: pd.DataFrame) -> bytes:

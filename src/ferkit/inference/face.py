@@ -61,6 +61,11 @@ class Face(EmotionScores):
     frame: int | None = None  # 0-based frame number in a video
     time_s: float | None = None  # frame / fps; None if the video does not say its frame rate
 
+    @property
+    def size(self) -> int:
+        """The shorter side of the box, in pixels: what a minimum face size compares against."""
+        return min(int(self.box[2]), int(self.box[3]))
+
     def __repr__(self) -> str:
         top = sorted(self.scores.items(), key=lambda item: -item[1])[:3]
         x, y, w, h = (int(v) for v in self.box)
