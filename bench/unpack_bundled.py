@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from ferkit.models import load, model_config, read_model_config, save_model
-from ferkit.models.bundled import METRICS_FILE, read_json_file, resolve_model
+from ferkit.models.bundled import resolve_model
+from ferkit.models.folder import METRICS_FILE, read_json_file
 
 
 def main() -> None:

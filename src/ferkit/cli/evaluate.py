@@ -174,7 +174,7 @@ def explain_command(
 
 def _model_prior(model: Path, prior: str | None):
     """--prior, else the model's own default prior (metrics.json "default_prior"), as Predictor does."""
-    from ferkit.models.bundled import METRICS_FILE, read_json_file
+    from ferkit.models.folder import METRICS_FILE, read_json_file
     from ferkit.priors import resolve_prior
 
     chosen = prior if prior is not None else read_json_file(model / METRICS_FILE).get("default_prior")

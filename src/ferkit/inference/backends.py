@@ -27,7 +27,7 @@ import numpy as np
 from ferkit import hardware
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ModelFileError
-from ferkit.models.bundled import METRICS_FILE, read_json_file
+from ferkit.models.folder import CONFIG_FILE, METRICS_FILE, read_json_file
 from ferkit.settings import FACE_SIDE
 
 # Keys of the ONNX metadata_props that make an exported .onnx file stand alone.
@@ -62,7 +62,7 @@ class TorchBackend:
         from ferkit.models import load, read_model_config
 
         self.config = read_model_config(folder)
-        _check_classes(self.config, str(Path(folder) / "model.json"))
+        _check_classes(self.config, str(Path(folder) / CONFIG_FILE))
         self.metrics = read_json_file(Path(folder) / METRICS_FILE)
         # Parameters keep requires_grad: Grad-CAM (the app's) runs backward through this model;
         # predictions themselves run under inference_mode, which records no graph.

@@ -7,20 +7,15 @@ installed wheel as well as in a source checkout. `default` is the one `Predictor
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from ferkit.errors import ModelFileError
+from ferkit.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelFolder
 
 DEFAULT_MODEL = "default"
-METRICS_FILE = "metrics.json"
-# A model folder's own ONNX export (written by `ferkit bundle`): int8 where it keeps
-# FERPlus Valid accuracy (ferkit.release.bundle.INT8_MAX_DROP), else fp32.
-ONNX_FP32 = "model.onnx"
-ONNX_INT8 = "model.int8.onnx"
 
 
 def weights_root() -> Path:
@@ -34,7 +29,7 @@ def list_bundled() -> list[str]:
     root = weights_root()
     if not root.is_dir():
         return []
-    names = [p.name for p in root.iterdir() if (p / "model.json").is_file()]
+    names = [p.name for p in root.iterdir() if ModelFolder(p).is_model()]
     return sorted(names, key=lambda name: (name != DEFAULT_MODEL, name))
 
 
@@ -65,7 +60,7 @@ class ModelSource:
         """A model folder's own ONNX export, int8 first; None if it has none (or is an .onnx file)."""
         if self.backend != "torch":
             return None
-        return next((self.path / f for f in (ONNX_INT8, ONNX_FP32) if (self.path / f).is_file()), None)
+        return ModelFolder(self.path).onnx_export
 
 
 def _looks_like_name(text: str) -> bool:
@@ -85,7 +80,7 @@ def resolve_model(model: str | Path | None = None) -> ModelSource:
     path = Path(text).expanduser()
     if path.is_file() and path.suffix.lower() == ".onnx":
         return ModelSource(path, "onnx", text)
-    if path.is_dir() or (path.is_file() and path.name in ("model.json", "model.safetensors")):
+    if path.is_dir() or (path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE)):
         return ModelSource(path if path.is_dir() else path.parent, "torch", text)
     if model is None:
         raise ModelFileError(f"the bundled default model is not installed (ferkit/weights/{DEFAULT_MODEL} "
@@ -96,16 +91,3 @@ def resolve_model(model: str | Path | None = None) -> ModelSource:
                              "model.safetensors, or an .onnx file)")
     raise ModelFileError(f"unknown model {text!r}: not a bundled model name (bundled: {choices}) "
                          "nor an existing run folder or .onnx file")
-
-
-def read_json_file(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`, or {} if the file is absent; ModelFileError if malformed."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path}: expected a JSON object")
-    return data

@@ -17,10 +17,9 @@ from ferkit.errors import ArgumentError, ModelFileError
 from ferkit.files import write_whole
 from ferkit.models.base import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, FerModel
 from ferkit.models.bundled import ModelSource, resolve_model
+from ferkit.models.folder import CONFIG_FILE, WEIGHTS_FILE
 from ferkit.models.registry import create_model
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model.json"
 COMMANDS_FILE = "commands.txt"  # the CLI lines that made a model folder, one per line, oldest first
 
 

@@ -15,7 +15,16 @@ from typing import Any
 
 from ferkit.errors import ArgumentError, ModelFileError
 from ferkit.models import bundled
-from ferkit.models.bundled import METRICS_FILE, ONNX_FP32, ONNX_INT8, read_json_file, resolve_model
+from ferkit.models.bundled import resolve_model
+from ferkit.models.folder import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    ONNX_FP32,
+    ONNX_INT8,
+    WEIGHTS_FILE,
+    ModelFolder,
+    read_json_file,
+)
 
 # A model folder ships its int8 export only if, on FERPlus Valid, int8 loses at most INT8_MAX_DROP of
 # accuracy, gives fp32's top label on at least INT8_MIN_AGREEMENT of the faces, and changes fp32's
@@ -40,7 +49,7 @@ def _model_folder(model: str, run: Path, field: str) -> Path:
     """The folder of a model another one was made from (a run folder, or a bundled model's name,
     whose folder carries its own training record), named by `run`'s `field`."""
     for folder in (Path(model), bundled.weights_root() / model):
-        if (folder / "model.json").is_file():
+        if ModelFolder(folder).is_model():
             return folder
     raise ModelFileError(f"{run}: {field} names {model!r}, which is neither a model folder nor a bundled "
                          "model; its training record is part of this model's (paths are relative to "
@@ -65,7 +74,7 @@ def training_info(run: Path) -> dict[str, Any]:
     if recorded and not (run / "history.json").is_file():
         # a bundled model, or a member written out of a bundled ensemble, carries its own record
         return recorded
-    model_json = read_json_file(run / "model.json")
+    model_json = ModelFolder(run).read_config()
     retrained = model_json.get("head_retrained")
     if retrained:
         # `ferkit retrain-head`: the source model's training, then its re-learned last layer(s)
@@ -74,7 +83,7 @@ def training_info(run: Path) -> dict[str, Any]:
                 "commands": base.get("commands", []) + read_commands(run)}
     members = model_json.get("member_runs")
     if members:
-        missing = [m for m in members if not (Path(m) / "model.json").is_file()]
+        missing = [m for m in members if not ModelFolder(Path(m)).is_model()]
         if missing:
             raise ModelFileError(f"{run}: ensemble member runs not found: {', '.join(missing)} "
                                  "(paths are relative to where `ferkit ensemble` ran)")
@@ -134,9 +143,9 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
 
     run = Path(run)
     evaluation = Path(evaluation) if evaluation else run / "eval-test"
-    for needed in (run / "model.json", run / "model.safetensors", evaluation / "metrics.json"):
+    for needed in (run / CONFIG_FILE, run / WEIGHTS_FILE, evaluation / METRICS_FILE):
         if not needed.is_file():
-            hint = f" (run `ferkit evaluate {run}` first)" if needed.name == "metrics.json" else ""
+            hint = f" (run `ferkit evaluate {run}` first)" if needed.name == METRICS_FILE else ""
             raise ModelFileError(f"{needed}: not found{hint}")
     # Everything is read and checked before anything is written: the training record may read the
     # bundled model this run replaces (retrain-head), and a bad file must not leave a half-replaced one.
@@ -145,12 +154,12 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
         raise ArgumentError(f"{run}: is the bundled model {name!r} itself; bundle the run folder it "
                             "came from")
     training = training_info(run)
-    config = read_json_file(run / "model.json")
-    metrics = read_json_file(evaluation / "metrics.json")
+    config = ModelFolder(run).read_config()
+    metrics = read_json_file(evaluation / METRICS_FILE)
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "model.safetensors", target / "model.safetensors")
+    shutil.copyfile(run / WEIGHTS_FILE, target / WEIGHTS_FILE)
     config["weights_sha256"] = weights_sha256(target)  # load_model checks it: a damaged install says so
-    (target / "model.json").write_text(json.dumps(config, indent=2) + "\n")
+    ModelFolder(target).write_config(config)
     if (evaluation / "confusion_matrix.png").is_file():
         shutil.copyfile(evaluation / "confusion_matrix.png", target / "confusion_matrix.png")
     for bulky in ("calibration", "run", "data"):
@@ -161,7 +170,7 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     metrics["training"] = training
     if prior.name != "ferplus":
         metrics["default_prior"] = str(prior)
-    (target / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    ModelFolder(target).write_metrics(metrics)
     return target
 
 
@@ -193,8 +202,8 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
     from ferkit.release.export import export_onnx
 
     folder = resolve_model(model).pytorch_folder()
-    if not read_json_file(folder / "model.json").get("weights_sha256"):
-        raise ModelFileError(f"{folder / 'model.json'}: no weights_sha256 (bundle the run with "
+    if not ModelFolder(folder).read_config().get("weights_sha256"):
+        raise ModelFileError(f"{folder / CONFIG_FILE}: no weights_sha256 (bundle the run with "
                              "`ferkit bundle` first: the export is tied to those weights)")
     with tempfile.TemporaryDirectory(prefix="ferkit-export-") as tmp:
         int8 = export_onnx(folder, Path(tmp) / ONNX_INT8, int8=True, data_root=data_root,
@@ -212,8 +221,7 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
               "max_abs_diff_fp32": int8.max_abs_diff,
               "int8_rule": INT8_RULE,
               "valid": accuracy, "quantization": int8.quantization}
-    metrics_path = folder / METRICS_FILE
-    metrics = read_json_file(metrics_path)
+    metrics = ModelFolder(folder).read_metrics()
     metrics["onnx"] = record
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    ModelFolder(folder).write_metrics(metrics)
     return record

@@ -42,7 +42,8 @@ from ferkit.inference.backends import (
     META_VERSION,
     OnnxBackend,
 )
-from ferkit.models.bundled import METRICS_FILE, read_json_file, resolve_model
+from ferkit.models.bundled import resolve_model
+from ferkit.models.folder import METRICS_FILE, read_json_file
 from ferkit.settings import INT8_WEIGHT_BITS
 
 DEFAULT_OPSET = 17

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation.metrics import balanced_accuracy_of
+from ferkit.models.folder import ModelFolder
 
 
 def _pct(value: float | None) -> str:
@@ -120,8 +121,7 @@ def _runtime_lines(onnx: dict | None) -> list[str]:
 
 
 def model_card(folder: Path, name: str) -> str:
-    model = json.loads((folder / "model.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
+    model, metrics = ModelFolder(folder).read_config(), ModelFolder(folder).read_metrics()
     training = metrics.get("training", {})
     config = training.get("config", {})
     per_class = metrics.get("per_class", {})

@@ -1,0 +1,73 @@
+"""A model folder and its files: the one owner of their names and of how they are written (whole or
+not at all, so a kill mid-write never leaves a cut file)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ferkit.errors import ModelFileError
+from ferkit.files import write_whole
+
+CONFIG_FILE = "model.json"  # how to rebuild the network, and its training record
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"  # its measured accuracy: what the README, the app and the card show
+# Its own ONNX export (written by `ferkit bundle`): int8 where it keeps FERPlus Valid accuracy
+# (ferkit.release.bundle.INT8_MAX_DROP), else fp32.
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or {} if the file is absent; ModelFileError if malformed."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a JSON object")
+    return data
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A folder holding a model: model.json + model.safetensors, and metrics.json and an ONNX export
+    where it has them."""
+
+    path: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    def is_model(self) -> bool:
+        return self.config_file.is_file()
+
+    @property
+    def onnx_export(self) -> Path | None:
+        """Its own ONNX export, int8 first; None if it has none."""
+        return next((self.path / f for f in (ONNX_INT8, ONNX_FP32) if (self.path / f).is_file()), None)
+
+    def read_config(self) -> dict[str, Any]:
+        return read_json_file(self.config_file)
+
+    def read_metrics(self) -> dict[str, Any]:
+        return read_json_file(self.metrics_file)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_whole(self.config_file, json.dumps(config, indent=2) + "\n")
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        write_whole(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
