@@ -54,6 +54,7 @@ def photo_folder(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.realdata
 @needs_photos
 @needs_face_detector
 def test_photo_accuracy_equals_an_independent_count_with_the_predictor(photo_folder, tmp_path):
