@@ -15,9 +15,12 @@ accuracy of the pooled held-out answers: over the 7 classes of posed, over the 5
 - shipped: the default as a user runs it (its Predictor), no fit.
 - lr-logprobs: multinomial logistic regression (class-balanced, C=1) on the default's 8 log-probabilities.
 - lr-features: the same on the frozen pooled features (4 members x face and mirror, standardised).
-- heads l2=L aug=K: ferkit adapt's fit (ferkit.adaptation.heads): new heads on the view-averaged
-  features, started from the shipped heads, L2 toward them, class-balanced, K jittered copies of each
-  training photo.
+- heads l2=L: new heads on the view-averaged features, started from the shipped heads, L2 toward
+  them, class-balanced (ferkit.adaptation.heads.fit_heads).
+- heads l2=L remap=R absent=A aug=K: ferkit adapt's fit (ferkit.adaptation.heads.fit): those heads
+  blended with weight R with the shipped heads recombined (fit_remap, an 8x8 recalibration of the
+  logits centred on the shipped ones); classes absent from the photos kept as shipped (A=shipped) or
+  never answered (A=off); K jittered copies of each training photo added.
 """
 
 from __future__ import annotations
@@ -118,12 +121,15 @@ def main() -> None:
         "lr-logprobs": lambda size, seed: sklearn_oof(log_probs, labels, fold_draws[seed], size, seed, False),
         "lr-features": lambda size, seed: sklearn_oof(flat, labels, fold_draws[seed], size, seed, True)}
     for l2 in (float(v) for v in args.l2.split(",")):
-        methods[f"heads l2={l2:g} aug=0"] = lambda size, seed, l2=l2: out_of_fold_logits(
-            features, labels, shipped, fold_draws[seed], l2=l2, size=size, seed=seed).argmax(1)
-    for k in sorted({2, args.augment}) if args.augment else []:
-        methods[f"heads l2=0.003 aug={k}"] = lambda size, seed, k=k: out_of_fold_logits(
-            features, labels, shipped, fold_draws[seed], l2=0.003, augmented=augmented[:k], size=size,
-            seed=seed).argmax(1)
+        methods[f"heads l2={l2:g}"] = lambda size, seed, l2=l2: out_of_fold_logits(
+            features, labels, shipped, fold_draws[seed], l2=l2, size=size, seed=seed, remap=0).argmax(1)
+    variants = [(0.0, "off", 0), (0.5, "shipped", 0), (0.5, "off", 0)]
+    variants += [(0.5, "off", k) for k in sorted({2, args.augment}) if args.augment]
+    for remap, absent, k in variants:
+        methods[f"heads l2=0.003 remap={remap:g} absent={absent} aug={k}"] = (
+            lambda size, seed, remap=remap, absent=absent, k=k: out_of_fold_logits(
+                features, labels, shipped, fold_draws[seed], l2=0.003, augmented=augmented[:k] if k else None,
+                size=size, seed=seed, remap=remap, absent=absent).argmax(1))
     print("| method | " + " | ".join("all" if s is None else str(s) for s in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
     for name, method in methods.items():

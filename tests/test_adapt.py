@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from ferkit.adaptation.core import adapted_model, shipped_heads
 from ferkit.adaptation.data import check_counts
 from ferkit.adaptation.features import member_networks, pooled_features
-from ferkit.adaptation.heads import Heads, balanced_weights, fit_heads
+from ferkit.adaptation.heads import OFF_BIAS, Heads, balanced_weights, fit, fit_heads
 from ferkit.adaptation.validation import balanced_accuracy, make_folds
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, DataError
@@ -71,6 +71,15 @@ def test_fit_moves_toward_the_labels_and_keeps_absent_classes(fast):
     assert np.abs(tight.weight - shipped.weight).sum() < np.abs(loose.weight - shipped.weight).sum()
     with pytest.raises(ArgumentError, match="l2"):
         fit_heads(features, labels, shipped, l2=0)
+    # the blend with the recombined shipped heads, absent classes switched off: only the two are answered,
+    # and a temperature leaves them off at a bias float16 storage holds
+    off = fit(features, labels, shipped, l2=1e-3, remap=0.5, absent="off").scaled(0.1)
+    assert set(off.logits(features).argmax(1)) <= set(present.tolist())
+    assert (off.bias[:, absent] == OFF_BIAS).all() and np.isfinite(off.bias.astype(np.float16)).all()
+    kept = fit(features, labels, shipped, l2=1e-3, remap=0.5, absent="shipped")
+    np.testing.assert_array_equal(kept.weight[:, absent], shipped.weight[:, absent])
+    with pytest.raises(ArgumentError, match="absent"):
+        fit(features, labels, shipped, l2=1e-3, absent="drop")
 
 
 def test_balanced_weights_and_folds():
@@ -159,17 +168,19 @@ def test_adapt_end_to_end_then_predict_evaluate_and_predictor(tmp_path, monkeypa
                     "--no-ferplus-valid")
     assert result.exit_code == 1 and "no face found" in result.output and "--skip-bad" in result.output
     args = ["default", "--photos", str(photos), "--out", str(out), "--folds", "3", "--augment", "1",
-            "--no-ferplus-valid", "--skip-bad"]
+            "--no-ferplus-valid", "--skip-bad", "--curve", "--absent-classes", "off"]
     monkeypatch.setattr("sys.argv", ["ferkit", "adapt", *args])  # what the model card records
     result = _adapt(*args)
     assert result.exit_code == 0, result.output
     assert "blank.png" in result.output and "grouped by 'subject'" in result.output
-    for name in ("model.safetensors", "model.json", "metrics.json", "model.onnx", "report.md", "report.json"):
+    for name in ("model.safetensors", "model.json", "metrics.json", "model.onnx", "report.md", "report.json",
+                 "learning_curve.png"):
         assert (out / name).is_file(), name
     config = json.loads((out / "model.json").read_text())
     assert config["model_args"]["flip"] is True and config["weights_sha256"]
     assert config["adapted"]["photos"] == "study" and config["adapted"]["per_class"]["anger"] == 3
     assert config["adapted"]["command"].startswith("ferkit adapt default")
+    assert config["adapted"]["absent_classes"] == "off"  # no contempt among these photos: never answered
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["person_disjoint"] and metrics["onnx"]["agreement_on_photos"] >= 0.99
     assert "shipped model, same photos" in (out / "report.md").read_text()
@@ -183,6 +194,7 @@ def test_adapt_end_to_end_then_predict_evaluate_and_predictor(tmp_path, monkeypa
     assert predictor.backend.kind == "onnx"  # the folder's own export, tied to its weights
     faces = predictor.predict(photos / "images" / next(p.name for p in (photos / "images").glob("*.jpg")))
     assert len(faces) == 1 and faces[0].probabilities.sum() == pytest.approx(1, abs=1e-4)
+    assert faces[0].probabilities[EMOTIONS.index("contempt")] == 0
     predicted = runner.invoke(app, ["predict", str(photos / "images"), "--model", str(out)])
     assert predicted.exit_code == 0, predicted.output
     evaluated = runner.invoke(app, ["evaluate", str(out), "--photos", str(photos), "--skip-bad",

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ferkit import settings
-from ferkit.adaptation.defaults import DEFAULT_AUGMENT, DEFAULT_L2
+from ferkit.adaptation.defaults import DEFAULT_ABSENT, DEFAULT_AUGMENT, DEFAULT_L2, DEFAULT_REMAP
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,6 +40,13 @@ def adapt_command(
     augment: Annotated[int, typer.Option(
         min=0, help="Jittered copies of each photo added to the fit (crop jitter and photo-like "
                     "degradations).")] = DEFAULT_AUGMENT,
+    remap: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Weight of the shipped heads recombined (an 8x8 recalibration of the "
+                               "logits) in the blend with the new heads; 0: new heads only.")
+    ] = DEFAULT_REMAP,
+    absent_classes: Annotated[str, typer.Option(
+        help="Classes without photos: shipped (answered as the shipped model would) or off (never "
+             "answered: your material has none of them).")] = DEFAULT_ABSENT,
     skip_bad: Annotated[bool, typer.Option(
         help="Leave out photos without a face, unreadable images and bad rows, and list them.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output model folder.")] = False,
@@ -61,7 +68,8 @@ def adapt_command(
         err_console.print(f"[yellow]{root}: FERPlus not found; its Valid accuracy is not measured",
                           highlight=False)
     result = adapt(model, photos, out=out, labels=labels, group_by=group_by, skip_bad=skip_bad, force=force,
-                   l2=l2, augment=augment, folds=folds, curve=curve, detector=detector,
+                   l2=l2, augment=augment, remap=remap, absent=absent_classes, folds=folds, curve=curve,
+                   detector=detector,
                    data_root=root if ferplus_valid and root.is_dir() else None,
                    command=shlex.join(["ferkit", *sys.argv[1:]]), progress=True,
                    log=lambda message: console.print(message, highlight=False))

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from ferkit.adaptation.data import Faces, read_faces
-from ferkit.adaptation.defaults import DEFAULT_AUGMENT, DEFAULT_L2
+from ferkit.adaptation.defaults import DEFAULT_ABSENT, DEFAULT_AUGMENT, DEFAULT_L2, DEFAULT_REMAP
 from ferkit.adaptation.features import augmented_crops, member_networks, pooled_features
-from ferkit.adaptation.heads import Heads, fit_heads, fit_temperature
+from ferkit.adaptation.heads import ABSENT, Heads, fit, fit_temperature
 from ferkit.adaptation.validation import (
     balanced_accuracy,
     learning_curve,
@@ -144,7 +144,8 @@ def _export(out: Path, crops: np.ndarray, features: np.ndarray) -> dict[str, Any
 
 def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labels: str | Path | None = None,
           group_by: str | None = None, skip_bad: bool = False, force: bool = False, l2: float = DEFAULT_L2,
-          augment: int = DEFAULT_AUGMENT, folds: int = 5, curve: bool = False, detector: str | None = None,
+          augment: int = DEFAULT_AUGMENT, remap: float = DEFAULT_REMAP, absent: str = DEFAULT_ABSENT,
+          folds: int = 5, curve: bool = False, detector: str | None = None,
           data_root: str | Path | None = None, threads: int | None = None, command: str | None = None,
           progress: bool = False, log: Callable[[str], None] = lambda message: None) -> AdaptResult:
     """Adapt `model` (a bundled name or model folder; None: the default) to the labelled photos of
@@ -161,6 +162,10 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
         raise ArgumentError(f"augment must be >= 0, got {augment}")
     if folds < 2:
         raise ArgumentError(f"folds must be at least 2, got {folds}")
+    if not 0 <= remap <= 1:
+        raise ArgumentError(f"remap must be in [0, 1], got {remap}")
+    if absent not in ABSENT:
+        raise ArgumentError(f"absent classes must be one of {', '.join(ABSENT)}, not {absent!r}")
     source = resolve_model(model)
     source.pytorch_folder()  # an .onnx file has no heads to adapt: refused before any work
     out, folder = Path(out).expanduser(), Path(folder).expanduser()
@@ -188,7 +193,8 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
 
     start = time.perf_counter()
     split = make_folds(faces.labels, faces.groups, n_splits=folds, column=faces.group_column)
-    held_out = out_of_fold_logits(features, faces.labels, shipped, split, l2=l2, augmented=jittered)
+    held_out = out_of_fold_logits(features, faces.labels, shipped, split, l2=l2, augmented=jittered,
+                                  remap=remap, absent=absent)
     temperature = fit_temperature(held_out, faces.labels)
     cv = compute_metrics(faces.labels, _softmax(held_out / temperature))
     cv["balanced_accuracy"] = balanced_accuracy(faces.labels, held_out.argmax(1))
@@ -198,13 +204,14 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
     rows = None
     if curve:
         start = time.perf_counter()
-        rows = learning_curve(features, faces.labels, shipped, split, l2=l2, augmented=jittered)
+        rows = learning_curve(features, faces.labels, shipped, split, l2=l2, augmented=jittered, remap=remap,
+                              absent=absent)
         seconds["curve"] = time.perf_counter() - start
 
     start = time.perf_counter()
     x, y = (features, faces.labels) if jittered is None else (
         np.concatenate([features, *jittered]), np.tile(faces.labels, augment + 1))
-    heads = fit_heads(x, y, shipped, l2=l2).scaled(temperature)
+    heads = fit(x, y, shipped, l2=l2, remap=remap, absent=absent).scaled(temperature)
     adapted = adapted_model(network, heads)
     source_config = read_model_config(source.path)
     record = {
@@ -213,7 +220,8 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
         "groups": None if faces.groups is None else len(set(faces.groups.tolist())),
         "validation": {"folds": len(split.splits), "kind": split.kind},
         "features": "each member's pooled last feature map, face and mirror, frozen",
-        "l2_to_shipped": l2, "augment_copies": augment, "temperature": temperature,
+        "l2_to_shipped": l2, "remap": remap, "absent_classes": absent, "augment_copies": augment,
+        "temperature": temperature,
         "skipped": len(faces.skipped), "command": command,
     }
     config = model_config("ensemble", {"members": _member_configs(source_config), "flip": True},

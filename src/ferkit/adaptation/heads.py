@@ -30,6 +30,9 @@ from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError
 
 NUM_CLASSES = len(EMOTIONS)
+ABSENT = ("shipped", "off")
+# The bias that switches a class off: exp(-1e4) is 0 in float32, and 1e4 fits float16 storage.
+OFF_BIAS = -1e4
 
 
 @dataclass
@@ -46,8 +49,10 @@ class Heads:
         return np.einsum("nmc,mkc->nk", views, self.weight) / len(self.weight) + self.bias.mean(0)
 
     def scaled(self, temperature: float) -> Heads:
-        """The same heads divided by `temperature` (the same answers, other confidences)."""
-        return Heads(self.weight / temperature, self.bias / temperature)
+        """The same heads divided by `temperature` (the same answers, other confidences); a class
+        switched off (bias OFF_BIAS) stays off at that bias, which float16 storage holds."""
+        off = self.bias <= OFF_BIAS
+        return Heads(self.weight / temperature, np.where(off, self.bias, self.bias / temperature))
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -116,3 +121,66 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     optimizer.step(nll)
     return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def fit_remap(features: np.ndarray, labels: np.ndarray, shipped: Heads, *, strength: float = 10.0,
+              max_iter: int = 200) -> Heads:
+    """The shipped heads recombined: new logits = A z + c, where z are the shipped model's 8 logits
+    (view-averaged) and A (present classes x 8) is fitted class-balanced, with the penalty
+    (strength / 2N) * ||A - I||^2 on N faces (centred on the shipped model, as the heads' fit is, so
+    that rows of absent classes, kept as shipped, stay on the same scale). As heads: W_m' = A W_m,
+    b_m' = A b_m + c. A low-dimensional fit (an 8x8 recalibration of the outputs) that moves whole
+    classes, where the posed material's shift is one of confusions between them."""
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    z = torch.from_numpy(shipped.logits(features).astype(np.float32))  # (N, 8)
+    y = torch.from_numpy(np.searchsorted(present, labels))
+    w = torch.from_numpy(balanced_weights(labels))
+    identity = torch.eye(NUM_CLASSES)[torch.from_numpy(present)]
+    a = identity.clone().requires_grad_(True)
+    c = torch.zeros(len(present), requires_grad=True)
+    penalty = strength / len(labels)
+    optimizer = torch.optim.LBFGS([a, c], lr=1, max_iter=max_iter, tolerance_grad=1e-7,
+                                  tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+
+    def loss_fn() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = (F.cross_entropy(z @ a.T + c, y, reduction="none") * w).mean()
+        loss = loss + 0.5 * penalty * (a - identity).pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(loss_fn)
+    remap = a.detach().numpy()
+    weight = shipped.weight.astype(np.float32).copy()
+    bias = shipped.bias.astype(np.float32).copy()
+    weight[:, present] = np.einsum("kj,mjc->mkc", remap, shipped.weight)
+    bias[:, present] = np.einsum("kj,mj->mk", remap, shipped.bias) + c.detach().numpy()[None, :]
+    return Heads(weight, bias)
+
+
+def blend(first: Heads, second: Heads, weight: float = 0.5) -> Heads:
+    """Heads whose logits are (1 - weight) * first's + weight * second's (still one linear layer per
+    member: the mix of two fits is a fit of the same form)."""
+    return Heads((1 - weight) * first.weight + weight * second.weight,
+                 (1 - weight) * first.bias + weight * second.bias)
+
+
+def fit(features: np.ndarray, labels: np.ndarray, shipped: Heads, *, l2: float, remap: float = 0.5,
+        absent: str = "shipped") -> Heads:
+    """`ferkit adapt`'s fit: the heads of `fit_heads`, blended with weight `remap` (0: none) with the
+    shipped heads recombined by `fit_remap`. Classes absent from `labels` keep the shipped heads' rows
+    (`absent="shipped"`) or are never answered (`"off"`: material that has none of them)."""
+    if absent not in ABSENT:
+        raise ArgumentError(f"absent must be one of {', '.join(ABSENT)}, not {absent!r}")
+    if not 0 <= remap <= 1:
+        raise ArgumentError(f"remap must be in [0, 1], got {remap}")
+    heads = fit_heads(features, labels, shipped, l2=l2)
+    if remap:
+        heads = blend(heads, fit_remap(features, labels, shipped), remap)
+    if absent == "off":
+        missing = [k for k in range(NUM_CLASSES) if k not in set(np.asarray(labels).tolist())]
+        bias = heads.bias.copy()
+        bias[:, missing] = OFF_BIAS
+        heads = Heads(heads.weight, bias)
+    return heads

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ferkit.adaptation.heads import Heads, fit_heads
+from ferkit.adaptation.heads import Heads, fit
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError
 
@@ -72,7 +72,7 @@ def training_set(features: np.ndarray, labels: np.ndarray, augmented: np.ndarray
 
 def out_of_fold_logits(features: np.ndarray, labels: np.ndarray, shipped: Heads, folds: Folds, *,
                        l2: float, augmented: np.ndarray | None = None, size: int | None = None,
-                       seed: int = 0) -> np.ndarray:
+                       seed: int = 0, remap: float = 0.5, absent: str = "shipped") -> np.ndarray:
     """(N, 8) logits, each face's from heads fitted without its fold (on at most `size` photos per
     class of the other folds)."""
     rng = np.random.default_rng(seed)
@@ -80,7 +80,7 @@ def out_of_fold_logits(features: np.ndarray, labels: np.ndarray, shipped: Heads,
     for train, test in folds.splits:
         chosen = per_class_sample(train, labels, size, rng)
         x, y = training_set(features, labels, augmented, chosen)
-        out[test] = fit_heads(x, y, shipped, l2=l2).logits(features[test])
+        out[test] = fit(x, y, shipped, l2=l2, remap=remap, absent=absent).logits(features[test])
     return out
 
 
@@ -94,7 +94,8 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, classes: list[i
 
 def learning_curve(features: np.ndarray, labels: np.ndarray, shipped: Heads, folds: Folds, *, l2: float,
                    augmented: np.ndarray | None = None, sizes: tuple[int | None, ...] = CURVE_SIZES,
-                   repeats: int = 3, seed: int = 0) -> list[dict]:
+                   repeats: int = 3, seed: int = 0, remap: float = 0.5,
+                   absent: str = "shipped") -> list[dict]:
     """Balanced accuracy of the out-of-fold answers with at most `size` photos per class drawn from
     each fold's training photos, the mean over `repeats` draws (one for all photos). Sizes beyond
     the largest class's count are left out (they equal "all")."""
@@ -105,7 +106,8 @@ def learning_curve(features: np.ndarray, labels: np.ndarray, shipped: Heads, fol
             continue
         draws = 1 if size is None else repeats
         scores = [balanced_accuracy(labels, out_of_fold_logits(
-            features, labels, shipped, folds, l2=l2, augmented=augmented, size=size, seed=seed + r).argmax(1))
+            features, labels, shipped, folds, l2=l2, augmented=augmented, size=size, seed=seed + r,
+            remap=remap, absent=absent).argmax(1))
             for r in range(draws)]
         rows.append({"per_class": "all" if size is None else size,
                      "balanced_accuracy": float(np.mean(scores)),
