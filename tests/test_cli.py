@@ -187,7 +187,8 @@ def test_numeric_options_must_be_finite_and_in_range(tmp_path):
              (["batch", str(tmp_path), "--out", str(tmp_path / "o.csv"), "--max-remote-mb", "nan"],
               "--max-remote-mb must be a number"),
              (["train", "--set", "name=../../escaped"], "a run name is a single folder name"),
-             (["train", "--set", "model_args.depths=[2,2"], "is not valid YAML")]
+             (["train", "--set", "model_args.depths=[2,2"],
+              "'model_args.depths=[2,2': the value is not valid YAML")]
     for args, message in cases:
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 1, (args, result.output)
@@ -223,3 +224,34 @@ def test_a_face_prints_as_a_person_reads_it():
     face = Face(box=(10, 20, 64, 64), probabilities=p, crop=np.zeros((48, 48), np.uint8))
     assert repr(face) == ("Face(happiness 60% at x=10 y=20 64x64; top 3: happiness 60%, surprise 20%, "
                           "neutral 10%)")
+
+
+def test_models_lists_the_bundled_models_and_archs_the_architectures():
+    from ferkit.models import list_bundled
+
+    listed = CliRunner().invoke(app, ["models"], terminal_width=200)
+    assert listed.exit_code == 0 and all(name in listed.output for name in list_bundled())
+    assert "%" in listed.output and "ONNX int8" in listed.output
+    archs = CliRunner().invoke(app, ["archs"], terminal_width=200)
+    assert archs.exit_code == 0 and "resnet" in archs.output and "deep_cnn" in archs.output
+
+
+@pytest.mark.parametrize("args,extra", [(["train"], "train"), (["serve"], "serve"),
+                                        (["batch", ".", "--out", "x.csv"], "scale")])
+def test_a_command_whose_extra_is_missing_names_it_and_exits_2(args, extra):
+    """Each command that needs an extra says which, in one line, with the pip line that installs it."""
+    blocked = {"train": "lightning", "serve": "fastapi", "scale": "ray"}[extra]
+    script = f"""
+import sys
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {blocked!r}:
+            raise ImportError("No module named " + {blocked!r})
+sys.meta_path.insert(0, Missing())
+from ferkit.cli import app
+sys.argv = ["ferkit", *{args!r}]
+app()
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"pip install 'ferkit[{extra}]'" in result.stderr and "Traceback" not in result.stderr

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ferkit import settings
@@ -56,7 +57,8 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except FerkitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: an error's own brackets ('ferkit[serve]', '--set x=[2,2') are text, not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]stopped (Ctrl-C)", highlight=False)
@@ -147,3 +149,15 @@ def interrupt_between_steps() -> Iterator[_StopRequest]:
     finally:
         signal.signal(signal.SIGINT, previous)
 
+
+def needs_extra(extra: str, command: str, *modules: str) -> None:
+    """Exit 2 with one line naming the extra to install when one of `modules` cannot be imported."""
+    import importlib
+
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError as exc:
+        err_console.print(f"error: ferkit {command} needs the {extra} extra ({exc}): "
+                          f"pip install 'ferkit[{extra}]'", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None

@@ -63,11 +63,38 @@ def data_summary(
 
 
 @app.command("models")
+@user_errors
 def models_list() -> None:
-    """List the registered model architectures."""
+    """The bundled models, ready to run (-m/--model NAME): what they are and how they scored."""
+    from ferkit.evaluation.metrics import recorded_metrics
+    from ferkit.models import list_bundled, resolve_model
+    from ferkit.models.folder import ModelFolder
+
+    table = Table(title="bundled models (ferkit archs lists the architectures to train)")
+    for col in ("name", "architecture", "runs", "FERPlus Test", "balanced", "default prior"):
+        table.add_column(col)
+    for name in list_bundled():
+        folder = ModelFolder(resolve_model(name).path)
+        config, metrics = folder.read_config(), folder.read_metrics()
+        measured = recorded_metrics(metrics)
+        members = (config.get("model_args") or {}).get("members")
+        architecture = (f"ensemble of {len(members)} {members[0].get('architecture')}" if members
+                        else str(config.get("architecture")))
+        export = folder.onnx_export
+        runs = "ONNX int8" if export and "int8" in export.name else "ONNX fp32" if export else "PyTorch"
+        table.add_row(name, architecture, runs,
+                      "-" if measured.accuracy is None else f"{measured.accuracy:.1%}",
+                      "-" if measured.balanced_accuracy is None else f"{measured.balanced_accuracy:.1%}",
+                      str(metrics.get("default_prior") or "ferplus"))
+    console.print(table)
+
+
+@app.command("archs")
+def architectures_list() -> None:
+    """The registered architectures (train --set model=NAME; ferkit summary NAME)."""
     from ferkit.models import create_model, list_models, model_description, summarize_model
 
-    table = Table(title="ferkit models")
+    table = Table(title="ferkit architectures")
     for col in ("name", "parameters", "description"):
         table.add_column(col)
     for name in list_models():

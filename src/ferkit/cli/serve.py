@@ -16,9 +16,10 @@ from ferkit.cli.base import (
     app,
     console,
     err_console,
+    needs_extra,
     user_errors,
 )
-from ferkit.errors import ArgumentError, FerkitError
+from ferkit.errors import ArgumentError
 
 
 @app.command("serve")
@@ -47,13 +48,9 @@ def serve_command(
 ) -> None:
     """An HTTP API over the Predictor (FastAPI on uvicorn; needs `pip install 'ferkit[serve]'`):
     POST /v1/predict, POST /v1/predict-faces, GET /v1/model, GET /healthz; docs at /docs."""
-    try:
-        import fastapi  # noqa: F401
+    needs_extra("serve", "serve", "fastapi", "uvicorn", "multipart")
+    from ferkit.server import ServeSettings, serve
 
-        from ferkit.server import ServeSettings, serve
-    except ImportError as exc:
-        raise FerkitError(f"ferkit serve needs the serve extra ({exc}): "
-                          "pip install 'ferkit[serve]'") from None
     if not 1 <= port <= 65535:
         raise ArgumentError(f"--port must be from 1 to 65535, got {port}")
     if not 1 <= workers <= 64:
@@ -89,13 +86,9 @@ def batch_command(
 ) -> None:
     """Every face in a large set of images, on Ray Data (`pip install 'ferkit[scale]'`): one row per
     face, as `ferkit predict --csv` writes them; a bad file becomes a row with its error (exit code 1)."""
-    try:
-        import ray  # noqa: F401
+    needs_extra("scale", "batch", "ray", "ray.data")
+    from ferkit.batch import BatchStopped, run_batch
 
-        from ferkit.batch import BatchStopped, run_batch
-    except ImportError as exc:
-        raise FerkitError(f"ferkit batch needs the scale extra ({exc}): "
-                          "pip install 'ferkit[scale]'") from None
     if out.suffix.lower() == ".csv":
         from ferkit.inference.rows import check_output_file
 
@@ -130,13 +123,7 @@ def app_command(
 ) -> None:
     """The web app (photos, the live webcam, Grad-CAM, the model's facts) on http://ADDRESS:PORT; needs
     `pip install 'ferkit[app]'`. FERKIT_MODEL picks the model it offers."""
-    try:
-        import streamlit  # noqa: F401
-        import streamlit_webrtc  # noqa: F401
-    except ImportError:
-        err_console.print("error: ferkit app needs the app extra: pip install 'ferkit[app]'", highlight=False,
-                          markup=False)
-        raise typer.Exit(2) from None
+    needs_extra("app", "app", "streamlit", "streamlit_webrtc")
     if not 1 <= port <= 65535:
         raise ArgumentError(f"--port must be from 1 to 65535, got {port}")
     from ferkit.app.launch import streamlit_command

@@ -15,6 +15,7 @@ from ferkit.cli.base import (
     DEFAULT_DATA,
     app,
     console,
+    needs_extra,
     user_errors,
 )
 
@@ -46,6 +47,7 @@ def train_command(
         "--set", help="Override any config key: --set augment.mixup=0.2")] = None,
 ) -> None:
     """Train a model; writes runs/<name>/ (weights, config, history, curves, summary, log)."""
+    needs_extra("train", "train", "lightning")
     from ferkit.training.config import parse_override
     from ferkit.training.run import train_from_cli
 
@@ -117,6 +119,7 @@ def retrain_head_command(
     """Re-learn a trained model's last layer under class-balanced sampling (cRT, Kang et al. 2020),
     its features kept: rare-class recall for little accuracy, in minutes. Written like a run folder:
     evaluate, export, bundle and --model take it."""
+    needs_extra("train", "retrain-head", "lightning")
     from ferkit.training.head import retrain_head
 
     folder = retrain_head(model, out, data if data is not None else settings.data_root(), protocol, balance,
