@@ -560,8 +560,7 @@ def test_live_labels_are_steady_when_smoothed_and_flicker_without():
 @needs_faces
 def test_the_app_table_predict_csv_and_api_json_are_one_face_record(tmp_path):
     """The same photo through `ferkit predict --csv`, `--json` and the app's table: the same faces,
-    boxes and probabilities, all written by Face.to_row / Face.to_json (the app numbers its faces in
-    reading order, the CLI by size: only the numbering may differ)."""
+    boxes, probabilities and numbers, all written by Face.to_row / Face.to_json."""
     import csv
 
     from typer.testing import CliRunner
@@ -590,4 +589,9 @@ def test_the_app_table_predict_csv_and_api_json_are_one_face_record(tmp_path):
                  for f in json.loads(answer.stdout)[0]["faces"]]
     assert len(from_csv) == 2 and comparable(from_csv) == comparable(table.to_dict("records"))
     assert comparable(from_json) == comparable(from_csv)
-    assert list(table["face"]) == [1, 2] and sorted(int(r["face"]) for r in from_csv) == [0, 1]
+    # one numbering: from 1, in reading order, in the app, the CSV and the JSON alike
+    assert list(table["face"]) == [int(r["face"]) for r in from_csv] == [1, 2]
+    numbered = {int(r["face"]): (int(r["x"]), int(r["y"])) for r in from_csv}
+    from_json_faces = json.loads(answer.stdout)[0]["faces"]
+    assert {f["face"]: (f["box"]["x"], f["box"]["y"]) for f in from_json_faces} == numbered
+    assert {int(r["face"]): (int(r["x"]), int(r["y"])) for r in table.to_dict("records")} == numbered

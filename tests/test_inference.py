@@ -391,7 +391,7 @@ def write_clip(path: Path, frames: int = 12, fps: float = 10.0) -> Path:
 def test_predict_video_streams_rows_and_writes_annotated_copy(tmp_path, predictor):
     clip = write_clip(tmp_path / "clip.avi")
     rows = list(predictor.predict_video(clip, progress=False))
-    assert [r.frame for r in rows] == list(range(12)) and {r.index for r in rows} == {0}
+    assert [r.frame for r in rows] == list(range(12)) and {r.index for r in rows} == {1}
     assert all(isinstance(r, Face) and r.crop.shape == (48, 48) for r in rows)  # the one face record
     assert rows[3].time_s == pytest.approx(0.3)
     assert abs(rows[4].box[0] - 30) <= 2 and rows[4].probabilities.shape == (8,)
@@ -520,7 +520,7 @@ def test_labels_never_cover_each_other_or_another_face():
     for i, rect in enumerate(rects):
         assert not any(_overlaps(rect, other) for other in rects[:i] + rects[i + 1:]), placements[i]
         assert not any(_overlaps(rect, box) for j, box in enumerate(boxes) if j != i)
-    assert placements[0].label == "0: surprise 91%"  # the first face still gets the full label
+    assert placements[0].label == "1: surprise 91%"  # the first face still gets the full label (from 1)
     assert any(p.label.isdigit() for p in placements)  # crowded ones fall back to their number
 
 

@@ -19,7 +19,7 @@ from ferkit.app.about import torch_model
 from ferkit.app.common import BOX_COLOR, DISPLAY_SIDE, MAX_PIXELS, MAX_UPLOAD_MB, FaceLike, PredictorLike
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
-from ferkit.inference.face import PREDICT_COLUMNS, Face
+from ferkit.inference.face import PREDICT_COLUMNS, Face, reading_order
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,6 @@ class PhotoResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def reading_order(faces: Sequence[FaceLike]) -> list[FaceLike]:
-    """Faces in the order people read a group photo: rows top to bottom (a face whose centre is
-    within half a face height of a row's first face joins that row), each row left to right."""
-    rows: list[list[FaceLike]] = []
-    for face in sorted(faces, key=lambda f: f.box[1] + f.box[3] / 2):
-        first = rows[-1][0] if rows else None
-        if first is not None and (face.box[1] + face.box[3] / 2) - (first.box[1] + first.box[3] / 2) \
-                <= first.box[3] / 2:
-            rows[-1].append(face)
-        else:
-            rows.append([face])
-    return [face for row in rows for face in sorted(row, key=lambda f: f.box[0])]
 
 
 def numbered_faces(faces: Sequence[FaceLike]) -> tuple[Face, ...]:

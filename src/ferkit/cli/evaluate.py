@@ -190,6 +190,7 @@ def _face_finder(model: Path, detector: str | None):
     def find_faces(rgb) -> list:
         nonlocal predictor  # the detector loads only when a photo needs it
         predictor = predictor or Predictor(model=str(model), detector=detector)
-        return [(face.crop, face.box) for face in predictor.predict(rgb)]
+        # in reading order: a photo's figures are numbered as `ferkit predict` numbers its faces
+        return [(face.crop, face.box) for face in sorted(predictor.predict(rgb), key=lambda f: f.index)]
 
     return find_faces

@@ -97,10 +97,10 @@ def predict_command(
         for result in results:
             if result.ok and not result.faces:
                 print(f"{result.source:<{width}}  no face found")
-            for i, face in enumerate(result.faces):
+            for face in sorted(result.faces, key=lambda f: f.index or 0):  # in reading order
                 box = ",".join(map(str, face.box))
                 probs = " ".join(f"{p:.2f}" for p in face.probabilities)
-                print(f"{result.source:<{width}}  {i:>4}  {box:<19} {face.emotion:<10} "
+                print(f"{result.source:<{width}}  {face.index:>4}  {box:<19} {face.emotion:<10} "
                       f"{face.confidence:.2f}  {probs}")
     faces = sum(len(r.faces) for r in results)
     no_face = sum(1 for r in results if r.ok and not r.faces)

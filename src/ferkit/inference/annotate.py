@@ -123,7 +123,8 @@ def layout(faces: Sequence[Drawable], image_size: tuple[int, int], style: Style,
         probs = np.asarray(face.probabilities, dtype=float)
         top = int(np.argmax(probs))
         track = getattr(face, "track", None)  # video: the track id, which stays with the face
-        ident = f"#{track}" if track is not None else f"{index}"
+        number = getattr(face, "index", None)  # ferkit's one numbering (Face.index), else its place
+        ident = f"#{track}" if track is not None else f"{number if number is not None else index + 1}"
         full = labels[index] if labels is not None else f"{ident}: {EMOTIONS[top]} {probs[top]:.0%}"
         texts = (full, full.split()[0].rstrip(":"))  # the number alone where the full label has no room
         for text in texts:

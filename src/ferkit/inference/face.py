@@ -42,14 +42,37 @@ class DetectionLike(Protocol):
     confidence: float
     landmarks: dict[str, tuple[float, float]] | None
 
+def reading_order(faces: Sequence[Any]) -> list[Any]:
+    """Faces in the order people read a group photo: rows top to bottom (a face whose centre is
+    within half a face height of a row's first face joins that row), each row left to right. The
+    order every front door numbers faces in, from 1 (`Face.index`)."""
+    rows: list[list[Any]] = []
+    for face in sorted(faces, key=lambda f: f.box[1] + f.box[3] / 2):
+        first = rows[-1][0] if rows else None
+        if first is not None and (face.box[1] + face.box[3] / 2) - (first.box[1] + first.box[3] / 2) \
+                <= first.box[3] / 2:
+            rows[-1].append(face)
+        else:
+            rows.append([face])
+    return [face for row in rows for face in sorted(row, key=lambda f: f.box[0])]
+
+
+def number_faces(faces: list[Face]) -> list[Face]:
+    """Set each face's `index` to its place in reading order, from 1; the list keeps its order."""
+    for number, face in enumerate(reading_order(faces), start=1):
+        face.index = number
+    return faces
+
+
 @dataclass
 class Face(EmotionScores):
     """One detected face: where it is and how it was classified.
 
     `box` is (x, y, width, height) in the input image's pixels (after EXIF rotation);
     `probabilities` are 8 floats in EMOTIONS order; `crop` is the aligned 48x48 uint8 face the
-    classifier saw (left out of `to_json`). `index` is the face's place in its image or frame (0 = the
-    largest); in a video, `frame` and `time_s` say where, and `track` follows the same face."""
+    classifier saw (left out of `to_json`). `index` is the face's number in its image or frame: from 1,
+    in reading order (rows top to bottom, each left to right), the same in every front door; in a
+    video, `frame` and `time_s` say where, and `track` follows the same face."""
 
     box: tuple[int, int, int, int]
     probabilities: np.ndarray
@@ -86,6 +109,7 @@ class Face(EmotionScores):
         x, y, w, h = self.box
         where = {"track": self.track, "frame": self.frame, "time_s": self.time_s}
         return {
+            "face": self.index,
             "box": {"x": int(x), "y": int(y), "width": int(w), "height": int(h)},
             **self.summary(),
             "landmarks": ({k: [float(v[0]), float(v[1])] for k, v in self.landmarks.items()}

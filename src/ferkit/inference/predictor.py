@@ -30,7 +30,7 @@ from ferkit.errors import ArgumentError, FerkitError
 from ferkit.images import Color, ImageSource, describe, load_image, to_face
 from ferkit.inference.backends import Backend, OnnxBackend, TorchBackend
 from ferkit.inference.crops import prepare_faces
-from ferkit.inference.face import DetectionLike, Face, ImageResult
+from ferkit.inference.face import DetectionLike, Face, ImageResult, number_faces
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, iter_video
 from ferkit.models.bundled import ModelSource, resolve_model
@@ -273,10 +273,10 @@ class Predictor:
 
     @staticmethod
     def _make_faces(detections: Sequence[DetectionLike], crops: np.ndarray, probs: np.ndarray) -> list[Face]:
-        return [Face(box=tuple(int(v) for v in d.box), probabilities=p, crop=c,
-                     landmarks=getattr(d, "landmarks", None),
-                     detection_confidence=getattr(d, "confidence", None), index=i)
-                for i, (d, c, p) in enumerate(zip(detections, crops, probs, strict=True))]
+        return number_faces([Face(box=tuple(int(v) for v in d.box), probabilities=p, crop=c,
+                                  landmarks=getattr(d, "landmarks", None),
+                                  detection_confidence=getattr(d, "confidence", None))
+                             for d, c, p in zip(detections, crops, probs, strict=True)])
 
     # -- public verbs --
 

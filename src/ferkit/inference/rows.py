@@ -31,7 +31,7 @@ def predict_rows(results: Iterable[ImageResult]) -> Iterator[dict[str, Any]]:
             yield {"file": result.source, "error": result.error}
         elif not result.faces:
             yield {"file": result.source}
-        for face in result.faces:
+        for face in sorted(result.faces, key=lambda f: f.index or 0):  # in reading order
             yield face.to_row(file=result.source)
 
 

@@ -142,8 +142,8 @@ def _rows(capture, path: str | Path, every_n: int, out: str | Path | None,
             if analyse:
                 time_s = index / fps if fps else None
                 faces = stream.update(rgb, time_s if time_s is not None else index / 25.0)  # drawn smoothed
-                for k, face in enumerate(faces):
-                    yield replace(face, index=k, frame=index, time_s=time_s)
+                for face in sorted(faces, key=lambda f: f.index or 0):  # in reading order
+                    yield replace(face, frame=index, time_s=time_s)
             if out is not None:
                 if writer is None:
                     writer = open_writer(out, fps or 25.0, (rgb.shape[1], rgb.shape[0]))
