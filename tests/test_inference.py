@@ -767,3 +767,32 @@ def test_a_stale_onnx_export_in_a_model_folder_is_refused(tmp_path):
     with pytest.raises(ModelFileError, match="not exported from"):
         Predictor(folder, backend="onnx")
     assert Predictor(folder, backend="torch").backend.kind == "torch"
+
+
+@needs_real_faces
+@needs_face_detector
+@pytest.mark.parametrize("name,faces_expected", [("bald_guys.jpg", 24), ("2008_007676.jpg", 7)])
+def test_every_face_of_a_group_photo_is_labelled_and_no_label_covers_another_face(name, faces_expected):
+    """ferkit.draw: each face's label is on the photo, or its number is there and its label in the
+    key beside it; no label lies over another face's box; the colours have a legend."""
+    from ferkit.inference.annotate import Style, _overlaps, draw, draw_faces, layout
+
+    rgb = load_image(REAL_FACES / name)
+    faces = Predictor(model="fast").predict(rgb)
+    assert len(faces) == faces_expected
+    height, width = rgb.shape[:2]
+    placements = layout(faces, (width, height), Style.for_image(width, height), probabilities=False)
+    boxes = [tuple(int(v) for v in f.box) for f in faces]
+    for i, placed in enumerate(placements):
+        assert not any(_overlaps(placed.label_rect, box) for j, box in enumerate(boxes) if j != i), placed
+        assert placed.label.split(":")[0] == str(faces[i].index)  # its number, at least
+        assert placed.full_label.startswith(f"{faces[i].index}: {faces[i].emotion} ")
+    keyed = [p for p in placements if p.shortened]
+    drawn = draw(rgb, faces)
+    assert drawn.shape[0] >= height and drawn.shape[1] > width  # the key (and legend) beside the photo
+    np.testing.assert_array_equal(drawn[:height, :width], draw_faces(rgb, faces, probabilities=False))
+    swatches = drawn[:, width + Style.for_image(width, height).line + 2]  # the key's colour squares
+    coloured = np.flatnonzero((swatches != 255).any(axis=1))
+    entries = np.count_nonzero(np.diff(coloured) > 1) + 1 if len(coloured) else 0
+    assert entries == len(keyed) + len(EMOTIONS)  # every keyed label, then the legend
+    assert 0 < len(keyed) < len(faces) or name == "2008_007676.jpg"

@@ -3,7 +3,7 @@
 from ferkit.emotions import EMOTIONS
 
 __version__ = "0.1.0"
-__all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "adapt", "evaluate_photos"]
+__all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "adapt", "draw", "evaluate_photos"]
 
 
 def __getattr__(name: str):
@@ -12,6 +12,10 @@ def __getattr__(name: str):
         from ferkit.adaptation.core import adapt
 
         return adapt
+    if name == "draw":
+        from ferkit.inference.annotate import draw
+
+        return draw
     if name == "evaluate_photos":
         from ferkit.evaluation.photos import evaluate_photos
 

@@ -69,11 +69,17 @@ def place_panel(box: Rect, size: tuple[int, int], image_size: tuple[int, int], o
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one face's label and probability chart go (chart None: no free spot)."""
+    """Where one face's label and probability chart go (chart None: no free spot). `full_label` is
+    what the face would say with room; `label` is what fits (its number alone on a crowded photo)."""
 
     label: str
     label_rect: Rect
     panel_rect: Rect | None
+    full_label: str = ""
+
+    @property
+    def shortened(self) -> bool:
+        return self.label != self.full_label
 
 
 @dataclass(frozen=True)
@@ -135,32 +141,51 @@ def layout(faces: Sequence[Drawable], image_size: tuple[int, int], style: Style,
         else:  # no free spot: inside the box, clear of its edge
             rect = (box[0] + style.thickness, box[1] + style.thickness, *style.text_size(text))
         occupied.append(rect)
-        placed_labels.append((text, rect))
+        placed_labels.append((text, rect, full))
     placements = []
-    for face, (text, rect) in zip(faces, placed_labels, strict=True):
+    for face, (text, rect, full) in zip(faces, placed_labels, strict=True):
         panel = None
         if probabilities:
             panel = place_panel(tuple(int(v) for v in face.box), style.panel_size, image_size, occupied,
                                 gap=style.thickness + 2)
             if panel is not None:
                 occupied.append(panel)
-        placements.append(Placement(text, rect, panel))
+        placements.append(Placement(text, rect, panel, full))
     return placements
+
+
+def draw(image: np.ndarray, faces: Sequence[Drawable], *, probabilities: bool = False) -> np.ndarray:
+    """A photo with its faces drawn, for people to read: every face boxed in its emotion's colour and
+    labelled with its number, emotion and confidence. Where a label has no room on the photo (a
+    crowded group), the face carries its number and its label goes into a key beside the photo; a
+    legend of the colours closes the key. `probabilities` adds each face's 8-emotion chart where it
+    fits. (Video frames keep their size: they are drawn by `draw_faces`, with no key.)"""
+    out, placements = _draw(image, faces, probabilities, None, None)
+    keyed = sorted(((p.full_label, face) for p, face in zip(placements, faces, strict=True) if p.shortened),
+                   key=lambda item: getattr(item[1], "index", None) or 0)  # in the faces' number order
+    return _with_key(out, keyed, Style.for_image(out.shape[1], out.shape[0]))
 
 
 def draw_faces(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool = True,
                labels: Sequence[str] | None = None, color: tuple[int, int, int] | None = None) -> np.ndarray:
-    """A copy of the RGB image with each face's box and label drawn; with `probabilities`, a
-    small bar chart of all 8 emotions beside each box where it fits (`layout`). `labels` replaces the
-    default label texts (number, emotion, confidence); `color` draws every box and label in one
-    colour instead of its emotion's. The one drawing routine of the CLI, video and the web app."""
+    """A copy of the RGB image, its size kept, with each face's box and label drawn; with
+    `probabilities`, a small bar chart of all 8 emotions beside each box where it fits (`layout`).
+    `labels` replaces the default label texts (number, emotion, confidence); `color` draws every box
+    and label in one colour instead of its emotion's. The drawing routine under `draw`, video frames
+    and the web app."""
+    return _draw(image, faces, probabilities, labels, color)[0]
+
+
+def _draw(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool, labels: Sequence[str] | None,
+          color: tuple[int, int, int] | None) -> tuple[np.ndarray, list[Placement]]:
     import cv2
 
     out = np.ascontiguousarray(image.copy())
     height, width = out.shape[:2]
     style = Style.for_image(width, height)
     line = style.line
-    for face, placed in zip(faces, layout(faces, (width, height), style, probabilities, labels), strict=True):
+    placements = layout(faces, (width, height), style, probabilities, labels)
+    for face, placed in zip(faces, placements, strict=True):
         x, y, w, h = (int(v) for v in face.box)
         probs = np.asarray(face.probabilities, dtype=float)
         face_color = color or COLORS[EMOTIONS[int(np.argmax(probs))]]
@@ -176,5 +201,28 @@ def draw_faces(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool
             _text(out, f"{name[:4]} {p:.2f}", (px, py), style.scale * 0.8, (255, 255, 255), 1)
             bx = px + style.text_w
             cv2.rectangle(out, (bx, py - line + 4), (bx + int(style.bar_w * p), py - 2), COLORS[name], -1)
-    return out
+    return out, placements
+
+
+def _with_key(image: np.ndarray, keyed: Sequence[tuple[str, Drawable]], style: Style) -> np.ndarray:
+    """The image with a white column on its right: the labels that had no room on it (in the face's
+    colour), then the legend of the emotion colours."""
+    import cv2
+
+    entries = [(label, COLORS[EMOTIONS[int(np.argmax(face.probabilities))]]) for label, face in keyed]
+    lines = [*entries, ("", None), *((name, COLORS[name]) for name in EMOTIONS)]
+    line = style.line + 4
+    swatch = style.line
+    width = max(style.text_size(text)[0] for text, _ in lines if text) + swatch + 3 * style.line
+    height, image_width = image.shape[:2]
+    canvas = np.full((max(height, (len(lines) + 1) * line), image_width + width, 3), 255, np.uint8)
+    canvas[:height, :image_width] = image
+    x = image_width + style.line
+    for k, (text, color) in enumerate(lines, start=1):
+        if not text:
+            continue
+        y = k * line
+        cv2.rectangle(canvas, (x, y - swatch + 2), (x + swatch - 4, y - 2), color, -1)
+        _text(canvas, text, (x + swatch, y), style.scale, (0, 0, 0), style.label_weight, background=None)
+    return canvas
 

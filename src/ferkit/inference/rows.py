@@ -156,9 +156,9 @@ def write_annotated(file: Path, result: ImageResult, target: Path) -> None:
     from PIL import Image
 
     from ferkit.images import load_image
-    from ferkit.inference.annotate import draw_faces
+    from ferkit.inference.annotate import draw
 
-    image = draw_faces(load_image(file), result.faces)
+    image = draw(load_image(file), result.faces)
     target.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": 92} if target.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
     Image.fromarray(image).save(target, **options)
