@@ -155,7 +155,8 @@ def test_refusals_on_the_command_line(tmp_path):
 
 
 @needs_posed
-def test_adapt_end_to_end_then_predict_evaluate_and_predictor(tmp_path, monkeypatch):
+@pytest.mark.realdata
+def test_adapt_end_to_end_then_predict_evaluate_serve_and_the_app(tmp_path, monkeypatch):
     photos = _posed_subset(tmp_path / "study", per_class=3)
     blank = photos / "images" / "blank.png"
     from PIL import Image
@@ -201,3 +202,49 @@ def test_adapt_end_to_end_then_predict_evaluate_and_predictor(tmp_path, monkeypa
                                     "--out", str(tmp_path / "eval")])
     assert evaluated.exit_code == 0, evaluated.output
     assert "balanced accuracy" in evaluated.output
+    # the HTTP API on the adapted folder, called by a real client, answers what the Predictor says
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("ferkit")), "serve", "--model", str(out),
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "ferkit serve did not start"
+            time.sleep(0.2)
+        photo = next((photos / "images").glob("*.jpg"))
+        upload = {"file": (photo.name, photo.read_bytes())}
+        answer = httpx.post(f"{url}/v1/predict", files=upload, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == str(out)
+        expected = predictor.predict(photo)
+        assert [f["emotion"] for f in answer.json()["faces"]] == [f.emotion for f in expected]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    # and the web app (FERKIT_MODEL), run by Streamlit's AppTest: the adapted model is the one offered
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FERKIT_MODEL", str(out))
+    threads = torch.get_num_threads()  # the app sets PyTorch's process-wide thread count
+    page_file = Path(__file__).resolve().parents[1] / "src" / "ferkit" / "app" / "main.py"
+    try:
+        page = AppTest.from_file(str(page_file), default_timeout=120).run()
+    finally:
+        torch.set_num_threads(threads)
+    assert not page.exception
+    assert str(out) in " ".join(m.value for m in page.sidebar.markdown)  # the model the app offers
