@@ -703,7 +703,7 @@ def test_config_file_and_overrides(tmp_path):
 def test_cli_train_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path)])
     assert result.exit_code == 1 and "not a run folder" in result.output
-    result = CliRunner().invoke(app, ["train", "--model", "nope", "--data", str(tmp_path)])
+    result = CliRunner().invoke(app, ["train", "--arch", "nope", "--data", str(tmp_path)])
     assert result.exit_code == 1 and "model='nope' is invalid" in result.output
 
 

@@ -15,7 +15,6 @@ metrics.json with the cross-validated figures, and its fp32 ONNX export, checked
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from ferkit.adaptation.validation import (
 )
 from ferkit.errors import ArgumentError, FerkitError, ModelFileError
 from ferkit.evaluation.metrics import compute_metrics
+from ferkit.models.folder import ModelFolder
 
 
 @dataclass
@@ -76,7 +76,7 @@ def _check_out(out: Path, folder: Path, source: Path, force: bool) -> None:
     if out.exists():
         if not force:
             raise ArgumentError(f"{out}: already exists (use --force to replace it)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "model.json").is_file()):
+        if not out.is_dir() or (any(out.iterdir()) and not ModelFolder(out).is_model()):
             raise ArgumentError(f"{out}: exists and is not a model folder; --force replaces only a model "
                                 "folder (one with model.json)")
 
@@ -153,7 +153,6 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
     root, adds the adapted model's FERPlus Valid accuracy (how much it forgets)."""
     from ferkit.models import load, read_model_config
     from ferkit.models.bundled import resolve_model
-    from ferkit.models.folder import METRICS_FILE
     from ferkit.models.io import append_command, model_config, save_model, weights_sha256
 
     if not l2 > 0:
@@ -231,7 +230,8 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
         shutil.rmtree(out)  # checked above: --force, and a model folder
     save_model(adapted, out, config, source_config.get("weight_storage", "float32"))
     config["weights_sha256"] = weights_sha256(out)  # ties the ONNX export to these weights
-    (out / "model.json").write_text(json.dumps(config, indent=2) + "\n")
+    folder_out = ModelFolder(out)
+    folder_out.write_config(config)
     if command:
         append_command(out, command)
     metrics = {"architecture": "ensemble", "evaluated_on": "cross-validation on the adaptation photos",
@@ -239,10 +239,10 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
                "balanced_accuracy": cv["balanced_accuracy"],
                "per_class": cv["per_class"], "shipped_on_same_photos": _brief(shipped_metrics),
                "adapted": record, "person_disjoint": split.person_disjoint}
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    folder_out.write_metrics(metrics)
     onnx = _export(out, faces.crops, features)
     metrics["onnx"] = onnx
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    folder_out.write_metrics(metrics)
     seconds["fit_and_write"] = time.perf_counter() - start
 
     valid = None
@@ -260,7 +260,7 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
     write_report(result)
     if valid is not None:
         metrics["ferplus_valid"] = valid
-        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        folder_out.write_metrics(metrics)
     if not out.is_dir():  # pragma: no cover - written above
         raise ModelFileError(f"{out}: not written")
     return result

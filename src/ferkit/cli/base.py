@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -161,3 +161,8 @@ def needs_extra(extra: str, command: str, *modules: str) -> None:
         err_console.print(f"error: ferkit {command} needs the {extra} extra ({exc}): "
                           f"pip install 'ferkit[{extra}]'", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def ferplus_root_option(purpose: str) -> Any:
+    """The option naming a FERPlus root, for `purpose` (what the command reads from it)."""
+    return typer.Option(help=f"FERPlus root for {purpose}; default $FERKIT_DATA, else {DEFAULT_DATA}.")

@@ -12,6 +12,7 @@ from ferkit.cli.base import (
     DEFAULT_DATA,
     app,
     console,
+    ferplus_root_option,
     user_errors,
 )
 from ferkit.errors import ArgumentError, FerkitError
@@ -63,9 +64,8 @@ def bundle_command(
     default_prior: Annotated[str | None, typer.Option(
         help="The class prior the model answers photos under when not told (see --prior of predict; "
              "chosen by the rule in docs/results/README.md, \"Class priors\"). Default: ferplus.")] = None,
-    data: Annotated[Path | None, typer.Option(
-        help="FERPlus root for the ONNX exports' calibration and accuracy check; default $FERKIT_DATA "
-             f"or {DEFAULT_DATA}.")] = None,
+    data: Annotated[Path | None, ferplus_root_option("the ONNX exports' calibration and accuracy check")
+                    ] = None,
 ) -> None:
     """Ship a trained run as package data (src/ferkit/weights/NAME/) with its ONNX exports, for
     maintainers."""

@@ -24,7 +24,8 @@ from ferkit.cli.base import (
 @user_errors
 def train_command(
     config: Annotated[Path | None, typer.Option(help="YAML config file (configs/*.yaml).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name (see `ferkit models`).")] = None,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="The architecture to train (see `ferkit archs`).")] = None,
     data: Annotated[Path | None, typer.Option(help="FERPlus root.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
@@ -51,7 +52,7 @@ def train_command(
     from ferkit.training.config import parse_override
     from ferkit.training.run import train_from_cli
 
-    options = {"model": model, "data": str(data) if data else None, "epochs": epochs,
+    options = {"model": arch, "data": str(data) if data else None, "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "protocol": protocol, "name": name,
                "limit_train_batches": limit_train_batches, "limit_val_batches": limit_val_batches,
                "accelerator": accelerator, "devices": devices, "strategy": strategy, "skip_bad": skip_bad}

@@ -1,5 +1,4 @@
-"""`ferkit adapt`: the command line of ferkit.adaptation, registered by ferkit.cli (kept apart so that
-it imports nothing from ferkit.cli, which imports it)."""
+"""`ferkit adapt`: new heads from a few labelled photos of a user's own material (ferkit.adaptation)."""
 
 from __future__ import annotations
 
@@ -9,16 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ferkit import settings
 from ferkit.adaptation.defaults import DEFAULT_ABSENT, DEFAULT_AUGMENT, DEFAULT_L2, DEFAULT_REMAP
-
-console = Console()
-err_console = Console(stderr=True)
+from ferkit.cli.base import app, console, err_console, ferplus_root_option, user_errors
 
 
+@app.command("adapt")
+@user_errors
 def adapt_command(
     model: Annotated[str, typer.Argument(help="Bundled model name (e.g. default) or model folder to adapt.")],
     photos: Annotated[Path, typer.Option(
@@ -54,9 +52,7 @@ def adapt_command(
     ferplus_valid: Annotated[bool, typer.Option(
         help="Also report the adapted model's FERPlus Valid accuracy (how much it forgets), when FERPlus "
              "is found.")] = True,
-    data: Annotated[Path | None, typer.Option(
-        help="FERPlus root for --ferplus-valid; default $FERKIT_DATA, else "
-             f"{settings.DEFAULT_DATA}.")] = None,
+    data: Annotated[Path | None, ferplus_root_option("--ferplus-valid")] = None,
 ) -> None:
     """Learn new heads for MODEL from a few labelled photos of your own material (its networks frozen),
     cross-validate them honestly, and write the adapted model folder: predict, video, evaluate, explain,
