@@ -24,11 +24,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# The everyday loop: everything but the slow reproductions on real data, the browser, Ray, DDP and the
-# notebook (all of which `make test` and CI run).
+# The everyday loop: everything but the slow reproductions on real data, the browser, Ray, DDP, the
+# notebook and the bench scripts' start-up (all of which `make test` and CI run).
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not (realdata or browser or ray or ddp or notebook)"
+	$(BIN)/python -m pytest -m "not (realdata or browser or ray or ddp or notebook or bench)"
 
 run: $(STAMP)
 	$(BIN)/ferkit app --address 127.0.0.1 --port 8501

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.browser import webcam_frames, write_y4m
+from bench.common import fit_frame  # noqa: F401  (the tests' frames are the benchmarks')
 from ferkit.data.ferplus import MICROSOFT_FOLDERS
 
 REAL_FERPLUS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ferplus"
@@ -181,44 +183,6 @@ def app_model(tmp_path_factory) -> Path:
 def app_model_unmeasured(tmp_path_factory) -> Path:
     """The same kind of model without metrics.json: About must say "not measured yet"."""
     return write_random_model(tmp_path_factory.mktemp("app-model") / "unmeasured", seed=1)
-
-
-def fit_frame(rgb: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
-    """Scale an RGB image to fit width x height (aspect kept) and centre it on grey."""
-    import cv2
-
-    scale = min(width / rgb.shape[1], height / rgb.shape[0])
-    w, h = int(rgb.shape[1] * scale) // 2 * 2, int(rgb.shape[0] * scale) // 2 * 2
-    frame = np.full((height, width, 3), 96, dtype=np.uint8)
-    x, y = (width - w) // 2, (height - h) // 2
-    frame[y:y + h, x:x + w] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    return frame
-
-
-def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
-    """A raw YUV4MPEG2 (4:2:0) video Chromium plays as a fake camera
-    (--use-file-for-fake-video-capture); frames are RGB uint8 of one even size."""
-    import cv2
-
-    height, width = frames[0].shape[:2]
-    with path.open("wb") as fh:
-        fh.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for rgb in frames:
-            fh.write(b"FRAME\n")
-            fh.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).tobytes())  # Y, then U, then V planes
-    return path
-
-
-def webcam_frames(seconds_per_face: float = 1.0, fps: int = 10) -> list[np.ndarray]:
-    """Two different real faces, one after the other (so the live probabilities must change):
-    Tom Cruise smiling, then the grimacing man in the middle of 2008_002506.jpg."""
-    from ferkit.images import load_image
-
-    first = fit_frame(load_image(REAL_FACES / "Tom_Cruise_avp_2014_4.jpg"))
-    group = load_image(REAL_FACES / "2008_002506.jpg")
-    second = fit_frame(group[40:230, 190:350])  # around the middle face's box (228, 84, 80, 110)
-    n = max(1, int(seconds_per_face * fps))
-    return [first] * n + [second] * n
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from ferkit.errors import ArgumentError
 FERPLUS_TRAIN_PRIOR: tuple[float, ...] = (0.3373, 0.26906, 0.12427, 0.13684, 0.08682, 0.00851, 0.02832,
                                           0.00887)
 # How far a non-FERPlus prior is applied (1 = the full Bayes shift). Chosen on FERPlus Valid and the
-# dev sets by bench/prior_strength.py (docs/results/README.md, "Class priors").
+# dev sets by bench/experiments/prior_strength.py (docs/results/README.md, "Class priors").
 PRIOR_STRENGTH = 0.75
 
 PriorSpec = str | Sequence[float] | np.ndarray | None

@@ -95,7 +95,7 @@ def analyze_photo(predictor: PredictorLike, data: bytes, name: str, *, max_mb: f
 def release_freed_memory() -> None:
     """Hand memory freed by a large decode back to the OS. glibc keeps freed heap pages in each
     thread's arena (Streamlit runs every script run in a thread), so without this a few large
-    uploads leave the server's RSS hundreds of MB up for good (bench/app_memory.py)."""
+    uploads leave the server's RSS hundreds of MB up for good (bench/speed/app_memory.py)."""
     import ctypes
     import ctypes.util
 

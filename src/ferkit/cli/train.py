@@ -24,6 +24,9 @@ from ferkit.cli.base import (
 @user_errors
 def train_command(
     config: Annotated[Path | None, typer.Option(help="YAML config file (configs/*.yaml).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (folder under runs/).")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue a killed run from its last checkpoint.")] = None,
     arch: Annotated[str | None, typer.Option(
         "--arch", help="The architecture to train (see `ferkit archs`).")] = None,
     data: Annotated[Path | None, typer.Option(help="FERPlus root.")] = None,
@@ -31,16 +34,14 @@ def train_command(
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Label protocol.")] = None,
-    name: Annotated[str | None, typer.Option(help="Run name (folder under runs/).")] = None,
     limit_train_batches: Annotated[int | None, typer.Option(
         help="Use only this many training batches per epoch (smoke runs).")] = None,
     limit_val_batches: Annotated[int | None, typer.Option(
         help="Use only this many validation batches.")] = None,
-    accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto (Lightning).")] = None,
-    devices: Annotated[str | None, typer.Option(help="Number of devices (Lightning).")] = None,
-    strategy: Annotated[str | None, typer.Option(help="auto, ddp, ... (Lightning).")] = None,
-    resume: Annotated[Path | None, typer.Option(
-        help="Continue a killed run from its last checkpoint.")] = None,
+    # where it runs, passed to Lightning's Trainer as they are
+    accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto.")] = None,
+    devices: Annotated[str | None, typer.Option(help="How many devices (processes on a CPU).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="auto, ddp, ...")] = None,
     skip_bad: Annotated[bool | None, typer.Option(
         "--skip-bad", help="Skip bad label rows and unreadable images (listed in train.log) instead of "
                            "stopping at the first.")] = None,

@@ -105,7 +105,8 @@ def multi_target(votes: np.ndarray, threshold: float = 0.3) -> tuple[np.ndarray,
 def all_votes(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every emotion vote counts: the raw vote shares, no outlier removal and no top-3 cut. The
     reference rules discard about half of disgust's and contempt's votes (a quarter of fear's) as
-    single dissenters, against 3-4% of neutral's (bench/minority_votes.py); this keeps that evidence.
+    single dissenters, against 3-4% of neutral's (bench/experiments/minority_votes.py); this keeps that
+    evidence.
     Dropped, as everywhere, when unknown or NF holds the most votes."""
     return _finish(np.asarray(votes, dtype=np.float64))
 

@@ -3,7 +3,7 @@
     from ferkit.faces import align_face, detect_faces
     crops = [align_face(rgb, d) for d in detect_faces(rgb)]
 
-Detectors, chosen by measurement (bench/detectors.py; the figures are in docs/benchmarks.md, "Face
+Detectors, chosen by measurement (bench/speed/detectors.py; the figures are in docs/benchmarks.md, "Face
 detection"):
 
 - "mtcnn" (default): MTCNN on ONNX Runtime, the most accurate on turned faces; gives eyes, nose and

@@ -5,12 +5,13 @@ square", see ferkit.faces.detectors), enlarged by `margin` of the face side on e
 eyes are level when the detector gives eyes, then area-averaged down to 48x48. Parts of the square
 outside the image repeat the edge pixels (no black bars for the model to read).
 
-Framing measured on FERPlus (bench/detectors.py --margin; docs/benchmarks.md): MTCNN run on 597 FERPlus
+Framing measured on FERPlus (bench/speed/detectors.py --margin; docs/benchmarks.md): MTCNN run on 597 FERPlus
 Valid crops (upscaled, padded) finds the face square at a median 43 of 48 px, eyes 17.9 px apart and
 18.5 px from the top; our crops match that with DEFAULT_MARGIN = 0.05 (the face square alone gives
 eyes 18.9 px apart, 0.05 gives 17.2) and the crop centre raised by CENTER_RAISE = 0.1 face sides
 (FERPlus faces sit low in their crops: more forehead and hair than chin margin).
-Checked on accuracy with the bundled model (bench/tune_margin.py, docs/benchmarks.md): 0.05 gives the best
+Checked on accuracy with the bundled model (bench/experiments/tune_margin.py, docs/benchmarks.md):
+0.05 gives the best
 FERPlus Valid accuracy of the whole detect -> align -> classify pipeline among 0 / 0.05 / 0.1 / 0.2 / 0.3.
 """
 

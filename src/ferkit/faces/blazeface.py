@@ -24,7 +24,8 @@ KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "
 class BlazeFaceModel:
     """One of MediaPipe's two face detectors and its SSD anchors: `layers` lists (grid side, anchors
     per cell). `scale`, `shift`: this model's box -> the full-range model's (side ratio, and centre
-    lower by that many full-range sides), measured on the same faces (bench/detectors.py --calibrate)."""
+    lower by that many full-range sides), measured on the same faces (bench/speed/detectors.py
+    --calibrate)."""
 
     file: str
     input_side: int

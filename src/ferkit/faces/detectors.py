@@ -94,7 +94,7 @@ class FaceDetector(ABC):
     wide and reaches the hairline). Every box is turned into the same "face square", that of the
     benchmark photos' annotations (square, eyebrows to chin), so that align_face's margin means the same
     for all detectors. The two numbers per detector are medians over the benchmark's matched faces
-    (`bench/detectors.py --raw-boxes` prints them).
+    (`bench/speed/detectors.py --raw-boxes` prints them).
     """
 
     name: ClassVar[str]
@@ -166,7 +166,7 @@ class BlazeFaceDetector(FaceDetector):
     requires = {"onnxruntime": "onnxruntime"}
     smallest_face = 12  # about 1/20 of the image's long side in practice (a 192 px input)
     thread_safe = True
-    box_scale, box_shift = 1.03, 0.06  # to MTCNN's face square (bench/detectors.py --calibrate)
+    box_scale, box_shift = 1.03, 0.06  # to MTCNN's face square (bench/speed/detectors.py --calibrate)
 
     def __init__(self) -> None:
         super().__init__()

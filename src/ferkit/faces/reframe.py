@@ -4,7 +4,7 @@ A 48x48 FERPlus crop is set in a frame as a photo shows a face (upscaled, edge-p
 cut out by ferkit's own detector and aligner, exactly as `ferkit predict` treats a photo: the eyes come
 out level and the face sits where the detector's box puts it, which FER2013's crops do not guarantee.
 Training views drawn from these (`augment.reframe`, training/distill.py) show the network the framing it
-meets in photos; bench/tune_margin.py scores the pipeline on the same frames.
+meets in photos; bench/experiments/tune_margin.py scores the pipeline on the same frames.
 
     framed, found = reframe_faces(faces)  # uint8 (N, 48, 48) -> uint8 (N, 48, 48), bool (N,)
 """

@@ -22,7 +22,7 @@ import numpy as np
 
 Box = tuple[int, int, int, int]  # x, y, width, height
 # seconds: steadies a face's label, and still follows a real change within 0.5 s (video and the
-# webcam; bench/realtime.py: a cut from happiness to surprise is read 0.33 s later, and 0.3 s left
+# webcam; bench/speed/realtime.py: a cut from happiness to surprise is read 0.33 s later, and 0.3 s left
 # three times as many label changes on the hardest still faces)
 DEFAULT_SMOOTH_S = 0.5
 MAX_SMOOTH_S = 60.0  # longer would freeze a label for minutes: no longer smoothing

@@ -118,7 +118,7 @@ class TrainConfig:
     init: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # bf16-mixed trains 1.7-2.4x faster than fp32 on CPUs with AVX512-BF16 or AMX, and ~10-20x slower
-    # on the others, which emulate it (bench/train_throughput.py); auto = bf16-mixed where it is fast
+    # on the others, which emulate it (bench/speed/train_throughput.py); auto = bf16-mixed where it is fast
     precision: str = "32-true"
     channels_last: bool = True
     threads: int = 0  # torch threads; 0 = all cores

@@ -1,0 +1,1 @@
+"""What works: the measurements behind the shipped models and their defaults."""

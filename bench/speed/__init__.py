@@ -1,0 +1,1 @@
+"""How fast: ferkit against the peer `fer`, the app, the server, training."""
