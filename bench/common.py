@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -116,3 +117,24 @@ def running_server(args: list[str], threads: int = 1) -> Iterator[tuple[str, int
     finally:
         os.kill(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def runs_on_valid_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of an experiment over trained runs on FERPlus Valid: RUNS, --data, --threads."""
+    from ferkit.settings import data_root
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", default=str(data_root()))
+    parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def valid_split(args: argparse.Namespace):
+    """FERPlus Valid under the majority protocol, with torch on `args.threads` threads."""
+    import torch
+
+    from ferkit.data import label_split, load_ferplus
+
+    torch.set_num_threads(args.threads)
+    return label_split(load_ferplus(args.data, splits=("valid",))["valid"], "majority")

@@ -205,26 +205,9 @@ def test_adapt_end_to_end_then_predict_evaluate_serve_and_the_app(tmp_path, monk
     # the HTTP API on the adapted folder, called by a real client, answers what the Predictor says
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    import socket
-    import subprocess
-    import sys
-    import time
+    from bench.common import running_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("ferkit")), "serve", "--model", str(out),
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "ferkit serve did not start"
-            time.sleep(0.2)
+    with running_server(["--model", str(out)]) as (url, _):
         photo = next((photos / "images").glob("*.jpg"))
         upload = {"file": (photo.name, photo.read_bytes())}
         answer = httpx.post(f"{url}/v1/predict", files=upload, timeout=120)
@@ -232,9 +215,6 @@ def test_adapt_end_to_end_then_predict_evaluate_serve_and_the_app(tmp_path, monk
         assert answer.json()["model"] == str(out)
         expected = predictor.predict(photo)
         assert [f["emotion"] for f in answer.json()["faces"]] == [f.emotion for f in expected]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     # and the web app (FERKIT_MODEL), run by Streamlit's AppTest: the adapted model is the one offered
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest

@@ -10,19 +10,16 @@ table, best Valid accuracy first; build the chosen subset with `ferkit ensemble 
 
 from __future__ import annotations
 
-import argparse
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import f1_score, recall_score
 
-from ferkit.data import label_split, load_ferplus
+from bench.common import runs_on_valid_parser, valid_split
 from ferkit.emotions import EMOTIONS, emotion_index
 from ferkit.evaluation.predict import predict_proba
 from ferkit.models import load
-from ferkit.settings import data_root
 
 
 def log_proba_views(run: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,14 +30,10 @@ def log_proba_views(run: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser = runs_on_valid_parser(__doc__.splitlines()[0])
     parser.add_argument("--min-size", type=int, default=1)
-    parser.add_argument("--data", default=str(data_root()))
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    valid = label_split(load_ferplus(args.data, splits=("valid",))["valid"], "majority")
+    valid = valid_split(args)
     y = valid.labels
     views_of = {run: log_proba_views(run, valid.images) for run in args.runs}
     plain = {run: views[0] for run, views in views_of.items()}

@@ -10,19 +10,15 @@ accuracy / macro-F1 / rare-class recall of each single run and of the ensemble o
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score, recall_score
 
-from ferkit.data import label_split, load_ferplus
+from bench.common import runs_on_valid_parser, valid_split
 from ferkit.emotions import EMOTIONS, emotion_index
 from ferkit.models import load
 from ferkit.models.base import normalize
-from ferkit.settings import data_root
 
 
 def shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -60,14 +56,10 @@ def log_proba(model: torch.nn.Module, images: np.ndarray, view, batch_size: int 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser = runs_on_valid_parser(__doc__.splitlines()[0])
     parser.add_argument("--shift", type=int, default=2)
-    parser.add_argument("--data", default=str(data_root()))
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    valid = label_split(load_ferplus(args.data, splits=("valid",))["valid"], "majority")
+    valid = valid_split(args)
     y = valid.labels
     all_views = views(args.shift)
     scores = {}  # (run, view) -> (N, 8) log-probabilities
