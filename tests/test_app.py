@@ -326,6 +326,7 @@ def test_app_starts_with_the_sidebar_and_the_model_in_use(app, app_model):
     sidebar_text = " ".join(m.value for m in app.sidebar.markdown)
     assert str(app_model) in sidebar_text and "baseline" in sidebar_text and "81.2%" in sidebar_text
     assert "Upload one or several photos" in app.info[0].value
+    assert not [s for s in app.sidebar.slider if s.key == "smooth"]  # live smoothing: only in live mode
 
 
 @needs_faces
@@ -428,6 +429,7 @@ def test_snapshot_mode_predicts_on_the_camera_photo(app):
 def test_live_page_explains_ice_servers_and_never_shows_a_traceback(app):
     app.sidebar.radio(key="mode").set_value("Webcam (live)").run()
     assert not app.exception
+    assert [s.key for s in app.sidebar.slider if s.key == "smooth"] == ["smooth"]  # shown where it applies
     help_text = app.expander[0].markdown[0].value
     assert "FERKIT_ICE_SERVERS" in help_text and "turn:" in help_text
     # AppTest has no real server session for the WebRTC component: the page says so and points

@@ -115,10 +115,12 @@ def sidebar() -> Settings:
                              help="Faces whose shorter side is smaller are ignored.")
         prior = st.selectbox("Class prior", common.PRIOR_CHOICES, key="prior",
                              format_func=common.PRIOR_CHOICES.get, help=common.PRIOR_HELP)
-        smooth_s = st.slider("Live smoothing (s)", min_value=0.0, max_value=2.0, value=DEFAULT_SMOOTH_S,
-                             step=0.1, key="smooth",
-                             help="Webcam: each face's probabilities are averaged over about this long, "
-                                  "so a steady face keeps a steady label. 0 = every frame on its own.")
+        smooth_s = DEFAULT_SMOOTH_S
+        if mode == LIVE:  # the only mode with frames to smooth over
+            smooth_s = st.slider("Live smoothing (s)", min_value=0.0, max_value=2.0, value=DEFAULT_SMOOTH_S,
+                                 step=0.1, key="smooth",
+                                 help="Each face's probabilities are averaged over about this long, so a "
+                                      "steady face keeps a steady label. 0 = every frame on its own.")
     return Settings(mode=mode, model=model, detector=detector,
                     gradcam=gradcam, min_face=min_face, prior=prior, smooth_s=smooth_s)
 
