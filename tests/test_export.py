@@ -158,8 +158,7 @@ def test_a_model_folder_ships_one_export_that_the_predictor_runs(tiny_model, tmp
 
     from conftest import REAL_FERPLUS
 
-    from ferkit.models.folder import ONNX_FP32, ONNX_INT8
-    from ferkit.models.io import weights_sha256
+    from ferkit.models.folder import ONNX_FP32, ONNX_INT8, weights_sha256
 
     folder = tmp_path / "tiny"
     shutil.copytree(tiny_model, folder)

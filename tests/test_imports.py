@@ -128,3 +128,52 @@ app()
     result = subprocess.run([sys.executable, "-c", launch], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "pip install 'ferkit[app]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_core_runs_without_torch_and_torch_commands_name_their_extra(tmp_path):
+    """`pip install ferkit` has no PyTorch: the bundled models run on ONNX Runtime. In a fresh
+    interpreter where importing torch, captum or lightning fails, the Predictor, `predict`,
+    `evaluate --photos`, `serve` and `app` work; each command that needs PyTorch exits 2 with the
+    pip line of its extra."""
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())
+    core = " ".join(pyproject["project"]["dependencies"])
+    assert not any(name in core for name in ("torch", "captum", "lightning"))
+    photos = PACKAGE.parents[2] / "shared" / "datasets" / "faces-dlib-examples"
+    if not (photos / "2008_001009.jpg").is_file():
+        import pytest
+
+        pytest.skip(f"face photos not found at {photos}")
+    (tmp_path / "study" / "happiness").mkdir(parents=True)
+    (tmp_path / "study" / "happiness" / "a.jpg").write_bytes((photos / "2008_001009.jpg").read_bytes())
+    block = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "captum", "lightning"):
+            raise ImportError("No module named " + repr(name))
+sys.meta_path.insert(0, NoTorch())
+"""
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+
+    def ferkit(*args: str) -> subprocess.CompletedProcess:
+        return run(f"from ferkit.cli import app\nsys.argv = ['ferkit', *{list(args)!r}]\napp()\n")
+
+    photo = str(photos / "2008_001009.jpg")
+    faces = run(f"from ferkit import Predictor\nprint(Predictor().predict({photo!r}))")
+    assert faces.returncode == 0 and faces.stdout.count("Face(") == 2, faces.stderr[-2000:]
+    works = [ferkit("predict", str(photos / "2008_001009.jpg"), "--model", "fast"),
+             ferkit("evaluate", "fast", "--photos", str(tmp_path / "study"), "--out", str(tmp_path / "eval")),
+             ferkit("serve", "--help"), ferkit("app", "--help")]
+    for result in works:
+        assert result.returncode == 0, result.stderr[-2000:]
+    for args, extra in ((["train"], "train"), (["explain", "x.jpg", "--model", "fast"], "torch"),
+                        (["export", "fast", "--onnx", "x.onnx"], "torch"), (["evaluate", "fast"], "torch"),
+                        (["adapt", "default", "--photos", ".", "--out", "o"], "torch")):
+        result = ferkit(*args)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert f"pip install 'ferkit[{extra}]'" in result.stderr and "Traceback" not in result.stderr, args

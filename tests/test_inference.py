@@ -554,7 +554,7 @@ def test_model_files_with_bad_args_non_finite_or_damaged_weights_are_refused(tin
 
     from safetensors.torch import load_file, save_file
 
-    from ferkit.models.io import weights_sha256
+    from ferkit.models.folder import weights_sha256
 
     def copy(name: str) -> Path:
         folder = tmp_path / name
@@ -616,7 +616,7 @@ def test_negligible_and_subnormal_weights_load_as_zero_and_change_no_answer(tiny
 
 def test_every_bundled_model_records_and_matches_its_weights_hash():
     from ferkit.models.bundled import list_bundled, weights_root
-    from ferkit.models.io import weights_sha256
+    from ferkit.models.folder import weights_sha256
 
     for name in list_bundled():
         config = json.loads((weights_root() / name / "model.json").read_text())

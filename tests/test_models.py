@@ -17,7 +17,9 @@ from ferkit.models import (
     save_model,
     summarize_model,
 )
-from ferkit.models.base import PIXEL_MEAN, PIXEL_STD, FerModel, model_input
+from ferkit.models.base import FerModel
+from ferkit.models.classify import model_input
+from ferkit.settings import PIXEL_MEAN, PIXEL_STD
 
 
 def test_deep_cnn_has_the_seed_parameter_counts():
@@ -195,8 +197,8 @@ def test_resnet_input_side_resizes_the_face_inside_the_model():
 
 
 def test_save_ensemble_writes_a_model_folder_that_loads_alone(tmp_path):
-    from ferkit.models.ensemble import save_ensemble
-    from ferkit.models.io import read_commands
+    from ferkit.models.folder import read_commands
+    from ferkit.models.io import save_ensemble
 
     folders = []
     for seed in (0, 1):

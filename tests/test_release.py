@@ -86,8 +86,8 @@ def test_card_prints_every_bundled_model_default_first(tmp_path, monkeypatch):
 
 
 def test_bundled_ensemble_reports_each_member_run_and_the_totals(tmp_path, monkeypatch):
-    from ferkit.models.ensemble import save_ensemble
-    from ferkit.models.io import append_command
+    from ferkit.models.folder import append_command
+    from ferkit.models.io import save_ensemble
     from ferkit.release.model_card import model_card
 
     monkeypatch.chdir(tmp_path)  # member runs are recorded as given, relative to here
@@ -133,7 +133,7 @@ def test_a_bundled_model_with_a_retrained_head_reports_its_source_training_then_
                                                                                           monkeypatch):
     """`ferkit retrain-head default` then `ferkit bundle ... --name default`: the record names the
     original training and the re-training command, read before the bundle replaces its own source."""
-    from ferkit.models.io import append_command
+    from ferkit.models.folder import append_command
 
     monkeypatch.setattr(bundled, "weights_root", lambda: tmp_path / "weights")
     source = write_random_model(tmp_path / "weights" / "default")

@@ -171,11 +171,10 @@ class FacePredictor:
 
     def __init__(self, model: str | None = None, detector: str | None = None, prior: str | None = None,
                  threads: int = 1, max_remote_bytes: int = settings.MAX_UPLOAD_MB * settings.BYTES_PER_MB):
-        import torch
-
+        from ferkit.hardware import set_torch_threads
         from ferkit.inference import Predictor
 
-        torch.set_num_threads(threads)  # one actor per core: no oversubscription
+        set_torch_threads(threads)  # one actor per core: no oversubscription
         self.predictor = Predictor(model=model, detector=detector, prior=prior, threads=threads)
         self.max_remote_bytes = max_remote_bytes
 

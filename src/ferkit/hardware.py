@@ -37,3 +37,13 @@ def int8_is_exact(cpuinfo: Path = CPUINFO) -> bool:
         return True
     flags = cpu_flags(cpuinfo)
     return flags is None or bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def set_torch_threads(threads: int) -> None:
+    """PyTorch's process-wide intra-op threads, where PyTorch is installed (the ONNX Runtime path
+    runs without it, and takes its threads from each Predictor)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)

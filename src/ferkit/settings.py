@@ -7,6 +7,10 @@ from pathlib import Path
 
 # The classifier's input: FERPlus faces are 48x48 grayscale; crops, models and datasets all use it.
 FACE_SIDE = 48
+# The one input normalisation: pixels / 255, then (x - MEAN) / STD (FERPlus pixels have
+# mean ~0.51, std ~0.25, so inputs come out roughly zero-mean, unit-variance).
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
 
 # The smallest face (shorter side, pixels) looked for by default: smaller crops are upsampled so far
 # that their expression is guesswork.

@@ -153,7 +153,8 @@ def adapt(model: str | Path | None, folder: str | Path, *, out: str | Path, labe
     root, adds the adapted model's FERPlus Valid accuracy (how much it forgets)."""
     from ferkit.models import load, read_model_config
     from ferkit.models.bundled import resolve_model
-    from ferkit.models.io import append_command, model_config, save_model, weights_sha256
+    from ferkit.models.folder import append_command, weights_sha256
+    from ferkit.models.io import model_config, save_model
 
     if not l2 > 0:
         raise ArgumentError(f"l2 must be > 0, got {l2}")

@@ -59,11 +59,10 @@ class Settings:
 def load_predictor(model: str | None, detector: str) -> Any:
     """One Predictor per (model, detector) per process, shared by all sessions and threads
     (the Predictor is thread-safe); the weights are read from disk once, not per interaction."""
-    import torch
-
     from ferkit import Predictor
+    from ferkit.hardware import set_torch_threads
 
-    torch.set_num_threads(common.app_threads())  # process-wide; see ferkit.settings.APP_THREADS_ENV
+    set_torch_threads(common.app_threads())  # process-wide; see ferkit.settings.APP_THREADS_ENV
     chosen = None if detector == common.AUTO_DETECTOR else detector  # None: photos mtcnn, live blazeface
     return Predictor(model=model, detector=chosen, min_face=common.DEFAULT_MIN_FACE)
 
@@ -173,7 +172,8 @@ def face_overlays(result: photos.PhotoResult, settings: Settings) -> list[np.nda
     if not settings.gradcam:
         return []
     if about.torch_model(load_predictor(settings.model, settings.detector)) is None:
-        st.info("Grad-CAM needs a PyTorch model; this one is an ONNX export.")
+        st.info("Grad-CAM needs PyTorch and the model's weights (pip install 'ferkit[torch]'); this "
+                "model runs on ONNX Runtime alone.")
         return []
     crops = np.stack([f.crop for f in result.faces])
     try:

@@ -12,11 +12,12 @@ from rich.table import Table
 
 from ferkit import settings
 from ferkit.adaptation.defaults import DEFAULT_ABSENT, DEFAULT_AUGMENT, DEFAULT_L2, DEFAULT_REMAP
-from ferkit.cli.base import app, console, err_console, ferplus_root_option, user_errors
+from ferkit.cli.base import app, console, err_console, ferplus_root_option, requires, user_errors
 
 
 @app.command("adapt")
 @user_errors
+@requires("torch", "adapt")
 def adapt_command(
     model: Annotated[str, typer.Argument(help="Bundled model name (e.g. default) or model folder to adapt.")],
     photos: Annotated[Path, typer.Option(

@@ -166,3 +166,18 @@ def needs_extra(extra: str, command: str, *modules: str) -> None:
 def ferplus_root_option(purpose: str) -> Any:
     """The option naming a FERPlus root, for `purpose` (what the command reads from it)."""
     return typer.Option(help=f"FERPlus root for {purpose}; default $FERKIT_DATA, else {DEFAULT_DATA}.")
+
+
+def requires(extra: str, command: str, *modules: str):
+    """A command that needs an extra: before it runs, `needs_extra` (exit 2 naming the extra)."""
+    modules = modules or (extra,)
+
+    def decorate(fn):
+        @wraps(fn)
+        def wrapper(*args, **kwargs):
+            needs_extra(extra, command, *modules)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

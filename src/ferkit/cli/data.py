@@ -15,6 +15,7 @@ from ferkit.cli.base import (
     app,
     console,
     data_app,
+    requires,
     user_errors,
 )
 from ferkit.emotions import EMOTIONS
@@ -90,6 +91,8 @@ def models_list() -> None:
 
 
 @app.command("archs")
+@user_errors
+@requires("torch", "archs")
 def architectures_list() -> None:
     """The registered architectures (train --set model=NAME; ferkit summary NAME)."""
     from ferkit.models import create_model, list_models, model_description, summarize_model
@@ -105,6 +108,7 @@ def architectures_list() -> None:
 
 @app.command("summary")
 @user_errors
+@requires("torch", "summary")
 def model_summary(model: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
     """Keras-style table of a model: layers, output shapes, parameters, totals."""
     from ferkit.models import create_model, summarize_model

@@ -16,7 +16,9 @@ from ferkit.cli.base import (
     console,
     data_for_run,
     err_console,
+    needs_extra,
     print_table,
+    requires,
     run_or_bundled,
     user_errors,
 )
@@ -47,16 +49,19 @@ def evaluate_command(
 ) -> None:
     """Metrics, plots and a standalone report (report.md / report.html) of a model on a FERPlus split
     or on a folder of labelled photos."""
-    from ferkit.evaluation import evaluate, evaluate_photos
-
     command = shlex.join(["ferkit", *sys.argv[1:]])
     if photos is not None:
         name = Path(run).name if Path(run).exists() else run
         out = out or Path(f"eval-{Path(name).stem}-{photos.resolve().name}")
+        from ferkit.evaluation.photos import evaluate_photos  # ONNX Runtime: no PyTorch needed
+
         result = evaluate_photos(run, photos, labels, prior=prior, detector=detector, tta=tta,
                                  skip_bad=skip_bad, out=out, progress=True, command=command)
         where = f"{photos} ({result.photos['detector']} faces)"
     else:
+        needs_extra("torch", "evaluate --split", "torch")
+        from ferkit.evaluation.pipeline import evaluate
+
         path, bundled = run_or_bundled(Path(run))
         if bundled and out is None:  # never write reports into the installed package
             out = Path(f"eval-{path.name}-{split}")
@@ -85,6 +90,7 @@ def evaluate_command(
 
 @app.command("compare")
 @user_errors
+@requires("torch", "compare")
 def compare_command(
     run_a: Annotated[Path, typer.Argument(help="Run folder or bundled model name A (the reference).")],
     run_b: Annotated[Path, typer.Argument(help="Run folder or bundled model name B (deltas are B - A).")],
@@ -116,6 +122,7 @@ def compare_command(
 
 @app.command("explain")
 @user_errors
+@requires("torch", "explain", "torch", "captum")
 def explain_command(
     model: Annotated[Path, typer.Option(help="Run folder or bundled model name (e.g. default).")],
     images: Annotated[list[Path] | None, typer.Argument(

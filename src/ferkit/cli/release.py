@@ -13,6 +13,7 @@ from ferkit.cli.base import (
     app,
     console,
     ferplus_root_option,
+    requires,
     user_errors,
 )
 from ferkit.errors import ArgumentError, FerkitError
@@ -20,6 +21,7 @@ from ferkit.errors import ArgumentError, FerkitError
 
 @app.command("export")
 @user_errors
+@requires("torch", "export")
 def export_command(
     run: Annotated[str, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled name.")],
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Output .onnx file.")] = None,
@@ -55,6 +57,7 @@ def export_command(
 
 @app.command("bundle")
 @user_errors
+@requires("torch", "bundle")
 def bundle_command(
     run: Annotated[Path, typer.Argument(help="Trained run folder (evaluated on Test).")],
     name: Annotated[str, typer.Option(help="Bundled model name; `default` is what Predictor() loads.")],

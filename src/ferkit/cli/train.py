@@ -16,6 +16,7 @@ from ferkit.cli.base import (
     app,
     console,
     needs_extra,
+    requires,
     user_errors,
 )
 
@@ -78,6 +79,7 @@ def _sets_data(config: Path | None) -> bool:
 
 @app.command("ensemble")
 @user_errors
+@requires("torch", "ensemble")
 def ensemble_command(
     runs: Annotated[list[Path], typer.Argument(
         help="Two or more trained run folders, or one with --flip.")],
@@ -92,7 +94,7 @@ def ensemble_command(
     """Combine trained runs into one model (mean of their log-probabilities), written like a run
     folder: evaluate, export, bundle and --model take it as they take a run. One run with --flip
     is that network with flip test-time augmentation built in."""
-    from ferkit.models.ensemble import save_ensemble
+    from ferkit.models.io import save_ensemble
 
     folder = save_ensemble(runs, out, flip, command=shlex.join(["ferkit", *sys.argv[1:]]),
                            storage="float16" if half else "float32")

@@ -110,7 +110,7 @@ class OnnxBackend:
             self.onnx_meta["weight_bits"] = int(meta.get(META_INT8_WEIGHT_BITS, 8))
         self._check_shapes(path)
         self.input_name = self.session.get_inputs()[0].name
-        from ferkit.models.base import PIXEL_MEAN, PIXEL_STD
+        from ferkit.settings import PIXEL_MEAN, PIXEL_STD
 
         norm = self.config.get("normalization", {})
         if (norm.get("mean", PIXEL_MEAN), norm.get("std", PIXEL_STD)) != (PIXEL_MEAN, PIXEL_STD):

@@ -172,16 +172,20 @@ class Predictor:
     def pytorch_model(self) -> Any:
         """The PyTorch network behind this Predictor's answers, for what needs gradients (Grad-CAM):
         the one it runs, or the weights beside the ONNX export it runs (loaded once, on first call).
-        None for a bare .onnx file, which carries no PyTorch weights."""
+        None for a bare .onnx file, which carries no PyTorch weights, or where PyTorch is not
+        installed."""
         if isinstance(self.backend, TorchBackend):
             return self.backend.model
         if self.source.backend != "torch":
             return None
         with self._pytorch_lock:
             if not self._pytorch:
-                from ferkit.models import load
+                try:
+                    from ferkit.models import load
 
-                self._pytorch.append(load(self.source).eval())
+                    self._pytorch.append(load(self.source).eval())
+                except ImportError:  # PyTorch is not installed (the torch extra): ONNX Runtime alone
+                    return None
         return self._pytorch[0]
 
     @property

@@ -11,24 +11,11 @@ import torch
 from torch import nn
 
 from ferkit.emotions import EMOTIONS
+from ferkit.models.classify import model_input
 from ferkit.settings import FACE_SIDE
 
 INPUT_SIZE = FACE_SIDE
 NUM_CLASSES = len(EMOTIONS)
-# The one input normalisation: pixels / 255, then (x - MEAN) / STD (FERPlus pixels have
-# mean ~0.51, std ~0.25, so inputs come out roughly zero-mean, unit-variance).
-PIXEL_MEAN = 0.5
-PIXEL_STD = 0.25
-
-
-def model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 faces (N, 48, 48) or (N, 1, 48, 48) -> float32 model input (N, 1, 48, 48), in NumPy:
-    what ONNX Runtime takes, with no torch op on the way (at batch 1 those cost more than the
-    arithmetic)."""
-    x = np.asarray(images)
-    if x.ndim == 3:
-        x = x[:, None]
-    return (x.astype(np.float32) / np.float32(255.0) - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
 
 
 def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:

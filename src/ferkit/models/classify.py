@@ -1,7 +1,8 @@
 """The one classify path: uint8 faces -> normalise -> logits -> softmax, in batches, optional flip.
 
 NumPy in, NumPy out: only the forward is a backend's (`torch_logits` wraps a PyTorch model; ONNX
-Runtime takes the arrays as they are), so a batch-1 call on the ONNX path runs no torch op.
+Runtime takes the arrays as they are), so the ONNX path runs with no torch op, and without torch
+installed.
 
 Every prediction in ferkit goes through `class_probabilities`: `ferkit evaluate` (predict_proba),
 the Predictor's PyTorch and ONNX Runtime backends, and the benches. Only the forward differs, so the
@@ -17,12 +18,25 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from ferkit.models.base import NUM_CLASSES, model_input
+from ferkit.emotions import EMOTIONS
+from ferkit.settings import PIXEL_MEAN, PIXEL_STD
+
+if TYPE_CHECKING:  # the torch helpers below import it when called: the ONNX path runs without it
+    from torch import nn
+
+def model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 faces (N, 48, 48) or (N, 1, 48, 48) -> float32 model input (N, 1, 48, 48), in NumPy:
+    what ONNX Runtime takes, with no torch op on the way (at batch 1 those cost more than the
+    arithmetic)."""
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[:, None]
+    return (x.astype(np.float32) / np.float32(255.0) - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
+
 
 Logits = Callable[[np.ndarray], np.ndarray]  # model input (n, 1, 48, 48) float32 -> (n, 8) logits
 
@@ -36,6 +50,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def torch_logits(model: nn.Module) -> Logits:
     """A PyTorch model as a `Logits` function: on the model's device, no graph recorded."""
+    import torch
+
     device = next(model.parameters()).device
 
     def logits(x: np.ndarray) -> np.ndarray:
@@ -51,7 +67,7 @@ def class_probabilities(logits: Logits, faces: np.ndarray, batch_size: int = 256
 
     `logits` runs the model (no gradients are recorded here; callers choose eval mode and device).
     `tta`: None or "flip". `progress`: a description to show a progress bar under."""
-    out = np.zeros((len(faces), NUM_CLASSES), dtype=np.float32)
+    out = np.zeros((len(faces), len(EMOTIONS)), dtype=np.float32)
     starts: Iterable[int] = range(0, len(faces), batch_size)
     if progress:
         from rich.progress import track
@@ -81,6 +97,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def cpu_threads(threads: int | None = None) -> Iterator[int]:
     """Use all cores (or `threads`) for a prediction job, then restore the previous setting,
     so a library caller's own thread choice survives an evaluation."""
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     try:

@@ -22,7 +22,6 @@ channels after the plain view's. Grad-CAM maps the mirrored view's heatmap back 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +30,6 @@ from torch import nn
 
 from ferkit.errors import ArgumentError
 from ferkit.models.base import INPUT_SIZE, FerModel
-from ferkit.models.io import append_command, load_folder, model_config, read_model_config, save_model
 from ferkit.models.registry import create_model, register_model
 
 
@@ -109,37 +107,6 @@ def ensemble(members: list[dict[str, Any]] | None = None, flip: bool = False) ->
         if not isinstance(member, dict) or "architecture" not in member:
             raise ArgumentError(f"members[{i}]: expected {{'architecture': ..., 'model_args': ...}}")
     return Ensemble([create_model(m["architecture"], **m.get("model_args", {})) for m in members], flip)
-
-
-def load_ensemble(folders: list[str | Path], flip: bool = False) -> tuple[Ensemble, dict[str, Any]]:
-    """Trained models (run or model folders) -> (their ensemble, its model_args for model.json)."""
-    configs = [read_model_config(folder) for folder in folders]
-    members = [{"architecture": c["architecture"], "model_args": c.get("model_args", {})} for c in configs]
-    model = Ensemble([load_folder(folder) for folder in folders], flip)
-    return model.eval(), {"members": members, "flip": flip}
-
-
-def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False,
-                  command: str | None = None, storage: str = "float32") -> Path:
-    """Write the ensemble of trained runs as a model folder `out` (model.json + model.safetensors),
-    usable wherever a run folder is (evaluate, bundle, export, Predictor). model.json lists the
-    member runs (`member_runs`), so `ferkit bundle` can report how each was trained.
-    storage="float16" stores the weights in half precision (see `save_model`).
-    One run with flip=True is that network with flip test-time augmentation built in."""
-    if len(folders) < (1 if flip else 2):
-        raise ArgumentError("an ensemble needs at least two runs, or one with flip")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ArgumentError(f"{out}: already exists and is not empty")
-    model, model_args = load_ensemble(folders, flip)
-    first = read_model_config(folders[0])
-    config = model_config("ensemble", model_args, params=sum(p.numel() for p in model.parameters()),
-                          protocol=first.get("protocol"),
-                          member_runs=[str(Path(folder)) for folder in folders])
-    save_model(model, out, config, storage)
-    if command:
-        append_command(out, command)
-    return out
 
 
 def pooled_linear_networks(model: FerModel, purpose: str) -> list[FerModel]:

@@ -3,8 +3,10 @@ not at all, so a kill mid-write never leaves a cut file)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ METRICS_FILE = "metrics.json"  # its measured accuracy: what the README, the app
 # (ferkit.release.bundle.INT8_MAX_DROP), else fp32.
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+COMMANDS_FILE = "commands.txt"  # the CLI lines that made a model folder, one per line, oldest first
 
 
 def read_json_file(path: Path) -> dict[str, Any]:
@@ -71,3 +74,49 @@ class ModelFolder:
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         write_whole(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
+
+
+def resolve_model_folder(path: str | Path) -> Path:
+    """A run folder, a folder with model.json, or the model.json / .safetensors file itself."""
+    path = Path(path).expanduser()
+    folder = path.parent if path.is_file() else path
+    if not folder.exists():
+        raise ModelFileError(f"{path}: model not found")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise ModelFileError(f"{folder}: missing {name} (a model folder holds "
+                                 f"{CONFIG_FILE} and {WEIGHTS_FILE})")
+    return folder
+
+
+def read_model_config(path: str | Path) -> dict[str, Any]:
+    folder = resolve_model_folder(path)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{folder / CONFIG_FILE}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise ModelFileError(f"{folder / CONFIG_FILE}: no 'architecture' field")
+    return config
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """The sha256 of folder/model.safetensors (recorded in a bundled model's model.json)."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / WEIGHTS_FILE, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def append_command(folder: Path, command: str) -> None:
+    """Record a CLI line (train, --resume, ensemble) in folder/commands.txt with its time."""
+    with open(Path(folder) / COMMANDS_FILE, "a") as file:
+        file.write(f"{datetime.now():%Y-%m-%d %H:%M}  {command}\n")
+
+
+def read_commands(folder: Path) -> list[str]:
+    """The CLI lines recorded by `append_command`, without their times ([] if none)."""
+    path = Path(folder) / COMMANDS_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.split("  ", 1)[-1] for line in lines if line.strip()]

@@ -1,10 +1,9 @@
-"""Save and load a trained model as two files: model.safetensors + model.json. No pickle."""
+"""Save and load a trained model as two files: model.safetensors + model.json. No pickle. Importing
+it registers every architecture, so `create_model` and `load` know them all."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,20 @@ from safetensors.torch import load_file, save
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import ArgumentError, ModelFileError
 from ferkit.files import write_whole
-from ferkit.models.base import INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, FerModel
+from ferkit.models import cnn, mobilenet, resnet  # noqa: F401  (registers the architectures)
+from ferkit.models.base import INPUT_SIZE, FerModel
 from ferkit.models.bundled import ModelSource, resolve_model
-from ferkit.models.folder import CONFIG_FILE, WEIGHTS_FILE
+from ferkit.models.ensemble import Ensemble
+from ferkit.models.folder import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    append_command,
+    read_model_config,
+    resolve_model_folder,
+    weights_sha256,
+)
 from ferkit.models.registry import create_model
-
-COMMANDS_FILE = "commands.txt"  # the CLI lines that made a model folder, one per line, oldest first
+from ferkit.settings import PIXEL_MEAN, PIXEL_STD
 
 
 def model_config(architecture: str, model_args: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -58,52 +65,6 @@ def save_model(model: FerModel, folder: Path, config: dict[str, Any],
     # each file whole or not at all: a kill mid-save leaves the previous model, not a cut file
     write_whole(folder / WEIGHTS_FILE, save(state, metadata={"architecture": config["architecture"]}))
     write_whole(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-
-
-def append_command(folder: Path, command: str) -> None:
-    """Record a CLI line (train, --resume, ensemble) in folder/commands.txt with its time."""
-    with open(Path(folder) / COMMANDS_FILE, "a") as file:
-        file.write(f"{datetime.now():%Y-%m-%d %H:%M}  {command}\n")
-
-
-def read_commands(folder: Path) -> list[str]:
-    """The CLI lines recorded by `append_command`, without their times ([] if none)."""
-    path = Path(folder) / COMMANDS_FILE
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return [line.split("  ", 1)[-1] for line in lines if line.strip()]
-
-
-def resolve_model_folder(path: str | Path) -> Path:
-    """A run folder, a folder with model.json, or the model.json / .safetensors file itself."""
-    path = Path(path).expanduser()
-    folder = path.parent if path.is_file() else path
-    if not folder.exists():
-        raise ModelFileError(f"{path}: model not found")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise ModelFileError(f"{folder}: missing {name} (a model folder holds "
-                                 f"{CONFIG_FILE} and {WEIGHTS_FILE})")
-    return folder
-
-
-def read_model_config(path: str | Path) -> dict[str, Any]:
-    folder = resolve_model_folder(path)
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{folder / CONFIG_FILE}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or "architecture" not in config:
-        raise ModelFileError(f"{folder / CONFIG_FILE}: no 'architecture' field")
-    return config
-
-
-def weights_sha256(folder: str | Path) -> str:
-    """The sha256 of folder/model.safetensors (recorded in a bundled model's model.json)."""
-    digest = hashlib.sha256()
-    with open(Path(folder) / WEIGHTS_FILE, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # Weights this small add nothing an fp32 output can hold (its resolution is ~1e-7 of its size), but
@@ -160,3 +121,34 @@ def load(model: str | Path | ModelSource | None = None) -> FerModel:
     a ModelFileError that says so."""
     source = model if isinstance(model, ModelSource) else resolve_model(model)
     return load_folder(source.pytorch_folder())
+
+
+def load_ensemble(folders: list[str | Path], flip: bool = False) -> tuple[Ensemble, dict[str, Any]]:
+    """Trained models (run or model folders) -> (their ensemble, its model_args for model.json)."""
+    configs = [read_model_config(folder) for folder in folders]
+    members = [{"architecture": c["architecture"], "model_args": c.get("model_args", {})} for c in configs]
+    model = Ensemble([load_folder(folder) for folder in folders], flip)
+    return model.eval(), {"members": members, "flip": flip}
+
+
+def save_ensemble(folders: list[str | Path], out: str | Path, flip: bool = False,
+                  command: str | None = None, storage: str = "float32") -> Path:
+    """Write the ensemble of trained runs as a model folder `out` (model.json + model.safetensors),
+    usable wherever a run folder is (evaluate, bundle, export, Predictor). model.json lists the
+    member runs (`member_runs`), so `ferkit bundle` can report how each was trained.
+    storage="float16" stores the weights in half precision (see `save_model`).
+    One run with flip=True is that network with flip test-time augmentation built in."""
+    if len(folders) < (1 if flip else 2):
+        raise ArgumentError("an ensemble needs at least two runs, or one with flip")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ArgumentError(f"{out}: already exists and is not empty")
+    model, model_args = load_ensemble(folders, flip)
+    first = read_model_config(folders[0])
+    config = model_config("ensemble", model_args, params=sum(p.numel() for p in model.parameters()),
+                          protocol=first.get("protocol"),
+                          member_runs=[str(Path(folder)) for folder in folders])
+    save_model(model, out, config, storage)
+    if command:
+        append_command(out, command)
+    return out

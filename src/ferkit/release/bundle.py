@@ -68,7 +68,7 @@ def training_info(run: Path) -> dict[str, Any]:
     that record."""
     import yaml
 
-    from ferkit.models.io import read_commands
+    from ferkit.models.folder import read_commands
 
     recorded = read_json_file(run / METRICS_FILE).get("training")
     if recorded and not (run / "history.json").is_file():
@@ -136,7 +136,7 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     matrix image. Everything that shows accuracy (README, app, model card) reads metrics.json.
     `default_prior` (ferkit.priors) is the class prior a Predictor of this model answers photos
     under when not told (metrics.json "default_prior"); the Test evaluation stays under FERPlus's."""
-    from ferkit.models.io import weights_sha256
+    from ferkit.models.folder import weights_sha256
     from ferkit.priors import resolve_prior
 
     prior = resolve_prior(default_prior)  # a bad prior fails before anything is written

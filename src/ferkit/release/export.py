@@ -165,7 +165,7 @@ def _load_data(data_root: str | Path | None):
 def calibration_reader(faces: np.ndarray, batch: int = 32):
     from onnxruntime.quantization import CalibrationDataReader
 
-    from ferkit.models.base import model_input
+    from ferkit.models.classify import model_input
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -33,7 +33,8 @@ from ferkit.data import PROTOCOLS, label_split, load_ferplus
 from ferkit.errors import ArgumentError
 from ferkit.models import FerModel, load, normalize
 from ferkit.models.ensemble import Ensemble, pooled_linear_networks
-from ferkit.models.io import append_command, read_model_config, save_model
+from ferkit.models.folder import append_command, read_model_config
+from ferkit.models.io import save_model
 from ferkit.training.data import class_balanced_weights
 
 BALANCE_POWERS = {"none": 0.0, "sqrt": 0.5, "full": 1.0}

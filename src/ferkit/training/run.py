@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 import ferkit
 from ferkit.errors import ConfigError
 from ferkit.models import model_config, save_model, summarize_model
-from ferkit.models.io import append_command
+from ferkit.models.folder import append_command
 from ferkit.training.callbacks import HistoryCallback, RunCheckpoint
 from ferkit.training.config import TrainConfig, load_config, resolve_precision, save_config
 from ferkit.training.data import FerplusDataModule
