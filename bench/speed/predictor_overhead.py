@@ -18,7 +18,7 @@ import time
 from bench.common import SHARED, cpu_name
 from ferkit.data import label_split, load_ferplus
 from ferkit.inference import Predictor
-from ferkit.models.base import model_input
+from ferkit.models.classify import model_input
 
 
 def main() -> None:
