@@ -88,6 +88,7 @@ def evaluate_command(
             err_console.print(f"[yellow]skipped: {line}", highlight=False, soft_wrap=True)
     console.print(f"[green]report written to {result.out_dir}/report.html", highlight=False)
 
+
 @app.command("compare")
 @user_errors
 @requires("torch", "compare")

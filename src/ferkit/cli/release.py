@@ -55,9 +55,10 @@ def export_command(
     for line in report.lines():
         console.print(line, highlight=False, soft_wrap=True)
 
+
 @app.command("bundle")
+@requires("torch", "bundle")  # maintainers: bundling re-exports with PyTorch
 @user_errors
-@requires("torch", "bundle")
 def bundle_command(
     run: Annotated[Path, typer.Argument(help="Trained run folder (evaluated on Test).")],
     name: Annotated[str, typer.Option(help="Bundled model name; `default` is what Predictor() loads.")],

@@ -77,6 +77,7 @@ def _sets_data(config: Path | None) -> bool:
     except yaml.YAMLError:
         return False  # load_config reports the broken file
 
+
 @app.command("ensemble")
 @user_errors
 @requires("torch", "ensemble")
