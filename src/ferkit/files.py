@@ -51,7 +51,8 @@ def claim_folder(folder: str | Path, names: Iterable[str], *, inputs: Iterable[s
     inputs = [Path(p) for p in inputs]
     for name in names:
         target = folder / name
-        clash = next((p for p in inputs if same_file(target, p)), None)
+        # only a file that exists can be an input (a folder may list thousands of photos)
+        clash = next((p for p in inputs if same_file(target, p)), None) if target.exists() else None
         if clash is not None:
             raise ArgumentError(f"{option} {folder}: would write {name} over the input {clash}; choose "
                                 "another folder")

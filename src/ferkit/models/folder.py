@@ -90,12 +90,10 @@ def resolve_model_folder(path: str | Path) -> Path:
 
 
 def read_model_config(path: str | Path) -> dict[str, Any]:
+    """model.json of a model folder (see `resolve_model_folder`), which must name its architecture."""
     folder = resolve_model_folder(path)
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{folder / CONFIG_FILE}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or "architecture" not in config:
+    config = read_json_file(folder / CONFIG_FILE)
+    if "architecture" not in config:
         raise ModelFileError(f"{folder / CONFIG_FILE}: no 'architecture' field")
     return config
 

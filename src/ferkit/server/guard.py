@@ -89,11 +89,12 @@ class RequestGuard:
             return await refusal(scope, receive, send)
         self.active += 1
         try:
-            body = await self._spool_body(scope, receive, send)
-            if body is None:
+            spooled = await self._spool_body(scope, receive, send)
+            if spooled is None:
                 return  # refused or the client left; answered (or nobody to answer)
+            body, size = spooled
             with body:
-                await self.app(scope, _replay(body, receive), send)
+                await self.app(scope, _replay(body, size, receive), send)
         except ClientDisconnect:
             pass  # the client left mid-request: nothing to answer, nothing to log
         finally:
@@ -122,7 +123,7 @@ class RequestGuard:
 
     async def _spool_body(self, scope, receive, send):
         """The request body in a spool (1 MB in memory, the rest on disk), read within the body deadline
-        and the size limit; None when refused (answered here) or when the client left."""
+        and the size limit, with its size; None when refused (answered here) or when the client left."""
         deadline = time.monotonic() + self.settings.body_timeout_s
         limit = self.settings.max_upload_bytes + FRAMING
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (handed to the caller)
@@ -153,12 +154,12 @@ class RequestGuard:
             spool.close()
             raise
         spool.seek(0)
-        return spool
+        return spool, size
 
 
-def _replay(spool, receive):
-    """An ASGI receive that hands the spooled body over in chunks, then listens to the client again
-    (for its disconnect)."""
+def _replay(spool, size: int, receive):
+    """An ASGI receive that hands the spooled body (`size` bytes) over in chunks, then listens to
+    the client again (for its disconnect)."""
     done = False
 
     async def replayed():
@@ -166,17 +167,10 @@ def _replay(spool, receive):
         if done:
             return await receive()
         chunk = spool.read(FRAMING)
-        done = not chunk or spool.tell() >= _size(spool)
+        done = not chunk or spool.tell() >= size
         return {"type": "http.request", "body": chunk, "more_body": not done}
 
     return replayed
-
-
-def _size(spool) -> int:
-    here = spool.tell()
-    end = spool.seek(0, os.SEEK_END)
-    spool.seek(here)
-    return end
 
 
 class GuardedH11Protocol(H11Protocol):
