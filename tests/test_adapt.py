@@ -130,26 +130,27 @@ def _adapt(*args: str):
 @needs_posed
 def test_refusals_on_the_command_line(tmp_path):
     photos = _posed_subset(tmp_path / "mine", per_class=2, subjects=2)
-    result = _adapt("fast", "--photos", str(photos), "--out", str(photos / "model"))
+    result = _adapt("-m", "fast", "--photos", str(photos), "--out", str(photos / "model"))
     assert result.exit_code == 1 and "inside the photo folder" in result.output
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "taken"))
+    result = _adapt("-m", "fast", "--photos", str(photos), "--out", str(tmp_path / "taken"))
     assert result.exit_code == 1 and "already exists" in result.output
-    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "taken"), "--force")
+    result = _adapt("-m", "fast", "--photos", str(photos), "--out", str(tmp_path / "taken"), "--force")
     assert result.exit_code == 1 and "not a model folder" in result.output
-    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "m"), "--group-by", "actor")
+    result = _adapt("-m", "fast", "--photos", str(photos), "--out", str(tmp_path / "m"),
+                    "--group-by", "actor")
     assert result.exit_code == 1 and "no group column 'actor'" in result.output
     bad = tmp_path / "bad"
     shutil.copytree(photos, bad)
     (bad / "labels.csv").write_text((bad / "labels.csv").read_text().replace(",anger,", ",furious,", 1))
-    result = _adapt("fast", "--photos", str(bad), "--out", str(tmp_path / "m"))
+    result = _adapt("-m", "fast", "--photos", str(bad), "--out", str(tmp_path / "m"))
     assert result.exit_code == 1 and "unknown emotion 'furious'" in result.output
     lines = (photos / "labels.csv").read_text().splitlines()
     one_fear = [lines[0]] + [line for line in lines[1:] if ",fear," not in line] + \
         [next(line for line in lines if ",fear," in line)]
     (photos / "labels.csv").write_text("\n".join(one_fear) + "\n")
-    result = _adapt("fast", "--photos", str(photos), "--out", str(tmp_path / "m"))
+    result = _adapt("-m", "fast", "--photos", str(photos), "--out", str(tmp_path / "m"))
     assert result.exit_code == 1 and "fear: 1" in result.output
     assert not (tmp_path / "m").exists()
 
@@ -165,10 +166,10 @@ def test_adapt_end_to_end_then_predict_evaluate_serve_and_the_app(tmp_path, monk
     with (photos / "labels.csv").open("a") as fh:
         fh.write("blank.png,happiness,99\n")
     out = tmp_path / "adapted"
-    result = _adapt("default", "--photos", str(photos), "--out", str(out), "--folds", "3", "--augment", "1",
-                    "--no-ferplus-valid")
+    result = _adapt("-m", "default", "--photos", str(photos), "--out", str(out), "--folds", "3",
+                    "--augment", "1", "--no-ferplus-valid")
     assert result.exit_code == 1 and "no face found" in result.output and "--skip-bad" in result.output
-    args = ["default", "--photos", str(photos), "--out", str(out), "--folds", "3", "--augment", "1",
+    args = ["-m", "default", "--photos", str(photos), "--out", str(out), "--folds", "3", "--augment", "1",
             "--no-ferplus-valid", "--skip-bad", "--curve", "--absent-classes", "off"]
     monkeypatch.setattr("sys.argv", ["ferkit", "adapt", *args])  # what the model card records
     result = _adapt(*args)
@@ -180,7 +181,7 @@ def test_adapt_end_to_end_then_predict_evaluate_serve_and_the_app(tmp_path, monk
     config = json.loads((out / "model.json").read_text())
     assert config["model_args"]["flip"] is True and config["weights_sha256"]
     assert config["adapted"]["photos"] == "study" and config["adapted"]["per_class"]["anger"] == 3
-    assert config["adapted"]["command"].startswith("ferkit adapt default")
+    assert config["adapted"]["command"].startswith("ferkit adapt -m default")
     assert config["adapted"]["absent_classes"] == "off"  # no contempt among these photos: never answered
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["person_disjoint"] and metrics["onnx"]["agreement_on_photos"] >= 0.99
@@ -198,7 +199,7 @@ def test_adapt_end_to_end_then_predict_evaluate_serve_and_the_app(tmp_path, monk
     assert faces[0].probabilities[EMOTIONS.index("contempt")] == 0
     predicted = runner.invoke(app, ["predict", str(photos / "images"), "--model", str(out)])
     assert predicted.exit_code == 0, predicted.output
-    evaluated = runner.invoke(app, ["evaluate", str(out), "--photos", str(photos), "--skip-bad",
+    evaluated = runner.invoke(app, ["evaluate", "-m", str(out), "--photos", str(photos), "--skip-bad",
                                     "--out", str(tmp_path / "eval")])
     assert evaluated.exit_code == 0, evaluated.output
     assert "balanced accuracy" in evaluated.output

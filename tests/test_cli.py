@@ -130,15 +130,15 @@ def test_evaluate_photos_never_writes_over_the_labels_or_a_users_own_files(photo
     labels = photos / "predictions.csv"  # the user's labels, named like a file the report writes
     labels.write_text("image,emotion\n" + "".join(f"{name},happiness\n" for name in PHOTOS))
     before = digest(photos)
-    result = CliRunner().invoke(app, ["evaluate", "default", "--photos", str(photos), "--labels", str(labels),
-                                      "--out", str(photos)])
+    result = CliRunner().invoke(app, ["evaluate", "-m", "default", "--photos", str(photos), "--labels",
+                                      str(labels), "--out", str(photos)])
     assert result.exit_code == 1 and "predictions.csv" in result.output and "Traceback" not in result.output
     assert digest(photos) == before
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "report.md").write_text("my own notes")
-    result = CliRunner().invoke(app, ["evaluate", "default", "--photos", str(photos), "--labels", str(labels),
-                                      "--out", str(mine)])
+    result = CliRunner().invoke(app, ["evaluate", "-m", "default", "--photos", str(photos), "--labels",
+                                      str(labels), "--out", str(mine)])
     assert result.exit_code == 1 and "already holds report.md, which ferkit did not write" in result.output
     assert (mine / "report.md").read_text() == "my own notes"
 
@@ -255,3 +255,41 @@ app()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"pip install 'ferkit[{extra}]'" in result.stderr and "Traceback" not in result.stderr
+
+
+MODEL_COMMANDS = ("predict", "video", "serve", "batch", "app", "evaluate", "export", "compare", "explain",
+                  "adapt", "retrain-head", "bundle", "card", "ensemble")
+
+
+def test_every_command_names_a_trained_model_with_m_model_and_train_an_architecture_with_arch():
+    """One grammar: -m/--model MODEL wherever a command takes a trained model; --arch for `train`."""
+    import re
+
+    def option_row(command: str) -> str:
+        shown = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+        assert shown.exit_code == 0, (command, shown.output)
+        rows = [line for line in shown.output.splitlines() if re.search(r"--model\s+-m\s+MODEL\b", line)]
+        assert len(rows) == 1, (command, shown.output)
+        return rows[0]
+
+    required = {"bundle", "retrain-head", "ensemble"}  # the bundled default is no model to ship or re-make
+    for command in MODEL_COMMANDS:
+        assert ("[required]" in option_row(command)) == (command in required), command
+    train = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250"}).output
+    assert "--arch" in train and "--model" not in train
+
+
+def test_compare_takes_exactly_two_models_and_says_so_in_one_line():
+    for args in ([], ["-m", "default"], ["-m", "default", "-m", "fast", "-m", "baseline"]):
+        result = CliRunner().invoke(app, ["compare", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.strip().splitlines() == [
+            f"error: compare takes two models, the reference first: -m A -m B (got {len(args) // 2})"]
+
+
+def test_the_app_refuses_an_unknown_model_before_it_starts():
+    pytest.importorskip("streamlit")
+    pytest.importorskip("streamlit_webrtc")
+    result = CliRunner().invoke(app, ["app", "-m", "no-such-model"])
+    assert result.exit_code == 1 and "unknown model 'no-such-model'" in result.output
+    assert "Traceback" not in result.output

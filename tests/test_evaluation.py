@@ -160,7 +160,7 @@ def test_soft_protocol_evaluation_reports_kl_to_the_votes(tiny_runs, learnable_r
 
 def test_cli_evaluate_writes_every_file_and_prints_the_same_accuracy(tiny_runs, learnable_root, tmp_path):
     out = tmp_path / "eval"
-    result = runner.invoke(app, ["evaluate", str(tiny_runs[0]), "--data", str(learnable_root),
+    result = runner.invoke(app, ["evaluate", "-m", str(tiny_runs[0]), "--data", str(learnable_root),
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
     for name in REPORT_FILES:
@@ -186,7 +186,8 @@ def test_cli_evaluate_writes_every_file_and_prints_the_same_accuracy(tiny_runs, 
 
 def test_cli_compare_writes_table_and_matrices(tiny_runs, learnable_root):
     run_a, run_b = tiny_runs
-    result = runner.invoke(app, ["compare", str(run_a), str(run_b), "--data", str(learnable_root)])
+    result = runner.invoke(app, ["compare", "-m", str(run_a), "--model", str(run_b),
+                                 "--data", str(learnable_root)])
     assert result.exit_code == 0, result.output
     out = run_b / "compare-tiny-a-vs-tiny-b"
     for name in COMPARE_FILES:
@@ -210,24 +211,26 @@ def test_cli_compare_takes_a_bundled_name_and_never_writes_into_the_package(tiny
     from ferkit.models.bundled import weights_root
 
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["compare", str(tiny_runs[0]), "baseline", "--data", str(learnable_root)])
+    result = runner.invoke(app, ["compare", "-m", str(tiny_runs[0]), "-m", "baseline", "--data",
+                                 str(learnable_root)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "compare-tiny-a-vs-baseline" / "compare.json").is_file()
     assert not list(weights_root().glob("*/compare-*"))
 
 
 def test_cli_errors_are_one_readable_line(tiny_runs, tmp_path):
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(tmp_path)])
+    result = runner.invoke(app, ["evaluate", "-m", str(tmp_path / "nope"), "--data", str(tmp_path)])
     assert result.exit_code == 1 and "nope': not a bundled model name (bundled: default" in result.output
-    result = runner.invoke(app, ["compare", str(tiny_runs[0]), str(tmp_path / "gone")])
+    result = runner.invoke(app, ["compare", "-m", str(tiny_runs[0]), "-m", str(tmp_path / "gone")])
     assert result.exit_code == 1 and "gone': not a bundled model name" in result.output
     # a split where every image is "not a face": nothing is left to evaluate
     empty = write_microsoft_root(tmp_path / "empty", votes=[[0] * 9 + [10]])
-    result = runner.invoke(app, ["evaluate", str(tiny_runs[0]), "--data", str(empty)])
+    result = runner.invoke(app, ["evaluate", "-m", str(tiny_runs[0]), "--data", str(empty)])
     assert result.exit_code == 1 and "test split has no images under protocol 'majority'" in result.output
-    result = runner.invoke(app, ["evaluate", str(tiny_runs[0]), "--data", str(empty), "--tta", "twice"])
+    result = runner.invoke(app, ["evaluate", "-m", str(tiny_runs[0]), "--data", str(empty), "--tta", "twice"])
     assert result.exit_code == 1 and "--tta 'twice' is not supported" in result.output
-    result = runner.invoke(app, ["evaluate", str(tiny_runs[0]), "--data", str(empty), "--protocol", "soft"])
+    result = runner.invoke(app, ["evaluate", "-m", str(tiny_runs[0]), "--data", str(empty),
+                                 "--protocol", "soft"])
     assert result.exit_code == 1 and "unknown label protocol 'soft'" in result.output
 
 

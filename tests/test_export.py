@@ -21,9 +21,9 @@ from ferkit.release.export import PARITY_ATOL, export_onnx
 
 @pytest.fixture(scope="module")
 def exported(tiny_model, tmp_path_factory):
-    """`ferkit export RUN --onnx OUT` (no FERPlus data: random faces for the parity check)."""
+    """`ferkit export -m RUN --onnx OUT` (no FERPlus data: random faces for the parity check)."""
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    result = CliRunner().invoke(app, ["export", str(tiny_model), "--onnx", str(out),
+    result = CliRunner().invoke(app, ["export", "-m", str(tiny_model), "--onnx", str(out),
                                       "--data", str(out.parent / "no-data")])
     assert result.exit_code == 0, result.output
     return out, result.stdout
@@ -63,7 +63,8 @@ def test_onnx_files_without_ferkit_metadata_are_refused(exported, tmp_path):
         Predictor(model=tmp_path / "junk.onnx")
     with pytest.raises(ModelFileError, match="already an ONNX file"):
         export_onnx(exported[0], tmp_path / "again.onnx")
-    bad = CliRunner().invoke(app, ["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")])
+    bad = CliRunner().invoke(app, ["export", "-m", str(tmp_path / "nope"), "--onnx",
+                                   str(tmp_path / "x.onnx")])
     assert bad.exit_code == 1 and "unknown model" in bad.stderr
 
 
@@ -152,7 +153,7 @@ def test_onnx_files_of_the_wrong_shape_are_refused_at_load(exported, tmp_path):
 
 @pytest.mark.realdata
 def test_a_model_folder_ships_one_export_that_the_predictor_runs(tiny_model, tmp_path):
-    """`ferkit export FOLDER --bundled`: int8 or fp32 by the accuracy and agreement rule, recorded in
+    """`ferkit export -m FOLDER --bundled`: int8 or fp32 by the accuracy and agreement rule, recorded in
     metrics.json with the default path's own Test figure; refused without weights_sha256 or FERPlus."""
     import shutil
 
@@ -163,16 +164,16 @@ def test_a_model_folder_ships_one_export_that_the_predictor_runs(tiny_model, tmp
     folder = tmp_path / "tiny"
     shutil.copytree(tiny_model, folder)
     runner = CliRunner()
-    result = runner.invoke(app, ["export", str(folder), "--bundled", "--data", str(REAL_FERPLUS)])
+    result = runner.invoke(app, ["export", "-m", str(folder), "--bundled", "--data", str(REAL_FERPLUS)])
     assert result.exit_code == 1 and "no weights_sha256" in result.output  # not bundled yet
     config = json.loads((folder / "model.json").read_text())
     config["weights_sha256"] = weights_sha256(folder)
     (folder / "model.json").write_text(json.dumps(config))
-    result = runner.invoke(app, ["export", str(folder), "--bundled", "--data", str(tmp_path / "none")])
+    result = runner.invoke(app, ["export", "-m", str(folder), "--bundled", "--data", str(tmp_path / "none")])
     assert result.exit_code == 1 and "need FERPlus" in result.output
     if not (REAL_FERPLUS / "FER2013Valid").is_dir():
         pytest.skip(f"FERPlus not found at {REAL_FERPLUS}")
-    result = runner.invoke(app, ["export", str(folder), "--bundled", "--data", str(REAL_FERPLUS)])
+    result = runner.invoke(app, ["export", "-m", str(folder), "--bundled", "--data", str(REAL_FERPLUS)])
     assert result.exit_code == 0, result.output
     record = json.loads((folder / "metrics.json").read_text())["onnx"]
     valid = record["valid"]

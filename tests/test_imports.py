@@ -167,13 +167,15 @@ sys.meta_path.insert(0, NoTorch())
     faces = run(f"from ferkit import Predictor\nprint(Predictor().predict({photo!r}))")
     assert faces.returncode == 0 and faces.stdout.count("Face(") == 2, faces.stderr[-2000:]
     works = [ferkit("predict", str(photos / "2008_001009.jpg"), "--model", "fast"),
-             ferkit("evaluate", "fast", "--photos", str(tmp_path / "study"), "--out", str(tmp_path / "eval")),
+             ferkit("evaluate", "-m", "fast", "--photos", str(tmp_path / "study"),
+                    "--out", str(tmp_path / "eval")),
              ferkit("serve", "--help"), ferkit("app", "--help")]
     for result in works:
         assert result.returncode == 0, result.stderr[-2000:]
     for args, extra in ((["train"], "train"), (["explain", "x.jpg", "--model", "fast"], "torch"),
-                        (["export", "fast", "--onnx", "x.onnx"], "torch"), (["evaluate", "fast"], "torch"),
-                        (["adapt", "default", "--photos", ".", "--out", "o"], "torch")):
+                        (["export", "-m", "fast", "--onnx", "x.onnx"], "torch"),
+                        (["evaluate", "-m", "fast"], "torch"),
+                        (["adapt", "-m", "default", "--photos", ".", "--out", "o"], "torch")):
         result = ferkit(*args)
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert f"pip install 'ferkit[{extra}]'" in result.stderr and "Traceback" not in result.stderr, args

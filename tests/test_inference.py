@@ -649,7 +649,7 @@ def test_a_broken_link_in_a_folder_is_reported_not_skipped(tmp_path):
 
 def test_evaluating_an_onnx_file_on_ferplus_says_what_to_do(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"onnx")
-    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "x.onnx")])
+    result = CliRunner().invoke(app, ["evaluate", "-m", str(tmp_path / "x.onnx")])
     assert result.exit_code == 1 and "ONNX file cannot be evaluated on FERPlus" in result.output
     assert "missing model.json" not in result.output
 
@@ -728,7 +728,7 @@ def test_an_int8_export_with_8_bit_weights_falls_back_to_pytorch_without_vnni(tm
     onnx.save(export, str(folder / "model.int8.onnx"))
     monkeypatch.setattr(hardware, "int8_is_exact", lambda: False)
     assert Predictor(folder).backend.kind == "torch"  # its sums would overflow here
-    assert "8-bit weights" in caplog.text and "ferkit export FOLDER --bundled" in caplog.text
+    assert "8-bit weights" in caplog.text and "ferkit export -m FOLDER --bundled" in caplog.text
     assert Predictor(folder, backend="onnx").backend.kind == "onnx"  # unless asked for
     assert Predictor(folder / "model.int8.onnx").model_info["onnx"]["weight_bits"] == 8
     monkeypatch.setattr(hardware, "int8_is_exact", lambda: True)  # VNNI: exact either way

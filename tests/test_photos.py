@@ -101,8 +101,8 @@ def test_cli_evaluates_a_folder_with_one_subfolder_per_class_and_a_prior(photo_f
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(WILD / "images" / row["image"], folder / row["image"])
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["evaluate", "fast", "--photos", str(by_class), "--prior", "uniform",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(app, ["evaluate", "-m", "fast", "--photos", str(by_class), "--prior",
+                                      "uniform", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "balanced accuracy" in result.output and "aliases read: angry (1)" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -160,8 +160,8 @@ def test_an_unreadable_photo_is_an_error_naming_its_row_unless_skipped(tmp_path,
     write_labels(tmp_path, [("good.jpg", "happiness"), ("broken.jpg", "anger")])
     with pytest.raises(DataError, match=r"row 3 \(broken.jpg\).*broken.jpg"):
         evaluate_photos(tiny_model, tmp_path)
-    result = CliRunner().invoke(app, ["evaluate", str(tiny_model), "--photos", str(tmp_path), "--skip-bad",
-                                      "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(app, ["evaluate", "-m", str(tiny_model), "--photos", str(tmp_path),
+                                      "--skip-bad", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "skipped:" in result.output and "broken.jpg" in result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

@@ -30,11 +30,11 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     metrics = json.loads((target / "metrics.json").read_text())
     assert metrics["accuracy"] == 0.5 and metrics["provisional"] is True
     assert metrics["training"]["epochs_trained"] == 1 and "calibration" not in metrics
-    assert metrics["evaluate_command"] == "ferkit evaluate tiny --split test --protocol majority"
+    assert metrics["evaluate_command"] == "ferkit evaluate -m tiny --split test --protocol majority"
     assert metrics["training"]["commands"] == [command]
     card = model_card(target, "tiny")
-    assert f"```\n{command}\nferkit evaluate runs/tiny --split test" in card
-    assert "ferkit bundle runs/tiny --name tiny --provisional\n" in card  # reproduces the flag too
+    assert f"```\n{command}\nferkit evaluate -m runs/tiny --split test" in card
+    assert "ferkit bundle -m runs/tiny --name tiny --provisional\n" in card  # reproduces the flag too
     a, b = load(run), load(target)
     x = np.zeros((1, 1, 48, 48), np.float32)
     import torch
@@ -54,7 +54,7 @@ def test_bundle_run_copies_weights_and_metrics(learnable_root, tmp_path, monkeyp
     assert str(Predictor(target).prior) == "neutral:0.7"
     assert str(Predictor(target, prior="ferplus").prior) == "ferplus"
     card = model_card(target, "tiny-photos")
-    assert "ferkit bundle runs/tiny --name tiny-photos --default-prior neutral:0.7\n" in card
+    assert "ferkit bundle -m runs/tiny --name tiny-photos --default-prior neutral:0.7\n" in card
     assert "`neutral:0.7`" in card.split("## Reproduce")[0]  # said in words, not only in the command
 
     # a malformed evaluation, or the bundled folder given as the run: refused, the install untouched
@@ -81,7 +81,10 @@ def test_card_prints_every_bundled_model_default_first(tmp_path, monkeypatch):
     first, second = result.output.split("\n---\n")
     assert first.startswith("# Model card: ferkit `default`") and "**Accuracy 86.0%**" in first
     assert "# Model card: ferkit `deep_cnn`" in second and "**Accuracy 81.0%**" in second
-    result = CliRunner().invoke(app, ["card", "nope"])
+    result = CliRunner().invoke(app, ["card", "-m", "deep_cnn"])
+    assert result.exit_code == 0 and result.output.startswith("# Model card: ferkit `deep_cnn`")
+    assert "\n---\n" not in result.output
+    result = CliRunner().invoke(app, ["card", "-m", "nope"])
     assert result.exit_code == 1 and "no bundled model 'nope'; bundled: default, deep_cnn" in result.output
 
 
@@ -112,6 +115,8 @@ def test_bundled_ensemble_reports_each_member_run_and_the_totals(tmp_path, monke
                                     "ferkit ensemble runs/m0 runs/m1 --out runs/ens"]
     card = model_card(tmp_path / "weights" / "default", "default")
     assert "An ensemble of 2 independently trained runs" in card and "run `m1`: `baseline`" in card
+    # recorded before -m/--model named every model: shown as it is typed today
+    assert "\nferkit ensemble -m runs/m0 -m runs/m1 --out runs/ens\n" in card
     import shutil
 
     shutil.rmtree("runs/m1")

@@ -913,15 +913,15 @@ def test_retrain_head_relearns_only_the_last_layer_into_a_new_folder(learnable_r
     run = train(tiny_train_config(learnable_root, tmp_path / "runs", "src", epochs=1))
     before = (run / "model.safetensors").read_bytes()
     out = retrain_head(str(run), tmp_path / "crt", learnable_root, protocol="all_votes", balance="full",
-                       epochs=2, command="ferkit retrain-head runs/src --out crt")
+                       epochs=2, command="ferkit retrain-head -m runs/src --out crt")
     assert (run / "model.safetensors").read_bytes() == before
     source, retrained = load(run).state_dict(), load(out).state_dict()
     changed = {k for k in source if not torch.equal(source[k], retrained[k])}
     assert changed == {"fc.weight", "fc.bias"}
     config = json.loads((out / "model.json").read_text())
     assert config["head_retrained"]["balance"] == "full" and config["head_retrained"]["from"] == str(run)
-    assert (out / "commands.txt").read_text().rstrip().endswith("ferkit retrain-head runs/src --out crt")
-    result = CliRunner().invoke(app, ["retrain-head", str(run), "--out", str(out),
+    assert (out / "commands.txt").read_text().rstrip().endswith("ferkit retrain-head -m runs/src --out crt")
+    result = CliRunner().invoke(app, ["retrain-head", "-m", str(run), "--out", str(out),
                                       "--data", str(learnable_root)])
     assert result.exit_code == 1 and "already exists and is not an empty folder" in result.output
     with pytest.raises(ArgumentError, match="--balance must be one of none, sqrt, full"):

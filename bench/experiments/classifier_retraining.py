@@ -4,7 +4,7 @@
         [--protocols crossentropy all_votes] [--out runs/fast-crt]
 
 For each label protocol and balance, the model's last layer (each member's, for an ensemble) is
-re-learned exactly as `ferkit retrain-head MODEL --protocol P --balance B` does (the features are
+re-learned exactly as `ferkit retrain-head -m MODEL --protocol P --balance B` does (the features are
 computed once per protocol). Prints FERPlus Valid accuracy, balanced accuracy and disgust / contempt
 recall (majority protocol) for every variant; with `--out`, writes each variant as the model folder
 `OUT-<protocol>-<balance>` (with the Valid temperature folded in, as `ferkit retrain-head` does,

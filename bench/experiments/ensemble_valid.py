@@ -5,7 +5,7 @@
 Runs each model once on Valid (plain and mirrored faces), then scores every subset of at least
 `--min-size` runs as `ferkit ensemble` combines them (mean of log-probabilities), without and with
 flip TTA: accuracy, macro-F1 and disgust/contempt recall (majority protocol). Prints a Markdown
-table, best Valid accuracy first; build the chosen subset with `ferkit ensemble ... --out`.
+table, best Valid accuracy first; build the chosen subset with `ferkit ensemble -m RUN -m RUN ... --out`.
 """
 
 from __future__ import annotations

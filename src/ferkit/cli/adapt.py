@@ -12,18 +12,27 @@ from rich.table import Table
 
 from ferkit import settings
 from ferkit.adaptation.defaults import DEFAULT_ABSENT, DEFAULT_AUGMENT, DEFAULT_L2, DEFAULT_REMAP
-from ferkit.cli.base import app, console, err_console, ferplus_root_option, requires, user_errors
+from ferkit.cli.base import (
+    app,
+    console,
+    err_console,
+    ferplus_root_option,
+    model_option,
+    requires,
+    user_errors,
+)
 
 
 @app.command("adapt")
 @user_errors
 @requires("torch", "adapt")
 def adapt_command(
-    model: Annotated[str, typer.Argument(help="Bundled model name (e.g. default) or model folder to adapt.")],
     photos: Annotated[Path, typer.Option(
         help="Folder of labelled photos of your material: DIR/labels.csv (image,emotion[,subject]) or one "
              "subfolder per emotion, as `ferkit evaluate --photos` reads them.")],
     out: Annotated[Path, typer.Option(help="Output model folder (must not exist, unless --force).")],
+    model: Annotated[str | None, model_option(
+        "Model to adapt: a bundled name (default: the bundled default) or a model folder.")] = None,
     labels: Annotated[Path | None, typer.Option(
         help="The labels CSV (header image,emotion; default DIR/labels.csv).")] = None,
     group_by: Annotated[str | None, typer.Option(
@@ -59,7 +68,9 @@ def adapt_command(
     cross-validate them honestly, and write the adapted model folder: predict, video, evaluate, explain,
     serve, batch and the app take it with --model / FERKIT_MODEL."""
     from ferkit.adaptation import adapt
+    from ferkit.models.bundled import DEFAULT_MODEL
 
+    model = model or DEFAULT_MODEL
     root = settings.data_root(data)
     if data is not None and ferplus_valid and not root.is_dir():
         err_console.print(f"[yellow]{root}: FERPlus not found; its Valid accuracy is not measured",

@@ -78,12 +78,12 @@ DATA_HELP = ("FERPlus root; default $FERKIT_DATA, else the run's training data r
              f"{DEFAULT_DATA}")
 
 
-def run_or_bundled(run: Path) -> tuple[Path, bool]:
-    """RUN's model folder (bundled.resolve_model: a bundled name, or a run folder) and whether it is a
-    bundled model (whose folder is never written into)."""
+def run_or_bundled(run: str | Path | None) -> tuple[Path, bool]:
+    """RUN's model folder (bundled.resolve_model: a bundled name, or a run folder; None: the bundled
+    default) and whether it is a bundled model (whose folder is never written into)."""
     from ferkit.models.bundled import resolve_model
 
-    source = resolve_model(str(run))
+    source = resolve_model(None if run is None else str(run))
     if source.backend == "onnx":
         raise ArgumentError(f"{run}: an ONNX file cannot be evaluated on FERPlus here; evaluate the run "
                             "folder it was exported from, or use --photos (photo folders take .onnx models)")
@@ -115,6 +115,20 @@ def shown(path: Path) -> str:
 
 MODEL_HELP = ("Model: a bundled name (default: the bundled default), a run folder, or an .onnx file "
               "(run with ONNX Runtime).")
+TORCH_MODEL_HELP = "Model: a bundled name (default: the bundled default) or a run folder."
+
+
+def model_option(help: str = MODEL_HELP) -> Any:
+    """-m/--model: the one option that names a trained model (a bundled name, a run folder or an .onnx
+    file) in every command that takes one; `help` says what this command accepts and its default. A
+    list-typed parameter makes it repeatable (-m A -m B)."""
+    return typer.Option("-m", "--model", metavar="MODEL", help=help)
+
+
+def usage_error(message: str) -> None:
+    """Exit 2 with one line, as a command line used wrongly does."""
+    err_console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def make_predictor(model: str | None, detector: str | None, tta: str, prior: str | None = None):

@@ -94,7 +94,7 @@ def models_list() -> None:
 @user_errors
 @requires("torch", "archs")
 def architectures_list() -> None:
-    """The registered architectures (train --set model=NAME; ferkit summary NAME)."""
+    """The registered architectures (train --arch NAME; ferkit summary NAME)."""
     from ferkit.models import create_model, list_models, model_description, summarize_model
 
     table = Table(title="ferkit architectures")
@@ -109,8 +109,9 @@ def architectures_list() -> None:
 @app.command("summary")
 @user_errors
 @requires("torch", "summary")
-def model_summary(model: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
-    """Keras-style table of a model: layers, output shapes, parameters, totals."""
+def model_summary(model: Annotated[str, typer.Argument(
+        help="Architecture name (see `ferkit archs`).", metavar="ARCH")]) -> None:
+    """Keras-style table of an architecture: layers, output shapes, parameters, totals."""
     from ferkit.models import create_model, summarize_model
 
     print(summarize_model(create_model(model)).to_text(model), end="")

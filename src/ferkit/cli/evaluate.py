@@ -12,14 +12,17 @@ import typer
 from ferkit.cli.base import (
     DATA_HELP,
     PRIOR_HELP,
+    TORCH_MODEL_HELP,
     app,
     console,
     data_for_run,
     err_console,
+    model_option,
     needs_extra,
     print_table,
     requires,
     run_or_bundled,
+    usage_error,
     user_errors,
 )
 
@@ -27,8 +30,9 @@ from ferkit.cli.base import (
 @app.command("evaluate")
 @user_errors
 def evaluate_command(
-    run: Annotated[str, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled "
-                                            "model name (e.g. default); with --photos also an .onnx file.")],
+    model: Annotated[str | None, model_option(
+        "Model: a bundled name (default: the bundled default), a run folder, or (with --photos) an .onnx "
+        "file (run with ONNX Runtime).")] = None,
     split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
     protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
     photos: Annotated[Path | None, typer.Option(
@@ -43,7 +47,9 @@ def evaluate_command(
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none, or flip (average with "
                                           "the mirrored face).")] = "none",
-    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/eval-<split>/.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Output folder; default MODEL/eval-<split>/ (./eval-NAME-<split>/ for a bundled model; "
+             "./eval-NAME-PHOTOS/ with --photos).")] = None,
     data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="Faces per forward pass.")] = 256,
 ) -> None:
@@ -51,18 +57,21 @@ def evaluate_command(
     or on a folder of labelled photos."""
     command = shlex.join(["ferkit", *sys.argv[1:]])
     if photos is not None:
+        from ferkit.models.bundled import DEFAULT_MODEL
+
+        run = model or DEFAULT_MODEL
         name = Path(run).name if Path(run).exists() else run
         out = out or Path(f"eval-{Path(name).stem}-{photos.resolve().name}")
         from ferkit.evaluation.photos import evaluate_photos  # ONNX Runtime: no PyTorch needed
 
-        result = evaluate_photos(run, photos, labels, prior=prior, detector=detector, tta=tta,
+        result = evaluate_photos(model, photos, labels, prior=prior, detector=detector, tta=tta,
                                  skip_bad=skip_bad, out=out, progress=True, command=command)
         where = f"{photos} ({result.photos['detector']} faces)"
     else:
         needs_extra("torch", "evaluate --split", "torch")
         from ferkit.evaluation.pipeline import evaluate
 
-        path, bundled = run_or_bundled(Path(run))
+        path, bundled = run_or_bundled(model)
         if bundled and out is None:  # never write reports into the installed package
             out = Path(f"eval-{path.name}-{split}")
         result = evaluate(path, split=split, protocol=protocol, data_root=data_for_run(path, data), tta=tta,
@@ -93,20 +102,24 @@ def evaluate_command(
 @user_errors
 @requires("torch", "compare")
 def compare_command(
-    run_a: Annotated[Path, typer.Argument(help="Run folder or bundled model name A (the reference).")],
-    run_b: Annotated[Path, typer.Argument(help="Run folder or bundled model name B (deltas are B - A).")],
+    models: Annotated[list[str] | None, model_option(
+        "A model to compare, given twice: a bundled name or a run folder; the first is A (the "
+        "reference), the second B (deltas are B - A).")] = None,
     split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
     protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
     out: Annotated[Path | None, typer.Option(
-        help="Output folder; default RUN_B/compare-<nameA>-vs-<nameB>/ (./compare-... for a bundled B)."
+        help="Output folder; default B/compare-<nameA>-vs-<nameB>/ (./compare-... for a bundled B)."
     )] = None,
     data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
 ) -> None:
-    """Two runs side by side on one split: metrics with deltas, confusion matrices and their difference."""
+    """Two models side by side on one split (-m A -m B): metrics with deltas, confusion matrices and
+    their difference."""
+    if len(models or []) != 2:
+        usage_error(f"compare takes two models, the reference first: -m A -m B (got {len(models or [])})")
     from ferkit.evaluation import compare
 
-    (run_a, _), (run_b, bundled_b) = run_or_bundled(run_a), run_or_bundled(run_b)
+    (run_a, _), (run_b, bundled_b) = run_or_bundled(models[0]), run_or_bundled(models[1])
     if bundled_b and out is None:  # never write into the installed package
         out = Path(f"compare-{run_a.name}-vs-{run_b.name}")
     result = compare(run_a, run_b, split=split, protocol=protocol, data_root=data_for_run(run_a, data),
@@ -125,14 +138,15 @@ def compare_command(
 @user_errors
 @requires("torch", "explain", "torch", "captum")
 def explain_command(
-    model: Annotated[Path, typer.Option(help="Run folder or bundled model name (e.g. default).")],
+    model: Annotated[str | None, model_option(TORCH_MODEL_HELP)] = None,
     images: Annotated[list[Path] | None, typer.Argument(
         help="48x48 face crops, or photos: every face the detector finds is explained.")] = None,
     class_: Annotated[str | None, typer.Option(
         "--class", help="Explain this emotion instead of the predicted one.")] = None,
     gallery: Annotated[bool, typer.Option(
         "--gallery", help="One figure: a correct and a wrong test face per emotion.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN/explain/.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Output folder; default MODEL/explain/ (./explain-NAME/ for a bundled model).")] = None,
     data: Annotated[Path | None, typer.Option(help=f"For --gallery: {DATA_HELP}")] = None,
     layer: Annotated[str | None, typer.Option(
         help="Layer to explain (module name, e.g. features.2.3); default the last conv stage.")] = None,
@@ -151,17 +165,17 @@ def explain_command(
         raise EvaluationError("nothing to explain: give IMAGE files and/or --gallery")
     if class_ is not None:
         emotion_index(class_)  # unknown names fail here, before the model loads
-    model, bundled = run_or_bundled(model)
-    net = load(model)
+    folder, bundled = run_or_bundled(model)
+    net = load(folder)
     # never write into the installed package
-    out_dir = out or (Path(f"explain-{model.name}") if bundled else model / "explain")
+    out_dir = out or (Path(f"explain-{folder.name}") if bundled else folder / "explain")
     no_face = []
     if images:
         from ferkit.explain.figures import explain_files
 
         done, no_face = explain_files(net, images, out_dir, target=class_, layer=layer,
-                                      find_faces=_face_finder(model, detector),
-                                      prior=_model_prior(model, prior))
+                                      find_faces=_face_finder(folder, detector),
+                                      prior=_model_prior(folder, prior))
         for item in done:
             where = f" face {item.box}" if item.box is not None else ""
             console.print(f"{item.source}{where}: {item.class_name} p={item.probability:.2f} "
@@ -170,9 +184,9 @@ def explain_command(
         from ferkit.evaluation import load_eval_split
         from ferkit.explain.figures import gallery as plot_gallery
 
-        split = load_eval_split(data_for_run(model, data), "test", "majority")
+        split = load_eval_split(data_for_run(folder, data), "test", "majority")
         path = plot_gallery(net, split, out_dir / "gallery.png",
-                            f"{model.name}: Grad-CAM on FERPlus test (majority)", layer=layer, progress=True)
+                            f"{folder.name}: Grad-CAM on FERPlus test (majority)", layer=layer, progress=True)
         console.print(f"[green]gallery written to {path}", highlight=False)
     if no_face:
         for path in no_face:

@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 
 from ferkit.cli.base import (
-    MODEL_HELP,
     PRIOR_HELP,
     app,
     console,
     err_console,
     interrupt_between_steps,
     make_predictor,
+    model_option,
     shown,
     user_errors,
 )
@@ -36,7 +36,7 @@ def predict_command(
         help="Write copies with boxes, labels and probabilities drawn into this folder.")] = None,
     detector: Annotated[str | None, typer.Option(
         help="Face detector (default: ferkit.faces' default).")] = None,
-    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    model: Annotated[str | None, model_option()] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
 ) -> None:
@@ -131,7 +131,7 @@ def video_command(
     every_n: Annotated[int, typer.Option(help="Analyse every N-th frame.")] = 1,
     detector: Annotated[str | None, typer.Option(
         help="Face detector (default: the live detector, blazeface).")] = None,
-    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    model: Annotated[str | None, model_option()] = None,
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
     smooth: Annotated[float, typer.Option(

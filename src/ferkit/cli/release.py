@@ -10,9 +10,11 @@ import typer
 from ferkit import settings
 from ferkit.cli.base import (
     DEFAULT_DATA,
+    TORCH_MODEL_HELP,
     app,
     console,
     ferplus_root_option,
+    model_option,
     requires,
     user_errors,
 )
@@ -23,7 +25,7 @@ from ferkit.errors import ArgumentError, FerkitError
 @user_errors
 @requires("torch", "export")
 def export_command(
-    run: Annotated[str, typer.Argument(help="Run folder (model.json + model.safetensors) or bundled name.")],
+    model: Annotated[str | None, model_option(TORCH_MODEL_HELP)] = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Output .onnx file.")] = None,
     bundled: Annotated[bool, typer.Option(
         "--bundled", help="Instead of --onnx: write the folder's own export (model.int8.onnx if it keeps "
@@ -40,9 +42,11 @@ def export_command(
 ) -> None:
     """Export to a standalone ONNX file (dynamic batch, model.json in its metadata), checked against
     PyTorch (max |difference| <= 1e-4)."""
+    from ferkit.models.bundled import DEFAULT_MODEL
     from ferkit.release.bundle import export_folder
     from ferkit.release.export import export_onnx
 
+    run = model or DEFAULT_MODEL
     root = data if data is not None else settings.data_root()
     if data is None and not root.exists():
         root = None
@@ -60,10 +64,10 @@ def export_command(
 @requires("torch", "bundle")  # maintainers: bundling re-exports with PyTorch
 @user_errors
 def bundle_command(
-    run: Annotated[Path, typer.Argument(help="Trained run folder (evaluated on Test).")],
+    run: Annotated[Path, model_option("Trained run folder to ship (evaluated on Test).")],
     name: Annotated[str, typer.Option(help="Bundled model name; `default` is what Predictor() loads.")],
     evaluation: Annotated[Path | None, typer.Option(
-        help="Evaluation folder with metrics.json (default RUN/eval-test).")] = None,
+        help="Evaluation folder with metrics.json (default MODEL/eval-test).")] = None,
     provisional: Annotated[bool, typer.Option(help="Mark the model as provisional in metrics.json.")] = False,
     default_prior: Annotated[str | None, typer.Option(
         help="The class prior the model answers photos under when not told (see --prior of predict; "
@@ -92,9 +96,10 @@ def _print_onnx_record(record: dict) -> None:
 
 @app.command("card")
 @user_errors
-def card_command(names: Annotated[list[str] | None, typer.Argument(
-        help="Bundled model names (default: all, `default` first).")] = None) -> None:
-    """Print the model cards (Markdown) of bundled models, built from their metrics.json."""
+def card_command(names: Annotated[list[str] | None, model_option(
+        "A bundled model name; repeat for several (default: all, `default` first).")] = None) -> None:
+    """Print the model cards (Markdown) of bundled models (-m NAME ...; default all), built from their
+    metrics.json."""
     from ferkit.models.bundled import list_bundled, weights_root
     from ferkit.release.model_card import model_card
 

@@ -11,11 +11,11 @@ import typer
 
 from ferkit import settings
 from ferkit.cli.base import (
-    MODEL_HELP,
     PRIOR_HELP,
     app,
     console,
     err_console,
+    model_option,
     needs_extra,
     user_errors,
 )
@@ -25,7 +25,7 @@ from ferkit.errors import ArgumentError
 @app.command("serve")
 @user_errors
 def serve_command(
-    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    model: Annotated[str | None, model_option()] = None,
     host: Annotated[str, typer.Option(
         help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
@@ -71,7 +71,7 @@ def batch_command(
         help="Output: a .csv file (one, in input order), or a folder of Parquet files.")],
     address: Annotated[str | None, typer.Option(
         help="Ray cluster (ray://host:10001 or auto); default: a local Ray on this machine.")] = None,
-    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    model: Annotated[str | None, model_option()] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (default: mtcnn).")] = None,
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch handed to an actor.")] = 16,
@@ -120,13 +120,22 @@ def app_command(
     address: Annotated[str, typer.Option(
         help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8501,
+    model: Annotated[str | None, model_option(
+        "Offer this model alone: a bundled name, a run folder, or an .onnx file (default: every bundled "
+        f"model; sets {settings.APP_MODEL_ENV}).")] = None,
 ) -> None:
     """The web app (photos, the live webcam, Grad-CAM, the model's facts) on http://ADDRESS:PORT; needs
-    `pip install 'ferkit[app]'`. FERKIT_MODEL picks the model it offers."""
+    `pip install 'ferkit[app]'`. --model (or FERKIT_MODEL) picks the one model it offers."""
     needs_extra("app", "app", "streamlit", "streamlit_webrtc")
     if not 1 <= port <= 65535:
         raise ArgumentError(f"--port must be from 1 to 65535, got {port}")
     from ferkit.app.launch import streamlit_command
+
+    if model is not None:  # checked here, in one line, rather than on the app's page
+        from ferkit.models.bundled import resolve_model
+
+        source = resolve_model(model)
+        os.environ[settings.APP_MODEL_ENV] = model if source.is_bundled else str(source.path.resolve())
 
     command = streamlit_command(address, port)
     console.print(f"ferkit app on http://{address}:{port} (Ctrl-C stops it)", highlight=False)

@@ -15,6 +15,7 @@ from ferkit.cli.base import (
     DEFAULT_DATA,
     app,
     console,
+    model_option,
     needs_extra,
     requires,
     user_errors,
@@ -82,8 +83,8 @@ def _sets_data(config: Path | None) -> bool:
 @user_errors
 @requires("torch", "ensemble")
 def ensemble_command(
-    runs: Annotated[list[Path], typer.Argument(
-        help="Two or more trained run folders, or one with --flip.")],
+    runs: Annotated[list[Path], model_option(
+        "A trained run folder; repeat for each member (two or more, or one with --flip).")],
     out: Annotated[Path, typer.Option(help="Output model folder, e.g. runs/ensemble-3.")],
     flip: Annotated[bool, typer.Option(
         "--flip", help="Build flip test-time augmentation into the model (average with the mirrored "
@@ -92,9 +93,9 @@ def ensemble_command(
         "--half", help="Store the weights in float16 (half the file; computed in float32). "
                        "Evaluate the written folder: that is the model you ship.")] = False,
 ) -> None:
-    """Combine trained runs into one model (mean of their log-probabilities), written like a run
-    folder: evaluate, export, bundle and --model take it as they take a run. One run with --flip
-    is that network with flip test-time augmentation built in."""
+    """Combine trained runs (-m RUN -m RUN ...) into one model (mean of their log-probabilities),
+    written like a run folder: evaluate, export, bundle and --model take it as they take a run. One
+    run with --flip is that network with flip test-time augmentation built in."""
     from ferkit.models.io import save_ensemble
 
     folder = save_ensemble(runs, out, flip, command=shlex.join(["ferkit", *sys.argv[1:]]),
@@ -106,8 +107,8 @@ def ensemble_command(
 @app.command("retrain-head")
 @user_errors
 def retrain_head_command(
-    model: Annotated[str, typer.Argument(help="Bundled model name or model folder (a resnet, or an "
-                                              "ensemble of them).")],
+    model: Annotated[str, model_option("Model: a bundled name or a model folder (a resnet, or an "
+                                       "ensemble of them).")],
     out: Annotated[Path, typer.Option(help="Output model folder, e.g. runs/default-crt (must not exist).")],
     balance: Annotated[str, typer.Option(
         help="Class-balanced sampling: full (faces drawn ~ 1/class count), sqrt (~ 1/sqrt) "

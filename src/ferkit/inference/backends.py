@@ -127,7 +127,7 @@ class OnnxBackend:
         if not expected or got != expected:
             raise ModelFileError(f"{path}: not exported from {Path(folder) / 'model.safetensors'} "
                                  f"(weights_sha256 {str(got)[:12]} vs {str(expected)[:12]}); re-export "
-                                 f"it with `ferkit export {folder} --bundled`")
+                                 f"it with `ferkit export -m {folder} --bundled`")
         self.config = folder_config
 
     @property
@@ -171,7 +171,7 @@ class OnnxBackend:
         if key not in meta:
             if required:
                 raise ModelFileError(f"{path}: no ferkit metadata ({key}); export it with "
-                                     "`ferkit export RUN --onnx OUT.onnx`")
+                                     "`ferkit export -m RUN --onnx OUT.onnx`")
             return {}
         try:
             return json.loads(meta[key])

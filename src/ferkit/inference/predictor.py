@@ -78,13 +78,13 @@ def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto
     export = source.onnx_export
     if backend == "onnx" and export is None:
         raise ArgumentError(f"{source.path}: no ONNX export in the folder (export it with "
-                            f"`ferkit export {source.path} --bundled`)")
+                            f"`ferkit export -m {source.path} --bundled`)")
     if export is not None and backend != "torch":
         onnx = OnnxBackend(export, threads=threads, folder=source.path)
         if backend == "auto" and onnx.int8_saturates_here:
             log.warning("%s: its int8 export has 8-bit weights, whose sums overflow on this CPU (no VNNI); "
-                        "running the model on PyTorch (`ferkit export FOLDER --bundled` re-exports it with "
-                        "7-bit weights, exact everywhere; backend='onnx' forces it)", source.path)
+                        "running the model on PyTorch (`ferkit export -m FOLDER --bundled` re-exports it "
+                        "with 7-bit weights, exact everywhere; backend='onnx' forces it)", source.path)
             return TorchBackend(source.path)
         return onnx
     return TorchBackend(source.path)

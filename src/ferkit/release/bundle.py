@@ -1,4 +1,4 @@
-"""Ship a trained run as a bundled model: `ferkit bundle` and `ferkit export NAME --bundled`.
+"""Ship a trained run as a bundled model: `ferkit bundle` and `ferkit export -m NAME --bundled`.
 
 A bundled model is a folder under ferkit/weights/ (ferkit.models.bundled finds it): the weights
 (safetensors, sha256 in model.json), metrics.json (its Test evaluation, how it was trained, its ONNX
@@ -145,7 +145,7 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     evaluation = Path(evaluation) if evaluation else run / "eval-test"
     for needed in (run / CONFIG_FILE, run / WEIGHTS_FILE, evaluation / METRICS_FILE):
         if not needed.is_file():
-            hint = f" (run `ferkit evaluate {run}` first)" if needed.name == METRICS_FILE else ""
+            hint = f" (run `ferkit evaluate -m {run}` first)" if needed.name == METRICS_FILE else ""
             raise ModelFileError(f"{needed}: not found{hint}")
     # Everything is read and checked before anything is written: the training record may read the
     # bundled model this run replaces (retrain-head), and a bad file must not leave a half-replaced one.
@@ -165,7 +165,7 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     for bulky in ("calibration", "run", "data"):
         metrics.pop(bulky, None)
     metrics["provisional"] = provisional
-    metrics["evaluate_command"] = (f"ferkit evaluate {name} --split {metrics.get('split', 'test')} "
+    metrics["evaluate_command"] = (f"ferkit evaluate -m {name} --split {metrics.get('split', 'test')} "
                                    f"--protocol {metrics.get('protocol', 'majority')}")
     metrics["training"] = training
     if prior.name != "ferplus":
@@ -196,7 +196,7 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
     changed), else model.onnx
     (fp32, parity-checked); the other file is removed. Only one is shipped: with both, the bundled
     models would exceed PyPI's 100 MB per wheel, and the fp32 reference is the PyTorch weights
-    (`ferkit export NAME --onnx FILE` writes the fp32 export in seconds). The outcome is recorded in
+    (`ferkit export -m NAME --onnx FILE` writes the fp32 export in seconds). The outcome is recorded in
     the folder's metrics.json under "onnx" and returned. Needs FERPlus (calibration, accuracy check).
     """
     from ferkit.release.export import export_onnx

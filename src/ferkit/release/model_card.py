@@ -4,6 +4,7 @@ accuracy figure in the docs is typed by hand: `ferkit card > docs/model_card.md`
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from ferkit.emotions import EMOTIONS
@@ -120,6 +121,27 @@ def _runtime_lines(onnx: dict | None) -> list[str]:
                    "`Predictor(backend=\"torch\", prior=\"ferplus\")`)."]
 
 
+# The commands that took their model(s) as leading arguments before -m/--model named a model in every
+# command; training records written before then keep that form.
+_MODEL_WAS_POSITIONAL = {"adapt", "bundle", "card", "compare", "ensemble", "evaluate", "export",
+                         "retrain-head"}
+
+
+def as_typed_today(command: str) -> str:
+    """A recorded `ferkit` command as it is typed today: leading model arguments become `-m MODEL`
+    (`ferkit ensemble runs/a runs/b --out x` -> `ferkit ensemble -m runs/a -m runs/b --out x`)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) < 3 or words[0] != "ferkit" or words[1] not in _MODEL_WAS_POSITIONAL:
+        return command
+    end = next((i for i, word in enumerate(words[2:], 2) if word.startswith("-")), len(words))
+    if end == 2:
+        return command  # already -m/--model (or no model)
+    return shlex.join([*words[:2], *(part for model in words[2:end] for part in ("-m", model)), *words[end:]])
+
+
 def model_card(folder: Path, name: str) -> str:
     model, metrics = ModelFolder(folder).read_config(), ModelFolder(folder).read_metrics()
     training = metrics.get("training", {})
@@ -151,7 +173,9 @@ def model_card(folder: Path, name: str) -> str:
         f"- Provisional: {'yes' if metrics.get('provisional') else 'no'}",
         "",
         "## Metrics (FERPlus Test)",
-        f"Command: `{metrics.get('evaluate_command')}`",
+        # the command in today's grammar (metrics.json's evaluate_command is the one run at bundling)
+        f"Command: `ferkit evaluate -m {name} --split {metrics.get('split', 'test')} "
+        f"--protocol {metrics.get('protocol', 'majority')}`",
         "",
         f"- Protocol `{metrics.get('protocol')}`, {metrics.get('images', 0):,} images, TTA "
         f"{metrics.get('tta', 'none')}",
@@ -191,11 +215,12 @@ def model_card(folder: Path, name: str) -> str:
               "## Reproduce"]
     run = training.get("run", "NAME")
     protocol = metrics.get("protocol", "majority")
-    commands = training.get("commands") or [f"ferkit train --config configs/{config.get('model')}.yaml"]
+    commands = [as_typed_today(command) for command in training.get("commands") or []] or [
+        f"ferkit train --config configs/{config.get('model')}.yaml"]
     lines += ["The commands that made this model (run `" + run + "`; a `--resume` line continued a run after "
               "a stop; `ferkit ensemble` combined runs), then its evaluation and bundling:", "", "```"]
-    lines += [*commands, f"ferkit evaluate runs/{run} --split test --protocol {protocol}",
-              f"ferkit bundle runs/{run} --name {name}"
+    lines += [*commands, f"ferkit evaluate -m runs/{run} --split test --protocol {protocol}",
+              f"ferkit bundle -m runs/{run} --name {name}"
               + (" --provisional" if metrics.get("provisional") else "")
               + (f" --default-prior {metrics['default_prior']}" if metrics.get("default_prior") else ""),
               "```", ""]

@@ -8,7 +8,7 @@ every FERPlus training face and of its mirror image is computed once (for an ens
 and each member gets its own head); the head, initialised from the network's own, is trained with
 Adam on cross-entropy to the label protocol's soft targets, each epoch drawn with replacement, face i
 with probability proportional to 1 (`none`), 1/sqrt(count of its class) (`sqrt`) or 1/count (`full`).
-Minutes on a CPU, against hours for a run: `ferkit retrain-head MODEL --out runs/NAME`.
+Minutes on a CPU, against hours for a run: `ferkit retrain-head -m MODEL --out runs/NAME`.
 
 Soft targets that keep every dissenting vote, drawn class-balanced, leave the head under-confident
 (Valid confidence ~0.57 where ~0.82 of the answers are right; ECE 0.15 against the ensemble's 0.04), so
