@@ -25,10 +25,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The everyday loop: everything but the slow reproductions on real data, the browser, Ray, DDP, the
-# notebook and the bench scripts' start-up (all of which `make test` and CI run).
+# notebook, the bench scripts' start-up and the wheel (all of which `make test` and CI run).
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not (realdata or browser or ray or ddp or notebook or bench)"
+	$(BIN)/python -m pytest -m "not (realdata or browser or ray or ddp or notebook or bench or wheel)"
 
 run: $(STAMP)
 	$(BIN)/ferkit app --address 127.0.0.1 --port 8501

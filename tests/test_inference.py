@@ -754,7 +754,7 @@ def test_a_stale_onnx_export_in_a_model_folder_is_refused(tmp_path):
     import shutil
 
     from ferkit.inference.backends import META_MODEL_JSON
-    from ferkit.release.export import _write_metadata
+    from ferkit.models.onnx_export import write_metadata as _write_metadata
 
     folder = tmp_path / "fast"
     shutil.copytree(bundled_mod.weights_root() / "fast", folder)

@@ -35,3 +35,12 @@ class ImageTooLarge(ImageError):
 
 class FaceDetectorError(FerkitError):
     """Face detection or alignment cannot run: unknown detector, its package missing, unusable image."""
+
+
+class MissingExtra(FerkitError):
+    """What was asked needs an optional extra that is not installed; the message ends with its pip line
+    (the CLI exits 2 on it, as for a command that needs the extra)."""
+
+    def __init__(self, extra: str, why: str):
+        self.extra = extra
+        super().__init__(f"{why}: pip install 'ferkit[{extra}]'")

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ferkit import settings
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import ArgumentError, FerkitError
+from ferkit.errors import ArgumentError, FerkitError, MissingExtra
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(help="ferkit: facial expression recognition (8 FERPlus emotions).",
@@ -49,7 +49,8 @@ DEFAULT_DATA = settings.DEFAULT_DATA
 
 
 def user_errors(fn):
-    """Turn ferkit's own errors into one red line and exit code 1, and Ctrl-C into one line and exit
+    """Turn ferkit's own errors into one red line and exit code 1 (2 for a missing extra, as
+    `needs_extra`), and Ctrl-C into one line and exit
     code 130 (what a command had written by then stays). Anything else is a bug and keeps its traceback."""
 
     @wraps(fn)
@@ -59,7 +60,7 @@ def user_errors(fn):
         except FerkitError as exc:
             # escaped: an error's own brackets ('ferkit[serve]', '--set x=[2,2') are text, not markup
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, MissingExtra) else 1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]stopped (Ctrl-C)", highlight=False)
             raise typer.Exit(130) from None

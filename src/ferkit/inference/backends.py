@@ -1,9 +1,11 @@
 """The two ways a Predictor runs its classifier: PyTorch (a model folder) or ONNX Runtime (.onnx).
 
-A model folder may also hold its own ONNX export (bundled models do: model.int8.onnx where int8
-keeps FERPlus Valid accuracy, else model.onnx; see `ferkit.release.bundle.export_folder`).
-Those run with ONNX Runtime by default, about 10x faster than PyTorch at batch 1; the folder's
-PyTorch weights are loaded only when something needs gradients (Grad-CAM).
+A model folder may also hold its own ONNX export (model.int8.onnx where int8 keeps FERPlus Valid
+accuracy, else model.onnx; see `ferkit.release.bundle.export_folder`); a bundled model that ships
+its weights only gets its export built into the user cache on first use
+(`ferkit.models.onnx_export.cached_export`). Those run with ONNX Runtime by default, about 10x
+faster than PyTorch at batch 1; the folder's PyTorch weights are loaded only when something needs
+gradients (Grad-CAM).
 
 Both turn uint8 faces (N, 48, 48) into softmax probabilities (N, 8) in EMOTIONS order through
 `ferkit.models.classify.class_probabilities`, the path `ferkit evaluate` takes too, so the PyTorch
@@ -26,17 +28,17 @@ import numpy as np
 
 from ferkit import hardware
 from ferkit.emotions import EMOTIONS
-from ferkit.errors import ModelFileError
+from ferkit.errors import MissingExtra, ModelFileError
 from ferkit.models.folder import CONFIG_FILE, METRICS_FILE, read_json_file
+from ferkit.models.onnx_export import (
+    META_INT8_WEIGHT_BITS,
+    META_METRICS_JSON,
+    META_MODEL_JSON,
+    META_OPSET,
+    META_PRECISION,
+    META_VERSION,
+)
 from ferkit.settings import FACE_SIDE
-
-# Keys of the ONNX metadata_props that make an exported .onnx file stand alone.
-META_MODEL_JSON = "ferkit.model_json"
-META_METRICS_JSON = "ferkit.metrics_json"
-META_OPSET = "ferkit.opset"
-META_PRECISION = "ferkit.precision"
-META_VERSION = "ferkit.version"
-META_INT8_WEIGHT_BITS = "ferkit.int8_weight_bits"  # 7: exact on every CPU; absent: 8 (older exports)
 
 
 class Backend(Protocol):
@@ -59,6 +61,11 @@ class TorchBackend:
     kind = "torch"
 
     def __init__(self, folder: Path):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise MissingExtra("torch", f"{folder}: running a model folder's PyTorch weights needs "
+                                        "PyTorch") from None
         from ferkit.models import load, read_model_config
 
         self.config = read_model_config(folder)

@@ -34,6 +34,7 @@ from ferkit.inference.face import DetectionLike, Face, ImageResult, number_faces
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 from ferkit.inference.video import VideoReport, iter_video
 from ferkit.models.bundled import ModelSource, resolve_model
+from ferkit.models.onnx_export import cached_export
 from ferkit.priors import ClassPrior, PriorSpec, resolve_prior
 from ferkit.settings import FACE_SIDE, MIN_FACE
 from ferkit.tta import check_tta
@@ -61,8 +62,9 @@ BACKENDS = ("auto", "onnx", "torch")
 
 
 def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto") -> Backend:
-    """auto: ONNX Runtime for an .onnx file and for a model folder that ships its export (the bundled
-    models), PyTorch otherwise. "onnx" on a folder without an export and "torch" on a bare .onnx file
+    """auto: ONNX Runtime for an .onnx file and for a model folder that ships its export, and for a
+    bundled model (its export is built into the user cache on first use when it ships only its
+    weights), PyTorch otherwise. "onnx" on a folder without an export and "torch" on a bare .onnx file
     are errors."""
     if backend not in BACKENDS:
         raise ArgumentError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -76,6 +78,8 @@ def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto
                         "weights, exact everywhere", source.path)
         return onnx
     export = source.onnx_export
+    if export is None and source.is_bundled and backend != "torch":
+        export = cached_export(source.path)  # a bundled model that ships its weights only
     if backend == "onnx" and export is None:
         raise ArgumentError(f"{source.path}: no ONNX export in the folder (export it with "
                             f"`ferkit export -m {source.path} --bundled`)")

@@ -174,7 +174,7 @@ def bundle_run(run: str | Path, name: str, evaluation: str | Path | None = None,
     return target
 
 
-def _test_accuracy(path: Path, folder: Path, data_root: str | Path) -> dict[str, Any]:
+def onnx_test_accuracy(path: Path, folder: Path, data_root: str | Path) -> dict[str, Any]:
     """FERPlus Test (majority) accuracy of the export a Predictor runs by default: the figure a user
     of the default path gets, beside metrics.json's PyTorch one."""
     from sklearn.metrics import balanced_accuracy_score
@@ -217,7 +217,7 @@ def export_folder(model: str | Path, data_root: str | Path) -> dict[str, Any]:
         shutil.copyfile(Path(tmp) / shipped, folder / shipped)
         (folder / dropped).unlink(missing_ok=True)
     record = {"runs": shipped, "precision": "int8" if keep else "fp32",
-              "test": _test_accuracy(folder / shipped, folder, data_root),
+              "test": onnx_test_accuracy(folder / shipped, folder, data_root),
               "max_abs_diff_fp32": int8.max_abs_diff,
               "int8_rule": INT8_RULE,
               "valid": accuracy, "quantization": int8.quantization}

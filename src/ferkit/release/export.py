@@ -1,8 +1,6 @@
 """Export a trained model to a standalone ONNX file, checked against PyTorch; optionally int8.
 
-- The graph has a dynamic batch axis (input "input" (N, 1, 48, 48) -> "logits" (N, 8)).
-- model.json (and metrics.json when present) go into the ONNX metadata_props, with the opset,
-  precision and ferkit version, so the .onnx file is all a Predictor needs.
+- The file itself (graph, metadata) is `ferkit.models.onnx_export`'s.
 - Parity: ONNX Runtime logits must match PyTorch's within `atol` (1e-4) on 64 faces, run at
   batch 1 and batch 64 (which also proves the batch axis is dynamic); export fails otherwise.
 - int8: static QDQ quantisation of the convolutions but the first, their ReLUs folded in
@@ -19,35 +17,28 @@ dynamo exporter would add onnxscript; it is deprecated but present in the pinned
 
 from __future__ import annotations
 
-import json
-import logging
 import shutil
 import tempfile
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ferkit import __version__
-from ferkit.errors import ArgumentError, FerkitError, ModelFileError
-from ferkit.inference.backends import (
-    META_INT8_WEIGHT_BITS,
-    META_METRICS_JSON,
-    META_MODEL_JSON,
-    META_OPSET,
-    META_PRECISION,
-    META_VERSION,
-    OnnxBackend,
-)
+from ferkit.errors import ArgumentError, FerkitError
+from ferkit.inference.backends import OnnxBackend
 from ferkit.models.bundled import resolve_model
 from ferkit.models.folder import METRICS_FILE, read_json_file
+from ferkit.models.onnx_export import (
+    DEFAULT_OPSET,
+    PARITY_ATOL,
+    export_checked,
+    onnx_metadata,
+    quiet,
+    write_metadata,
+)
 from ferkit.settings import INT8_WEIGHT_BITS
 
-DEFAULT_OPSET = 17
-PARITY_ATOL = 1e-4
 CALIBRATION_FACES = 512
 # Convolutions only, except those that read the input pixels: on the bundled default that keeps
 # top-1 agreement with fp32 at 0.996 of FERPlus Valid (all Conv/MatMul/Gemm quantised: 0.993), at
@@ -85,70 +76,6 @@ class ExportReport:
         return out + self.notes
 
 
-@contextmanager
-def _quiet() -> Any:
-    """Silence the exporters' deprecation/warning chatter (root-logger warnings from
-    onnxruntime.quantization included) for the duration, then restore."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-
-
-def _metadata(config: dict, metrics: dict, opset: int, precision: str) -> dict[str, str]:
-    meta = {META_MODEL_JSON: json.dumps(config), META_OPSET: str(opset), META_PRECISION: precision,
-            META_VERSION: __version__}
-    if metrics:
-        meta[META_METRICS_JSON] = json.dumps(metrics)
-    if precision == "int8":
-        meta[META_INT8_WEIGHT_BITS] = str(INT8_WEIGHT_BITS)
-    return meta
-
-
-def _write_metadata(path: Path, meta: dict[str, str]) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
-    kept = [p for p in model.metadata_props if p.key not in meta]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in meta.items():
-        model.metadata_props.add(key=key, value=value)
-    model.producer_name = "ferkit"
-    model.producer_version = __version__
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def _torch_export(model, path: Path, opset: int) -> None:
-    import torch
-
-    dummy = torch.zeros(2, 1, 48, 48)
-    with _quiet():
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-
-
-def _parity(model, onnx_path: Path, faces: np.ndarray) -> float:
-    """Max |ORT - torch| over the logits of `faces`, run at batch 1 and at full batch."""
-    import torch
-
-    from ferkit.models import normalize
-
-    x = normalize(faces)
-    with torch.inference_mode():
-        expected = model(x).float().numpy()
-    backend = OnnxBackend(onnx_path)
-    full = backend.logits(x.numpy())
-    single = np.concatenate([backend.logits(x[i:i + 1].numpy()) for i in range(min(len(x), 8))])
-    return float(max(np.abs(full - expected).max(), np.abs(single - expected[:len(single)]).max()))
-
-
 def _load_data(data_root: str | Path | None):
     """FERPlus train + valid (majority) or None, with why not."""
     if data_root is None:
@@ -183,7 +110,7 @@ def _quantize(fp32: Path, out: Path, calibration: np.ndarray | None, workdir: Pa
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = workdir / "preprocessed.onnx"
-    with _quiet():
+    with quiet():
         quant_pre_process(str(fp32), str(pre))
         if calibration is None:
             quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, reduce_range=True)
@@ -264,12 +191,7 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
         workdir = Path(tmp)
         built = workdir / "model.onnx"
         fp32 = workdir / "fp32.onnx" if int8 else built
-        _torch_export(torch_model, fp32, opset)
-        _write_metadata(fp32, _metadata(config, metrics, opset, "fp32"))
-        diff = _parity(torch_model, fp32, parity_faces)
-        if not diff <= atol:
-            raise ModelFileError(f"{out}: ONNX Runtime output differs from PyTorch by {diff:.2e} "
-                                 f"(limit {atol:.0e}); export refused")
+        diff = export_checked(torch_model, folder, fp32, parity_faces, opset=opset, atol=atol)
         report = ExportReport(out, opset, "int8" if int8 else "fp32", diff)
         if not int8:
             shutil.move(built, out)
@@ -283,7 +205,7 @@ def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, 
             pick = np.random.default_rng(0).choice(len(train), count, replace=False)
             calibration = train[np.sort(pick)]
         report.quantization = _quantize(fp32, built, calibration, workdir)
-        _write_metadata(built, _metadata(config, metrics, opset, "int8"))
+        write_metadata(built, onnx_metadata(config, metrics, opset, "int8"))
         if data is not None and len(data["valid"]) and measure_accuracy:
             report.accuracy = _accuracy(fp32, built, data["valid"])
         elif measure_accuracy:

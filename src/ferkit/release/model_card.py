@@ -107,6 +107,12 @@ def _runtime_lines(onnx: dict | None) -> list[str]:
         return ["- Runs on PyTorch (no ONNX export bundled)"]
     test, valid = onnx.get("test") or {}, onnx.get("valid") or {}
     line = f"- Runs by default on ONNX Runtime, {onnx.get('precision')} (`{onnx.get('runs')}`)"
+    if onnx.get("built"):
+        line += f", exported {onnx['built']}"
+    half = onnx.get("half_storage")
+    if half:
+        line += (f"; weights shipped in float16 (top-1 agreement with float32 on Valid "
+                 f"{half.get('valid_agreement', 0):.4f})")
     if test:
         line += (f": Test accuracy {_pct(test.get('accuracy'))}, balanced "
                  f"{_pct(test.get('balanced_accuracy'))} on that path")
