@@ -3,6 +3,7 @@
 ICE): the browser tests (tests/test_app_browser.py) and the app benchmarks (bench/speed/app_*.py) use
 it. A session starts `ferkit app`, opens a fresh page per case and returns plain facts; Chromium's
 fake camera plays a .y4m. Inside the namespace it runs as `python -m bench.browser session SPEC.json`.
+Screenshots go to the spec's "screenshots" folder (default: its "out" folder).
 """
 
 from __future__ import annotations
@@ -215,15 +216,41 @@ def green_pixels(png: bytes) -> int:
 CAPTION = re.compile(r"(?P<fps>\d+\.\d) fps · (?P<frames>\d+) frames · (?P<rest>.*)")
 CAPTION_JS = re.compile(r"\d+\.\d fps · \d+ frames")  # Playwright runs it as a JS regex: no named groups
 ALERTS = {"errors": "stAlertContentError", "warnings": "stAlertContentWarning"}
+# A face card's first line: "Face 1 · happiness 87%" (ferkit.app.photos.face_summary)
+FACE_CARD = re.compile(r"^Face (?P<number>\d+) · (?P<emotion>[a-z]+) (?P<percent>\d+)%")
+
+# What the main column's images measure: each <img>'s rendered width and its caption, and the width the
+# column gives its content (its own width less its padding).
+IMAGE_WIDTHS_JS = """() => Array.from(
+    document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"]'),
+    (e) => ({width: e.querySelector('img').getBoundingClientRect().width,
+             caption: (e.querySelector('[data-testid="stImageCaption"]') || {}).innerText || ''}))"""
+MAIN_WIDTH_JS = """() => { const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+    const style = getComputedStyle(main);
+    return main.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight); }"""
+# st.dataframe draws its cells on a canvas: the texts it draws are recorded (fillText), so a test can
+# read what the table shows ("87%"), not the data behind it.
+RECORD_CANVAS_TEXT_JS = """() => { if (window.ferkitCanvasTexts) return;
+    window.ferkitCanvasTexts = new Set();
+    const fillText = CanvasRenderingContext2D.prototype.fillText;
+    CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+        window.ferkitCanvasTexts.add(String(text)); return fillText.call(this, text, ...rest); }; }"""
+# Each table's scroller: [scrollWidth, clientWidth]; wider content than room means a sideways scroll.
+TABLE_SCROLL_JS = """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller'),
+    (e) => [e.scrollWidth, e.clientWidth])"""
 
 
 def page_facts(page: Any) -> dict[str, Any]:
-    """What a case's assertions look at: alerts, images and their captions, bars per chart."""
+    """What a case's assertions look at: alerts, images and their captions, face cards, bars per chart,
+    the sidebar's controls."""
     facts: dict[str, Any] = {name: page.locator(f'[data-testid="{testid}"]').all_inner_texts()
                              for name, testid in ALERTS.items()}
     facts["images"] = page.locator('[data-testid="stImage"]').count()
     facts["image_captions"] = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
-    facts["face_headings"] = page.get_by_text(re.compile(r"^Face \d+: ")).all_inner_texts()
+    facts["face_cards"] = [t for t in page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts()
+                           if FACE_CARD.match(t)]
+    facts["sidebar_controls"] = page.locator('[data-testid="stSidebar"] [data-testid="stWidgetLabel"]'
+                                             ).all_inner_texts()
     facts["bars"] = bars_per_chart(page)
     facts["download_buttons"] = page.locator('[data-testid="stDownloadButton"]').count()
     facts["traceback_shown"] = "Traceback" in page.content()
@@ -243,6 +270,67 @@ def case_photo(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
     seconds = time.monotonic() - started
     wait_until_idle(page)
     return {"seconds": round(seconds, 3), **page_facts(page),
+            "screenshot": str(screenshot(page, out / f"{case['name']}.png"))}
+
+
+def case_example(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """Photo mode: click the button of the `example` photo, then read what the page shows (the photo's
+    width against the main column's, the face cards, the uploader's texts, the table's drawn cells and
+    its scroll); then open face 1's "All 8 emotions" and count the bars of its chart. Screenshots: the
+    page, and the face cards with that chart open."""
+    page.evaluate(RECORD_CANVAS_TEXT_JS)  # before the table is drawn
+    started = time.monotonic()
+    page.get_by_role("button", name=case["example"], exact=True).click()
+    page.mouse.move(0, 0)  # no tooltip over the screenshots
+    page.locator('[data-testid="stDataFrame"]').wait_for()
+    wait_until_idle(page)
+    seconds = time.monotonic() - started
+    page.wait_for_function("() => window.ferkitCanvasTexts.size > 0")  # the table has been drawn
+    facts = {"seconds": round(seconds, 3), **page_facts(page), "image_widths": page.evaluate(IMAGE_WIDTHS_JS),
+             "main_width": page.evaluate(MAIN_WIDTH_JS), "uploader": uploader_texts(page),
+             "table_texts": sorted(page.evaluate("() => Array.from(window.ferkitCanvasTexts)")),
+             "table_scroll": page.evaluate(TABLE_SCROLL_JS)}
+    facts["screenshot"] = str(screenshot(page, out / f"{case['name']}.png"))
+    first = page.locator('[data-testid="stExpander"]').first
+    chart = first.locator('[data-testid="stVegaLiteChart"]')
+    facts["chart_visible_closed"] = chart.is_visible()
+    first.locator("summary").click()
+    chart.wait_for(state="visible")
+    page.wait_for_timeout(300)  # the expander's opening animation
+    label = first.locator('summary [data-testid="stMarkdownContainer"]')  # not its icon's ligature
+    facts["opened_chart"] = {"expander": label.inner_text(),
+                             "bars": chart.locator('[aria-roledescription="bar"]').count()}
+    path = out / f"{case['name']}_face_chart.png"
+    page.locator('[data-testid="stGrid"]').first.screenshot(path=str(path))
+    facts["face_chart_screenshot"] = str(path)
+    return facts
+
+
+def uploader_texts(page: Any) -> dict[str, Any]:
+    """The uploader's label (ferkit's words) and its drop zone's line (Streamlit's, with the limit it
+    enforces)."""
+    uploader = page.locator('[data-testid="stFileUploader"]')
+    return {"label": uploader.locator('[data-testid="stWidgetLabel"]').inner_text(),
+            "dropzone": uploader.locator('[data-testid="stFileUploaderDropzoneInstructions"]').inner_text()}
+
+
+def case_refused_upload(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """Upload `files` that the uploader should refuse; return its texts before, and once it says why."""
+    before = uploader_texts(page)  # the drop zone's line gives way to the files' chips
+    upload(page, *(Path(f) for f in case["files"]))
+    uploader = page.locator('[data-testid="stFileUploader"]')
+    uploader.get_by_text(re.compile("must be")).wait_for()
+    wait_until_idle(page)
+    return {**page_facts(page), "uploader": before, "uploader_text": uploader.inner_text(),
+            "screenshot": str(screenshot(page, out / f"{case['name']}.png"))}
+
+
+def case_about(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
+    """About the model: its figures, and the sidebar's controls there."""
+    choose_mode(page, "About the model")
+    page.locator('[data-testid="stMetric"]').first.wait_for()
+    wait_until_idle(page)
+    return {**page_facts(page), "metrics": page.locator('[data-testid="stMetric"]').all_inner_texts(),
             "screenshot": str(screenshot(page, out / f"{case['name']}.png"))}
 
 
@@ -288,12 +376,15 @@ def case_webcam(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
     """Live mode: press START, then for `observe_s` seconds read the caption under the live chart
     (fps, frames processed, largest face's emotion) and screenshot the video that comes back."""
     choose_mode(page, "Webcam (live)")
+    page.get_by_text("Press START").wait_for()
+    wait_until_idle(page)
+    controls = page_facts(page)["sidebar_controls"]
     component = page.frame_locator('iframe[title*="webrtc"]')
     caption = page.get_by_text(CAPTION_JS)
     started = time.monotonic()
     attempts = start_live_video(page, component, caption, wait_s=case.get("start_wait_s", 25))
     result: dict[str, Any] = {"start_attempts": attempts, "captions": [], "green_pixels": [],
-                              "video_screenshots": []}
+                              "video_screenshots": [], "sidebar_controls": controls}
     result["first_frame_s"] = round(time.monotonic() - started, 2)
     while "largest" not in caption.inner_text() and time.monotonic() - started < 60:
         page.wait_for_timeout(200)
@@ -310,13 +401,16 @@ def case_webcam(page: Any, out: Path, case: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-CASE_KINDS = {"photo": case_photo, "snapshot": case_snapshot, "webcam": case_webcam}
+CASE_KINDS = {"photo": case_photo, "example": case_example, "refused_upload": case_refused_upload,
+              "snapshot": case_snapshot, "webcam": case_webcam, "about": case_about}
 
 
 def run_session(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """One app + one browser for all cases, each case on a fresh page; a failing case records its
     traceback and the others still run. Returns {case name: result}, plus "_session" timings."""
     results: dict[str, Any] = {}
+    shots = Path(spec.get("screenshots", out))
+    shots.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with streamlit_app(Path(spec["model"]), out / "app.log") as url, \
             chromium(Path(spec["video"]) if spec.get("video") else None) as browser:
@@ -328,13 +422,13 @@ def run_session(spec: dict[str, Any], out: Path) -> dict[str, Any]:
             page = open_app(browser, url)
             try:
                 wait_until_idle(page)
-                results[case["name"]] = CASE_KINDS[case["kind"]](page, out, case)
+                results[case["name"]] = CASE_KINDS[case["kind"]](page, shots, case)
             except Exception:
                 log = out / "app.log"  # the app's side of the failure: the traceback shows the page's
                 results[case["name"]] = {"error": traceback.format_exc()
                                          + f"\napp log (last 3000 chars):\n{log.read_text()[-3000:]}"}
                 with contextlib.suppress(Exception):
-                    screenshot(page, out / f"{case['name']}_failed.png")
+                    screenshot(page, shots / f"{case['name']}_failed.png")
             finally:
                 page.context.close()
     results["_session"]["total_s"] = round(time.monotonic() - started, 2)

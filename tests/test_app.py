@@ -21,7 +21,7 @@ from conftest import APP_FILE, app_test_metrics, face_photo, needs_faces, write_
 from PIL import Image
 
 from ferkit import settings
-from ferkit.app import about, common, live, photos
+from ferkit.app import about, common, launch, live, photos
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.inference.scores import EmotionScores
@@ -113,9 +113,11 @@ def test_a_large_upload_is_kept_only_at_display_size_with_boxes_in_its_own_pixel
     assert result.ok and result.image.shape == (common.DISPLAY_SIDE, common.DISPLAY_SIDE, 3)
     assert result.image.nbytes <= common.DISPLAY_SIDE ** 2 * 3
     assert result.faces[0].box == (3500, 3500, 700, 700)
-    drawn = photos.draw_faces(result.image, result.faces, box_scale=result.display_scale)
+    drawn = photos.annotated_image(result)
     x = round(3500 * result.display_scale)
     assert (drawn[x + 20, x] != result.image[x + 20, x]).any()  # the box's left edge, at display scale
+    thumbnail = photos.face_thumbnail(result, result.faces[0])  # cut from the shown photo too
+    assert thumbnail.shape == (photos.THUMBNAIL_SIDE, photos.THUMBNAIL_SIDE, 3)
     small = photos.analyze_photo(ListPredictor([]), png_bytes(), "small.png")
     assert small.display_scale == 1.0 and small.image.shape == (48, 64, 3)
 
@@ -146,21 +148,51 @@ def test_min_face_filter_renumbers():
     assert len(photos.keep_faces_at_least(result, 0).faces) == 3
 
 
-def test_draw_faces_boxes_in_green_without_touching_the_input():
+def test_live_frames_are_boxed_in_green_without_touching_the_input():
     image = np.zeros((120, 160, 3), np.uint8)
     faces = photos.numbered_faces([fake_face((40, 0, 50, 50)), fake_face((100, 60, 40, 40))])
-    out = photos.draw_faces(image, faces, with_emotion=True)
+    out = live.draw_frame(image, faces)
     assert image.max() == 0 and out.shape == image.shape
     green = np.all(out == common.BOX_COLOR, axis=2)
     assert green[60:100, 100].all()  # the left edge of the second box
     assert green[0:50, 40].any()  # the first box, label drawn inside since there is no room above
 
 
+def test_the_photo_shown_is_drawn_by_ferkit_draw():
+    """One drawing routine: the page's photo is `ferkit.draw` of the faces (a key and legend beside)."""
+    from ferkit import draw
+
+    faces = photos.numbered_faces([fake_face((20, 30, 60, 60), top=1), fake_face((120, 30, 60, 60), top=3)])
+    result = photos.PhotoResult("p.png", np.full((120, 200, 3), 90, np.uint8), faces)
+    np.testing.assert_array_equal(photos.annotated_image(result), draw(result.image, faces))
+
+
+def test_face_thumbnail_is_the_colour_photo_around_the_box():
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[100:160, 200:260] = (200, 40, 30)  # the "face": red, in colour
+    result = photos.PhotoResult("p.png", image, photos.numbered_faces([fake_face((200, 100, 60, 60))]))
+    thumbnail = photos.face_thumbnail(result, result.faces[0])
+    assert thumbnail.shape == (photos.THUMBNAIL_SIDE, photos.THUMBNAIL_SIDE, 3)
+    centre = thumbnail[70:90, 70:90].reshape(-1, 3)
+    assert (centre == (200, 40, 30)).all()  # the face in its colours, centred
+    assert (thumbnail[:10, :10] == 0).all()  # with some of the photo around it
+    corner = photos.PhotoResult("p.png", image, photos.numbered_faces([fake_face((0, 0, 60, 60))]))
+    assert photos.face_thumbnail(corner, corner.faces[0]).shape[:2] == (160, 160)  # kept inside the photo
+
+
+def test_face_summary_numbers_the_face_and_gives_its_top_emotions_in_percent():
+    face = photos.numbered_faces([fake_face((0, 0, 9, 9), top=1)])[0]
+    face.probabilities = np.array([0.09, 0.873, 0.02, 0.005, 0.004, 0.003, 0.003, 0.002])
+    assert [(e, round(p, 3)) for e, p in photos.top_emotions(face)] == [
+        ("happiness", 0.873), ("neutral", 0.09), ("surprise", 0.02)]
+    assert photos.face_summary(face) == "**Face 1 · happiness 87%**  \nneutral 9% · surprise 2%"
+
+
 def test_probability_chart_keeps_emotions_order():
     probs = np.array([0.05, 0.1, 0.5, 0.05, 0.1, 0.1, 0.05, 0.05])
     spec = photos.probability_chart(probs).to_dict()
-    assert spec["encoding"]["x"]["sort"] == list(EMOTIONS)
-    assert spec["encoding"]["y"]["scale"]["domain"] == [0, 1]
+    assert spec["encoding"]["y"]["sort"] == list(EMOTIONS)  # horizontal bars: names down the side
+    assert spec["encoding"]["x"]["scale"]["domain"] == [0, 1]
     assert "surprise" in spec["encoding"]["color"]["condition"]["test"]  # the top one is highlighted
     assert list(photos.probability_frame(probs)["emotion"]) == list(EMOTIONS)
 
@@ -176,6 +208,27 @@ def test_faces_table_and_csv():
     back = pd.read_csv(io.BytesIO(photos.table_csv(table)))
     assert back.shape == (1, 16) and back.loc[0, "emotion"] == "anger" and back.loc[0, "width"] == 30
     assert back[list(EMOTIONS)].sum(axis=1).iloc[0] == pytest.approx(1.0, abs=1e-3)
+    # the page's table: in percent, without the box and the confidence (which stay in the CSV)
+    shown = photos.shown_table(table)
+    assert list(shown.columns) == ["file", "face", "emotion", *EMOTIONS]
+    assert shown.loc[0, "anger"] == pytest.approx(70.0)
+    assert shown.loc[0, "fear"] == pytest.approx(30 / 7, abs=1e-3)
+    assert table.loc[0, "anger"] == pytest.approx(0.7)  # the CSV's table is left as it was
+
+
+def test_the_example_photos_ship_with_their_sources():
+    sources = (photos.EXAMPLES_DIR / "SOURCES.md").read_text()
+    assert sorted(photos.EXAMPLES) == sorted(p.name for p in photos.EXAMPLES_DIR.glob("*.jpg"))
+    for name in photos.EXAMPLES:
+        assert f"`{name}`" in sources and photos.example_bytes(name)[:2] == b"\xff\xd8"  # a JPEG
+
+
+def test_one_upload_limit_set_in_config_toml():
+    """Streamlit enforces server.maxUploadSize from config.toml, and the page reads that option; no
+    other constant in ferkit.app. The HTTP API's default is the same figure, so both accept the same files."""
+    assert launch.streamlit_options()["server.maxUploadSize"] == settings.MAX_UPLOAD_MB
+    assert f"--server.maxUploadSize={settings.MAX_UPLOAD_MB}" in launch.streamlit_flags()
+    assert not hasattr(common, "MAX_UPLOAD_MB") and not hasattr(common, "UPLOADER_LIMIT_MB")
 
 
 def test_model_report_reads_metrics_and_says_when_absent(tmp_path):
@@ -289,6 +342,24 @@ def keep_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def app_config():
+    """Streamlit's options as `ferkit app` sets them (config.toml), put back afterwards: AppTest runs
+    the page in this process, where nothing else sets them."""
+    from streamlit import config
+
+    options = launch.streamlit_options()
+    before = {name: config.get_option(name) for name in options}
+    for name, value in options.items():
+        config.set_option(name, value)
+    yield options
+    for name, value in before.items():
+        config.set_option(name, value)
+
+
+UPLOAD_LIMIT_MB = launch.streamlit_options()["server.maxUploadSize"]
+
+
 @pytest.fixture
 def app(app_model, monkeypatch):
     """app.py on the tiny test model, first run done (the model is cached for the whole process)."""
@@ -303,12 +374,26 @@ def app(app_model, monkeypatch):
 
 
 def upload(at, *files: tuple[str, bytes]):
-    uploader = at.file_uploader(key="photos")
+    uploader = at.file_uploader[0]  # keyed by its round: an example's button empties it with a new key
     for name, data in files:
         uploader.upload(name, data, "image/jpeg")
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def photo_captions(at) -> list[str]:
+    """The captions of the analysed photos (the example buttons' pictures have none)."""
+    return [i.proto.imgs[0].caption for i in at.main.image if i.proto.imgs[0].caption]
+
+
+def face_summaries(at) -> list[str]:
+    return [m.value for m in at.main.markdown if m.value.startswith("**Face ")]
+
+
+def sidebar_keys(at) -> set[str]:
+    """The keys of the sidebar's controls on show."""
+    return {w.key for kind in ("radio", "selectbox", "slider", "toggle") for w in at.sidebar.get(kind)}
 
 
 def charts(at) -> list[pd.DataFrame]:
@@ -325,25 +410,60 @@ def test_app_starts_with_the_sidebar_and_the_model_in_use(app, app_model):
     assert app.sidebar.toggle(key="gradcam").value is False
     sidebar_text = " ".join(m.value for m in app.sidebar.markdown)
     assert str(app_model) in sidebar_text and "baseline" in sidebar_text and "81.2%" in sidebar_text
-    assert "Upload one or several photos" in app.info[0].value
-    assert not [s for s in app.sidebar.slider if s.key == "smooth"]  # live smoothing: only in live mode
+    assert "Upload one or several photos, or click an example" in app.info[0].value
+    assert "8 emotions" in app.main.markdown[0].value  # the intro says what the app does
+    # controls shown where they apply: live smoothing only in live mode
+    assert sidebar_keys(app) == {"mode", "model", "detector", "min_face", "prior", "gradcam"}
+    # one upload limit: config.toml's, which Streamlit enforces, stated at the uploader
+    assert app.file_uploader[0].label.endswith(f"up to {UPLOAD_LIMIT_MB} MB each")
+    assert app.file_uploader[0].proto.max_upload_size_mb == UPLOAD_LIMIT_MB
+    assert [b.label for b in app.main.button] == list(photos.EXAMPLES.values())
+
+
+def test_an_example_is_analysed_in_one_click_and_uploads_replace_it(app):
+    app.button(key="example-grace-hopper.jpg").click().run()
+    assert not app.exception and not app.error
+    assert [s.value for s in app.subheader] == ["grace-hopper.jpg", "All faces"]
+    assert photo_captions(app)[0].startswith("1 face")
+    assert len(face_summaries(app)) == 1 and face_summaries(app)[0].startswith("**Face 1 · ")
+    assert list(app.dataframe[0].value["file"]) == ["grace-hopper.jpg"]
+    upload(app, ("mine.png", png_bytes()))  # an upload: the example goes
+    assert [s.value for s in app.subheader] == ["mine.png", "All faces"]
+    app.button(key="example-astronaut.jpg").click().run()  # an example again: the uploader is emptied
+    assert [s.value for s in app.subheader] == ["astronaut.jpg", "All faces"]
+    assert app.file_uploader[0].value == []
+
+
+def test_controls_keep_their_value_while_a_mode_hides_them(app):
+    app.sidebar.slider(key="min_face").set_value(60).run()
+    app.sidebar.selectbox(key="prior").set_value("uniform").run()
+    app.sidebar.radio(key="mode").set_value("About the model").run()
+    assert sidebar_keys(app) == {"mode", "model"}  # nothing else applies to the model's figures
+    app.sidebar.radio(key="mode").set_value("Webcam (live)").run()
+    assert sidebar_keys(app) == {"mode", "model", "detector", "min_face", "prior", "smooth"}
+    app.sidebar.radio(key="mode").set_value("Photo").run()
+    assert not app.exception
+    assert app.sidebar.slider(key="min_face").value == 60
+    assert app.sidebar.selectbox(key="prior").value == "uniform"
 
 
 @needs_faces
 def test_photo_with_faces_boxes_charts_and_table(app):
     upload(app, ("2008_002506.jpg", face_photo("2008_002506.jpg")))
     assert not app.error and not app.warning
-    assert app.image[0].proto.imgs[0].caption.startswith("3 faces")
-    data = charts(app)
-    assert len(data) == 3
+    assert photo_captions(app)[0].startswith("3 faces")
+    data = charts(app)  # one per face card, in its expander
+    assert len(data) == 3 and [e.label for e in app.expander] == ["All 8 emotions"] * 3
     for frame in data:
         assert list(frame["emotion"]) == list(EMOTIONS)
         assert frame["probability"].sum() == pytest.approx(1, abs=1e-4)
-    headings = [m.value for m in app.markdown if m.value.startswith("**Face")]
-    assert [h.split(":")[0] for h in headings] == ["**Face 1", "**Face 2", "**Face 3"]
+    assert [h.split(" · ")[0] for h in face_summaries(app)] == ["**Face 1", "**Face 2", "**Face 3"]
     table = app.dataframe[0].value
     assert list(table["face"]) == [1, 2, 3] and set(table["emotion"]) <= set(EMOTIONS)
-    assert table["x"].is_monotonic_increasing  # numbered left to right
+    assert table[list(EMOTIONS)].sum(axis=1).to_numpy() == pytest.approx(100, abs=0.01)  # percent
+    formats = {name: c.get("type_config", {}).get("format")
+               for name, c in json.loads(app.dataframe[0].proto.columns).items()}
+    assert formats["neutral"] == formats["contempt"] == "%.0f%%"  # shown as "87%"
     assert app.download_button(key="download_csv").label == "Download CSV"
 
 
@@ -359,28 +479,33 @@ def test_several_files_each_with_its_own_outcome(app):
 
 
 def test_oversized_and_bomb_uploads_get_readable_errors(app):
-    upload(app, ("huge.jpg", b"\xff" * (common.MAX_UPLOAD_MB * 1_000_000 + 1)),
+    # AppTest hands files over without Streamlit's size check: the page holds them to the same limit
+    upload(app, ("huge.jpg", b"\xff" * (UPLOAD_LIMIT_MB * settings.BYTES_PER_MB + 1)),
            ("bomb.png", png_claiming(8_000, 8_000)))
     messages = [e.value for e in app.error]
-    assert "above the limit of 20 MB" in messages[0]
+    assert f"above the limit of {UPLOAD_LIMIT_MB} MB" in messages[0]
     assert "bomb.png" in messages[1] and "megapixels" in messages[1]
     assert app.main.caption[-1].value == "No faces to list."
 
 
 @needs_faces
-def test_min_face_slider_hides_small_faces_without_rerunning_the_model(app):
+def test_min_face_slider_hides_small_faces_without_rerunning_the_model(app, app_model):
+    from ferkit import Predictor
+
     upload(app, ("2008_002506.jpg", face_photo("2008_002506.jpg")))
-    table = app.dataframe[0].value
     app.sidebar.slider(key="min_face").set_value(400).run()
     assert not app.exception
     expected = "No face found in 2008_002506.jpg (3 face(s) smaller than 400 px are hidden"
     assert expected in app.warning[0].value
-    # A threshold between the face sizes (slider steps of 4 px from 20): the largest face stays.
-    sizes = sorted(min(w, h) for w, h in zip(table["width"], table["height"], strict=True))
+    # A threshold between the face sizes (slider steps of 4 px from 20): the largest face stays. The
+    # sizes are the boxes of the CSV (the page's table leaves them out), found as the page finds them.
+    predictor = Predictor(model=str(app_model), min_face=common.DEFAULT_MIN_FACE)
+    faces = photos.analyze_photo(predictor, face_photo("2008_002506.jpg"), "2008_002506.jpg").faces
+    sizes = sorted(face.size for face in faces)
     threshold = 20 + 4 * ((sizes[-1] - 20) // 4)
     hidden = sum(s < threshold for s in sizes)
     app.sidebar.slider(key="min_face").set_value(threshold).run()
-    caption = app.image[0].proto.imgs[0].caption
+    caption = photo_captions(app)[0]
     if hidden:
         assert caption.startswith(f"{3 - hidden} face")
         assert caption.endswith(f"· {hidden} smaller than {threshold} px hidden")
@@ -422,14 +547,15 @@ def test_snapshot_mode_predicts_on_the_camera_photo(app):
     Image.open(io.BytesIO(face_photo("Tom_Cruise_avp_2014_4.jpg"))).save(buf, format="JPEG")
     app.camera_input(key="snapshot").set_value(("shot.jpg", buf.getvalue(), "image/jpeg")).run()
     assert not app.exception and not app.error
-    assert app.image[0].proto.imgs[0].caption.startswith("1 face")
-    assert len(charts(app)) == 1 and app.markdown[0].value.startswith("**Face 1: ")
+    assert photo_captions(app)[0].startswith("1 face")
+    assert len(charts(app)) == 1 and face_summaries(app)[0].startswith("**Face 1 · ")
+    assert "gradcam" in sidebar_keys(app) and "smooth" not in sidebar_keys(app)
 
 
 def test_live_page_explains_ice_servers_and_never_shows_a_traceback(app):
     app.sidebar.radio(key="mode").set_value("Webcam (live)").run()
     assert not app.exception
-    assert [s.key for s in app.sidebar.slider if s.key == "smooth"] == ["smooth"]  # shown where it applies
+    assert "smooth" in sidebar_keys(app) and "gradcam" not in sidebar_keys(app)  # shown where they apply
     help_text = app.expander[0].markdown[0].value
     assert "FERKIT_ICE_SERVERS" in help_text and "turn:" in help_text
     # AppTest has no real server session for the WebRTC component: the page says so and points

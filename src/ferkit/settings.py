@@ -26,8 +26,9 @@ INT8_WEIGHT_BITS = 7
 # at once, so it takes less.
 MAX_PIXELS = 64_000_000
 SERVER_MAX_PIXELS = 50_000_000
-# The largest upload the web app and the HTTP API accept, in decimal megabytes: the unit browsers and
-# Streamlit's file chip show, so the figure a user sees is the figure ferkit refuses at.
+# The largest upload the HTTP API accepts by default, in decimal megabytes: the unit browsers and
+# Streamlit's file chip show, so the figure a user sees is the figure ferkit refuses at. The web app's
+# limit is server.maxUploadSize in ferkit/app/config.toml, the same figure (tests/test_app.py checks).
 MAX_UPLOAD_MB = 20
 BYTES_PER_MB = 1_000_000
 

@@ -19,15 +19,12 @@ log = logging.getLogger(__name__)
 
 # What the uploader accepts (the browser's file picker filters on these; the content is still checked).
 ACCEPTED_TYPES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
-# Upload and pixel limits: ferkit.settings (shared with the HTTP API).
-MAX_UPLOAD_MB = settings.MAX_UPLOAD_MB
-# Streamlit's own uploader limit, above the app's: a file between the two reaches the app and is
-# refused with a sentence saying why (Streamlit itself shows only a red icon).
-UPLOADER_LIMIT_MB = 4 * MAX_UPLOAD_MB
+# The upload limit in MB is Streamlit's server.maxUploadSize, set in config.toml alone: Streamlit
+# enforces it and the page reads it (main.upload_limit_mb). The pixel limit is the HTTP API's too.
+MAX_PIXELS = settings.SERVER_MAX_PIXELS
 # Analysed photos are kept (cached) for display only, shrunk to this long side: a 7000x7000 upload
 # would otherwise hold 147 MB of decoded pixels per cache entry for as long as the server runs.
 DISPLAY_SIDE = 1600
-MAX_PIXELS = settings.SERVER_MAX_PIXELS
 # Faces smaller than this (shorter side, input pixels) are ignored unless the user lowers it.
 DEFAULT_MIN_FACE = settings.MIN_FACE
 
@@ -70,13 +67,11 @@ def model_choices(environ: Mapping[str, str] = os.environ) -> list[str]:
     return list_bundled() or [DEFAULT_MODEL]
 
 
-# ---------------------------------------------------------------- photos
-
-
-
-# The class-prior setting (ferkit.priors): None keeps the model's own default.
-PRIOR_CHOICES: dict[str | None, str] = {
-    None: "the model's default",
+# The class-prior setting (ferkit.priors): MODEL_PRIOR keeps the model's own default (a string, not None:
+# a selectbox whose value is None shows no choice at all).
+MODEL_PRIOR = "model"
+PRIOR_CHOICES: dict[str, str] = {
+    MODEL_PRIOR: "the model's default",
     "ferplus": "FERPlus (as trained)",
     "neutral:0.7": "fewer neutral faces (photos of people)",
     "uniform": "uniform (posed or acted faces)",

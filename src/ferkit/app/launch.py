@@ -6,20 +6,22 @@ from __future__ import annotations
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 PAGE = Path(__file__).with_name("main.py")
 CONFIG = Path(__file__).with_name("config.toml")
 
 
-def streamlit_flags() -> list[str]:
-    """config.toml as Streamlit's flags: [server] maxUploadSize = 80 -> --server.maxUploadSize=80."""
+def streamlit_options() -> dict[str, Any]:
+    """config.toml by Streamlit's option names: [server] maxUploadSize = 20 -> server.maxUploadSize: 20."""
     config = tomllib.loads(CONFIG.read_text())
-    flags = []
-    for section, values in config.items():
-        for key, value in values.items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            flags.append(f"--{section}.{key}={text}")
-    return flags
+    return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
+
+
+def streamlit_flags() -> list[str]:
+    """config.toml as Streamlit's flags: --server.maxUploadSize=20, ..."""
+    return [f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
+            for name, value in streamlit_options().items()]
 
 
 def streamlit_command(address: str = "127.0.0.1", port: int = 8501) -> list[str]:

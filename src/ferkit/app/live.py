@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from ferkit import settings
 from ferkit.app.common import BOX_COLOR, DEFAULT_MIN_FACE, PredictorLike
-from ferkit.app.photos import draw_faces, numbered_faces
+from ferkit.app.photos import numbered_faces
 from ferkit.errors import FerkitError
 from ferkit.inference.face import Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
@@ -43,6 +43,20 @@ def rtc_configuration(environ: Mapping[str, str] = os.environ) -> tuple[dict[str
                                     "\"urls\"; using no ICE servers")
     return {"iceServers": servers}, None
 
+
+def face_label(face: Face) -> str:
+    """A live face's label: "#" and its track id (which stays with the face), emotion, confidence."""
+    ident = f"#{face.track}" if face.track is not None else str(face.index)
+    return f"{ident} {face.emotion} {face.confidence:.0%}"
+
+
+def draw_frame(frame: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+    """A copy of the RGB video frame, its size kept, with each face boxed and labelled in BOX_COLOR by
+    the drawing routine under `ferkit.draw` (ferkit.inference.annotate; a frame gets no key beside it)."""
+    from ferkit.inference.annotate import draw_faces
+
+    return draw_faces(frame, faces, probabilities=False, labels=[face_label(f) for f in faces],
+                      color=BOX_COLOR)
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,7 @@ class LiveProcessor:
             log.exception("webcam frame failed")
             faces, error = [], str(exc) if isinstance(exc, FerkitError) else f"{type(exc).__name__}: {exc}"
         stats = self._record(faces, error)
-        out = draw_faces(rgb, faces, with_emotion=True)
+        out = draw_frame(rgb, faces)
         cv2.putText(out, f"{stats.fps:.1f} fps", (8, out.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     BOX_COLOR, 2, cv2.LINE_AA)
         return out

@@ -2,10 +2,12 @@
 
     ferkit app        # or `make run` in a checkout; serves http://127.0.0.1:8501
 
-Four modes (sidebar): Photo (upload several images: numbered boxes, a probability chart per face,
-Grad-CAM, a CSV of all faces), Webcam live (streamlit-webrtc: boxes on the live video, a live chart
-of the largest face, the frame rate), Webcam snapshot (st.camera_input, works in every browser),
-and About the model (architecture, size, test accuracy and recall from the model's metrics.json).
+Four modes (sidebar): Photo (an example photo in one click, or several uploads: each photo at full
+width with its faces labelled by `ferkit.draw`, a grid of face cards with the top emotions and the
+8-emotion chart on demand, Grad-CAM, a table and CSV of all faces), Webcam live (streamlit-webrtc: boxes
+on the live video, a live chart of the largest face, the frame rate), Webcam snapshot (st.camera_input,
+works in every browser), and About the model (architecture, size, test accuracy and recall from the
+model's metrics.json). The sidebar shows only the controls that apply to the mode on show.
 
 This file only lays out the page; the decisions live in photos, live, about and common so that unit tests and
 `streamlit.testing.v1.AppTest` can drive them. The model loads once per process (`st.cache_resource`),
@@ -37,6 +39,18 @@ log = logging.getLogger("ferkit.app")
 PHOTO, LIVE, SNAPSHOT, ABOUT = "Photo", "Webcam (live)", "Webcam (snapshot)", "About the model"
 MODES = (PHOTO, LIVE, SNAPSHOT, ABOUT)
 LIVE_REFRESH_S = 0.5  # how often the live chart and frame rate are redrawn
+FACES_PER_ROW = 4  # face cards to a row: a 24-face photo is 6 rows of small cards, not a long scroll
+FACE_CARD_MIN_WIDTH = 180  # px: on a narrow screen the grid wraps to fewer cards a row
+
+# The sidebar's settings, kept in st.session_state under their widget keys. Streamlit forgets a widget's
+# value when a run does not draw it, and a mode hides the controls that do not apply to it: the values
+# are re-stated on every run (`keep_settings`), and the widgets take them from there (no default given).
+SETTING_DEFAULTS: dict[str, Any] = {
+    "detector": common.AUTO_DETECTOR, "gradcam": False, "min_face": common.DEFAULT_MIN_FACE,
+    "prior": common.MODEL_PRIOR, "smooth": DEFAULT_SMOOTH_S,
+}
+EXAMPLE_KEY = "example"  # session state: the example on show (a file of photos.EXAMPLES), or None
+UPLOADER_ROUND_KEY = "uploader_round"  # session state: part of the uploader's key; a new round empties it
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,19 @@ def analyze(data: bytes, name: str, model: str | None, detector: str,
             prior: str | None) -> photos.PhotoResult:
     """Analysis of one file, cached by its content: toggling Grad-CAM or moving the face-size
     slider re-draws the page without running the detector and the model again."""
-    return photos.analyze_photo(load_predictor(model, detector).with_prior(prior), data, name)
+    return photos.analyze_photo(load_predictor(model, detector).with_prior(prior), data, name,
+                                max_mb=upload_limit_mb())
+
+
+@st.cache_data(show_spinner=False)
+def example_thumbnail(name: str) -> np.ndarray:
+    return photos.example_thumbnail(name)
+
+
+def upload_limit_mb() -> int:
+    """The largest upload, in MB: Streamlit's server.maxUploadSize (config.toml), the limit Streamlit
+    enforces on the uploader; the page states it and holds other bytes to it."""
+    return int(st.get_option("server.maxUploadSize"))
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -89,10 +115,20 @@ def gradcam_overlays(crops: np.ndarray, model: str | None, detector: str,
 # ---------------------------------------------------------------- sidebar
 
 
+def keep_settings() -> None:
+    """Re-state every sidebar setting in st.session_state (its default on the first run), so a control
+    that the mode on show hides keeps its value for when it is shown again."""
+    for key, default in SETTING_DEFAULTS.items():
+        st.session_state[key] = st.session_state.get(key, default)
+
+
 def sidebar() -> Settings:
-    """Mode, detector, Grad-CAM, minimum face size; the model in use is shown once loaded."""
+    """Mode and model, then the controls the chosen mode uses: detector, minimum face size and class
+    prior wherever faces are found (not About), Grad-CAM where face cards are shown (photos, snapshot),
+    smoothing where there are frames to smooth over (live). The model in use is shown once loaded."""
     from ferkit.faces import DEFAULT_DETECTOR, LIVE_DETECTOR, list_detectors
 
+    keep_settings()
     with st.sidebar:
         st.title("ferkit")
         st.caption("Facial expressions: 8 FERPlus emotions")
@@ -100,28 +136,29 @@ def sidebar() -> Settings:
         model = st.selectbox("Model", common.model_choices(), key="model",
                              help="A bundled model: `default` is ferkit's most accurate; `deep_cnn` "
                                   "is the seed's Phase 2 network. Set FERKIT_MODEL to use another.")
-        detectors = [common.AUTO_DETECTOR, *list_detectors()]
-        auto = f"auto ({DEFAULT_DETECTOR} for photos, {LIVE_DETECTOR} live)"
-        detector = st.selectbox("Face detector", detectors, index=0, key="detector",
-                                format_func=lambda name: auto if name == common.AUTO_DETECTOR else name,
-                                help=f"Which detector finds the faces: {DEFAULT_DETECTOR} finds the most, "
-                                     f"{LIVE_DETECTOR} is about 10x faster. Changing it loads a second "
-                                     "copy of the model once.")
-        gradcam = st.toggle("Grad-CAM overlays", value=False, key="gradcam",
-                            help="Show, for each face, which pixels drove the predicted emotion.")
-        min_face = st.slider("Minimum face size (px)", min_value=common.DEFAULT_MIN_FACE, max_value=400,
-                             value=common.DEFAULT_MIN_FACE, step=4, key="min_face",
-                             help="Faces whose shorter side is smaller are ignored.")
-        prior = st.selectbox("Class prior", common.PRIOR_CHOICES, key="prior",
-                             format_func=common.PRIOR_CHOICES.get, help=common.PRIOR_HELP)
-        smooth_s = DEFAULT_SMOOTH_S
-        if mode == LIVE:  # the only mode with frames to smooth over
-            smooth_s = st.slider("Live smoothing (s)", min_value=0.0, max_value=2.0, value=DEFAULT_SMOOTH_S,
-                                 step=0.1, key="smooth",
-                                 help="Each face's probabilities are averaged over about this long, so a "
-                                      "steady face keeps a steady label. 0 = every frame on its own.")
-    return Settings(mode=mode, model=model, detector=detector,
-                    gradcam=gradcam, min_face=min_face, prior=prior, smooth_s=smooth_s)
+        if mode != ABOUT:
+            auto = f"auto ({DEFAULT_DETECTOR} for photos, {LIVE_DETECTOR} live)"
+            st.selectbox("Face detector", [common.AUTO_DETECTOR, *list_detectors()], key="detector",
+                         format_func=lambda name: auto if name == common.AUTO_DETECTOR else name,
+                         help=f"Which detector finds the faces: {DEFAULT_DETECTOR} finds the most, "
+                              f"{LIVE_DETECTOR} is about 10x faster. Changing it loads a second "
+                              "copy of the model once.")
+            st.slider("Minimum face size (px)", min_value=common.DEFAULT_MIN_FACE, max_value=400, step=4,
+                      key="min_face", help="Faces whose shorter side is smaller are ignored.")
+            st.selectbox("Class prior", common.PRIOR_CHOICES, key="prior",
+                         format_func=common.PRIOR_CHOICES.get, help=common.PRIOR_HELP)
+        if mode in (PHOTO, SNAPSHOT):
+            st.toggle("Grad-CAM overlays", key="gradcam",
+                      help="Show, for each face, which pixels drove the predicted emotion.")
+        if mode == LIVE:
+            st.slider("Live smoothing (s)", min_value=0.0, max_value=2.0, step=0.1, key="smooth",
+                      help="Each face's probabilities are averaged over about this long, so a steady "
+                           "face keeps a steady label. 0 = every frame on its own.")
+    state = st.session_state
+    return Settings(mode=mode, model=model, detector=state["detector"], gradcam=state["gradcam"],
+                    min_face=state["min_face"],
+                    prior=None if state["prior"] == common.MODEL_PRIOR else state["prior"],
+                    smooth_s=state["smooth"])
 
 
 def show_model_in_sidebar(predictor: Any) -> None:
@@ -137,8 +174,8 @@ def show_model_in_sidebar(predictor: Any) -> None:
 
 
 def show_photo(result: photos.PhotoResult, settings: Settings, all_faces: int) -> None:
-    """One analysed image: the error, or the image with numbered boxes and one row per face
-    (crop, optional Grad-CAM, top emotion, probability chart)."""
+    """One analysed image: the error, or the photo at full width with its faces labelled, then a grid
+    of face cards."""
     st.subheader(result.name)
     if result.error:
         st.error(result.error)
@@ -154,17 +191,27 @@ def show_photo(result: photos.PhotoResult, settings: Settings, all_faces: int) -
     caption = f"{count} face{'s' if count > 1 else ''} · {result.seconds * 1000:.0f} ms"
     if hidden:
         caption += f" · {hidden} smaller than {settings.min_face} px hidden"
-    st.image(photos.draw_faces(result.image, result.faces, box_scale=result.display_scale), caption=caption)
-    overlays = face_overlays(result, settings)
+    st.image(photos.annotated_image(result), caption=caption, width="stretch")
+    show_face_cards(result, face_overlays(result, settings))
+
+
+def show_face_cards(result: photos.PhotoResult, overlays: list[np.ndarray]) -> None:
+    """A card per face, numbered as on the photo: its colour thumbnail (and Grad-CAM overlay), its top
+    emotions in percent, and the 8-emotion chart in an expander (opened on demand: a photo of many
+    faces stays a compact grid)."""
+    grid = st.grid(FACES_PER_ROW, min_column_width=FACE_CARD_MIN_WIDTH, border=True)
     for face in result.faces:
-        widths = [1, 1, 4] if overlays else [1, 4]
-        columns = st.columns(widths, vertical_alignment="center")
-        columns[0].image(photos.enlarge(face.crop), caption=f"Face {face.index}")
-        if overlays:
-            columns[1].image(overlays[face.index - 1], caption="Grad-CAM")
-        with columns[-1]:
-            st.markdown(f"**Face {face.index}: {face.emotion}** ({face.confidence:.1%})")
-            st.altair_chart(photos.probability_chart(face.probabilities), width="stretch")
+        with grid.cell():
+            thumbnail = photos.face_thumbnail(result, face)
+            if overlays:
+                left, right = st.columns(2)
+                left.image(thumbnail, caption=f"Face {face.index}", width="stretch")
+                right.image(overlays[face.index - 1], caption="Grad-CAM", width="stretch")
+            else:
+                st.image(thumbnail)
+            st.markdown(photos.face_summary(face))
+            with st.expander("All 8 emotions"):
+                st.altair_chart(photos.probability_chart(face.probabilities), width="stretch")
 
 
 def face_overlays(result: photos.PhotoResult, settings: Settings) -> list[np.ndarray]:
@@ -184,28 +231,58 @@ def face_overlays(result: photos.PhotoResult, settings: Settings) -> list[np.nda
         return []
 
 
-def analyze_files(files: list[Any], settings: Settings) -> list[tuple[photos.PhotoResult, int]]:
-    """(result filtered by the minimum face size, number of faces before filtering) per file."""
+def analyze_photos(named: list[tuple[str, bytes]],
+                   settings: Settings) -> list[tuple[photos.PhotoResult, int]]:
+    """(result filtered by the minimum face size, number of faces before filtering) per (name, bytes)."""
     out = []
-    for file in files:
-        with st.spinner(f"Analysing {file.name}…"):
-            full = analyze(file.getvalue(), file.name, settings.model, settings.detector, settings.prior)
+    for name, data in named:
+        with st.spinner(f"Analysing {name}…"):
+            full = analyze(data, name, settings.model, settings.detector, settings.prior)
         out.append((photos.keep_faces_at_least(full, settings.min_face), len(full.faces)))
     return out
 
 
+def show_example(name: str) -> None:
+    """An example's button: show it instead of any uploads (a new uploader round empties the
+    uploader, so the page shows one thing at a time)."""
+    st.session_state[EXAMPLE_KEY] = name
+    st.session_state[UPLOADER_ROUND_KEY] = st.session_state.get(UPLOADER_ROUND_KEY, 0) + 1
+
+
+def forget_example() -> None:
+    """The uploader changed: the uploads are on show now."""
+    st.session_state[EXAMPLE_KEY] = None
+
+
+PHOTO_INTRO = ("ferkit finds every face in a photo and tells which of 8 emotions it shows (neutral, "
+               "happiness, surprise, sadness, anger, disgust, fear, contempt) and how sure it is. "
+               "Try an example, or upload your own photos.")
+
+
 def photo_page(settings: Settings) -> None:
     st.header("Photos")
-    files = st.file_uploader(
-        "Photos with faces", type=list(common.ACCEPTED_TYPES), accept_multiple_files=True,
-        max_upload_size=common.UPLOADER_LIMIT_MB, key="photos",
-        help=f"JPEG, PNG or WebP, up to {common.MAX_UPLOAD_MB} MB and "
-             f"{common.MAX_PIXELS / 1e6:.0f} megapixels each.")
-    if not files:
-        st.info("Upload one or several photos: every face is boxed and numbered, with its emotion "
-                "probabilities below.")
+    st.markdown(PHOTO_INTRO)
+    uploader_column, *example_columns = st.columns([4, *[1] * len(photos.EXAMPLES)])
+    limit = upload_limit_mb()
+    uploader_round = st.session_state.get(UPLOADER_ROUND_KEY, 0)
+    files = uploader_column.file_uploader(
+        f"Your photos: JPEG, PNG or WebP, up to {limit} MB each", type=list(common.ACCEPTED_TYPES),
+        accept_multiple_files=True, key=f"photos-{uploader_round}", on_change=forget_example,
+        help=f"Up to {limit} MB and {common.MAX_PIXELS / 1e6:.0f} megapixels per photo; several at once.")
+    for column, (name, who) in zip(example_columns, photos.EXAMPLES.items(), strict=True):
+        column.image(example_thumbnail(name), width="stretch")
+        column.button(who, key=f"example-{name}", on_click=show_example, args=(name,), width="stretch",
+                      help=f"Analyse the example photo of {who} (public domain).")
+    example = st.session_state.get(EXAMPLE_KEY)
+    if files:
+        named = [(file.name, file.getvalue()) for file in files]
+    elif example:
+        named = [(example, photos.example_bytes(example))]
+    else:
+        st.info("Upload one or several photos, or click an example: every face is labelled on the photo, "
+                "with its top emotions below.")
         return
-    results = analyze_files(files, settings)
+    results = analyze_photos(named, settings)
     for result, all_faces in results:
         show_photo(result, settings, all_faces)
     table = photos.faces_table([r for r, _ in results])
@@ -213,9 +290,13 @@ def photo_page(settings: Settings) -> None:
     if table.empty:
         st.caption("No faces to list.")
         return
-    st.dataframe(table, hide_index=True)
+    percent = st.column_config.NumberColumn(format="%.0f%%")
+    st.dataframe(photos.shown_table(table), hide_index=True,
+                 column_config={name: percent for name in photos.PERCENT_COLUMNS})
     st.download_button("Download CSV", photos.table_csv(table), file_name="ferkit_faces.csv",
-                       mime="text/csv", key="download_csv")
+                       mime="text/csv", key="download_csv",
+                       help="Every face with its box and the 8 probabilities (0-1), as `ferkit predict "
+                            "--csv` writes them.")
 
 
 # ---------------------------------------------------------------- webcam
@@ -299,10 +380,10 @@ def about_page(predictor: Any) -> None:
     balanced.metric("Balanced accuracy", f"{report.balanced_accuracy:.1%}"
                     if report.balanced_accuracy is not None else "not measured yet",
                     help="Mean recall over the emotions: every emotion counts the same, however rare.")
-    st.caption(f"Model `{report.name}`" + (f"; measured on the {report.evaluated_on}"
-                                            if report.evaluated_on else "")
-               + f". Class prior in use: {predictor.prior} (sidebar; the figures are under the FERPlus "
-                 "prior).")
+    st.caption(f"Model `{report.name}`" + (f"; measured on the {report.evaluated_on}, under FERPlus's own "
+                                            "class prior" if report.evaluated_on else "")
+               + f". Photos and the webcam answer under the class prior chosen in their sidebar (now "
+                 f"{predictor.prior}).")
     st.subheader("Recall per emotion")
     if report.recall:
         st.dataframe(about.recall_table(report), hide_index=True,

@@ -1,5 +1,6 @@
-"""Photos: an upload read into a `PhotoResult` (never raising: a bad file becomes a readable `error`),
-its faces in reading order, numbered boxes, the probability chart, the table and Grad-CAM overlays."""
+"""Photos: an upload (or an example photo) read into a `PhotoResult` (never raising: a bad file becomes a
+readable `error`), its faces in reading order, the labelled photo, each face's card (thumbnail, top
+emotions, probability chart), the table and Grad-CAM overlays."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import altair as alt
@@ -16,12 +18,18 @@ import pandas as pd
 
 from ferkit import settings
 from ferkit.app.about import torch_model
-from ferkit.app.common import BOX_COLOR, DISPLAY_SIDE, MAX_PIXELS, MAX_UPLOAD_MB, FaceLike, PredictorLike
+from ferkit.app.common import DISPLAY_SIDE, MAX_PIXELS, FaceLike, PredictorLike
 from ferkit.emotions import EMOTIONS
 from ferkit.errors import FerkitError
 from ferkit.inference.face import PREDICT_COLUMNS, Face, reading_order
 
 log = logging.getLogger(__name__)
+
+# Photos the page offers to analyse with one click (public domain, see examples/SOURCES.md): file -> who.
+EXAMPLES_DIR = Path(__file__).with_name("examples")
+EXAMPLES: dict[str, str] = {"astronaut.jpg": "Eileen Collins", "grace-hopper.jpg": "Grace Hopper"}
+THUMBNAIL_SIDE = 160  # px: a face card's colour picture of the face
+TOP_EMOTIONS = 3  # a face card names this many emotions; its chart shows all 8
 
 
 @dataclass(frozen=True)
@@ -49,26 +57,27 @@ def numbered_faces(faces: Sequence[FaceLike]) -> tuple[Face, ...]:
         for i, f in enumerate(reading_order(faces), start=1))
 
 
-def check_upload_size(data: bytes, name: str, max_mb: float = MAX_UPLOAD_MB) -> str | None:
-    """A readable error when the upload is over the limit (Streamlit checks too; this holds for
-    bytes that reach the logic by another way, e.g. a camera or a test)."""
+def check_upload_size(data: bytes, name: str, max_mb: float) -> str | None:
+    """A readable error when the upload is over the limit. Streamlit enforces the same limit on its
+    uploader; this holds for bytes that reach the page another way (the camera, a script, a test)."""
     if len(data) > max_mb * settings.BYTES_PER_MB:
         return (f"{name}: file is {settings.megabytes(len(data))}, above the limit of {max_mb:g} MB; "
                 "resize or compress it first")
     return None
 
 
-def analyze_photo(predictor: PredictorLike, data: bytes, name: str, *, max_mb: float = MAX_UPLOAD_MB,
+def analyze_photo(predictor: PredictorLike, data: bytes, name: str, *, max_mb: float | None = None,
                   max_pixels: int = MAX_PIXELS) -> PhotoResult:
     """Read and analyse one uploaded file. Never raises for a bad file: the result carries the
     error as one sentence, so one bad upload does not hide the others and no traceback reaches
-    the page. Unexpected failures are logged with their traceback on the server only."""
+    the page. Unexpected failures are logged with their traceback on the server only. `max_mb`: the
+    upload limit the page states (None: no size check; the pixel limit holds either way)."""
     from ferkit.images import load_image
 
     start = time.perf_counter()
     if not data:
         return PhotoResult(name, error=f"{name}: file is empty (0 bytes)")
-    too_big = check_upload_size(data, name, max_mb)
+    too_big = check_upload_size(data, name, max_mb) if max_mb is not None else None
     if too_big:
         return PhotoResult(name, error=too_big)
     try:
@@ -124,22 +133,67 @@ def keep_faces_at_least(result: PhotoResult, min_face: int) -> PhotoResult:
     return replace(result, faces=tuple(replace(f, index=i) for i, f in enumerate(kept, start=1)))
 
 
-def face_label(face: Face, with_emotion: bool = False) -> str:
-    """Its number (live: "#" and its track id, which stays with the face) and, if asked, its emotion."""
-    ident = f"#{face.track}" if face.track is not None else str(face.index)
-    return f"{ident} {face.emotion} {face.confidence:.0%}" if with_emotion else ident
+def example_bytes(name: str) -> bytes:
+    """The file of one of EXAMPLES, shipped with the package."""
+    return (EXAMPLES_DIR / name).read_bytes()
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[Face], with_emotion: bool = False,
-               box_scale: float = 1.0) -> np.ndarray:
-    """A copy of the RGB image with each face boxed and labelled in BOX_COLOR (its number, and for the
-    webcam its emotion and confidence), by ferkit's one drawing routine (ferkit.inference.annotate).
-    `box_scale`: image pixels per box pixel (a PhotoResult's display_scale)."""
-    from ferkit.inference.annotate import draw_faces as draw
+def example_thumbnail(name: str, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """The middle square of an example photo, side x side: the examples' buttons line up."""
+    from ferkit.images import load_image
 
-    shown = [replace(f, box=tuple(round(v * box_scale) for v in f.box)) for f in faces]
-    return draw(image, shown, probabilities=False, labels=[face_label(f, with_emotion) for f in faces],
-                color=BOX_COLOR)
+    image = load_image(example_bytes(name), name=name)
+    height, width = image.shape[:2]
+    square = min(height, width)
+    top, left = (height - square) // 2, (width - square) // 2
+    return cv2.resize(image[top:top + square, left:left + square], (side, side), interpolation=cv2.INTER_AREA)
+
+
+def shown_box(face: Face, scale: float) -> tuple[int, int, int, int]:
+    """A face's box in the pixels of the photo as shown (`scale`: a PhotoResult's display_scale)."""
+    return tuple(round(v * scale) for v in face.box)  # type: ignore[return-value]
+
+
+def annotated_image(result: PhotoResult) -> np.ndarray:
+    """The photo as the page shows it, drawn by ferkit's one drawing routine (`ferkit.draw`): every face
+    boxed in its emotion's colour and labelled with its number, emotion and confidence, with a key
+    beside the photo for labels that have no room and a legend of the colours."""
+    from ferkit.inference.annotate import draw
+
+    return draw(result.image, [replace(f, box=shown_box(f, result.display_scale)) for f in result.faces])
+
+
+def face_thumbnail(result: PhotoResult, face: Face, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """The face in colour, cut from the photo as shown: a square around its box with some hair and
+    chin (half the box again), kept inside the photo, resized to side x side."""
+    image = result.image
+    height, width = image.shape[:2]
+    x, y, w, h = shown_box(face, result.display_scale)
+    square = max(1, min(round(1.5 * max(w, h)), width, height))
+    left = min(max(0, round(x + w / 2 - square / 2)), width - square)
+    top = min(max(0, round(y + h / 2 - square / 2)), height - square)
+    crop = image[top:top + square, left:left + square]
+    shrink = square > side  # area-averaging when shrinking, smooth when enlarging a small face
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def percent(p: float) -> str:
+    """A probability as people read it: 0.873 -> "87%"."""
+    return f"{p:.0%}"
+
+
+def top_emotions(face: FaceLike, count: int = TOP_EMOTIONS) -> list[tuple[str, float]]:
+    """The face's `count` most likely emotions with their probabilities, most likely first."""
+    probabilities = np.asarray(face.probabilities, dtype=float)
+    return [(EMOTIONS[k], float(probabilities[k])) for k in np.argsort(-probabilities, kind="stable")[:count]]
+
+
+def face_summary(face: Face) -> str:
+    """A face card's text (Markdown): its number and top emotion in bold ("Face 1 · happiness 87%"),
+    then the next ones on a second line ("neutral 9% · surprise 2%")."""
+    (top, p), *rest = top_emotions(face)
+    others = " · ".join(f"{emotion} {percent(v)}" for emotion, v in rest)
+    return f"**Face {face.index} · {top} {percent(p)}**  \n{others}"
 
 
 def enlarge(face: np.ndarray, factor: int = 3) -> np.ndarray:
@@ -152,18 +206,20 @@ def probability_frame(probabilities: np.ndarray) -> pd.DataFrame:
                          "probability": np.asarray(probabilities, dtype=float).reshape(len(EMOTIONS))})
 
 
-def probability_chart(probabilities: np.ndarray, height: int = 200) -> alt.Chart:
-    """Bars of the 8 probabilities in the fixed EMOTIONS order (an explicit sort: Vega-Lite would
-    otherwise sort the labels alphabetically), the top emotion highlighted, 0-100 % axis so two
-    charts can be compared by eye."""
+def probability_chart(probabilities: np.ndarray, height: int = 180) -> alt.Chart:
+    """Horizontal bars of the 8 probabilities (the names stay readable in a narrow face card) in the
+    fixed EMOTIONS order (an explicit sort: Vega-Lite would otherwise sort the names alphabetically),
+    the top emotion highlighted, 0-100 % axis so two charts can be compared by eye."""
     frame = probability_frame(probabilities)
     top = EMOTIONS[int(np.argmax(frame["probability"].to_numpy()))]
     return (
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("emotion:N", sort=list(EMOTIONS), title=None, axis=alt.Axis(labelAngle=-35)),
-            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), title=None, axis=alt.Axis(format="%")),
+            y=alt.Y("emotion:N", sort=list(EMOTIONS), title=None,
+                    axis=alt.Axis(labelOverlap=False)),  # all 8 names, even in a small chart
+            x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), title=None,
+                    axis=alt.Axis(format="%", tickCount=4)),
             color=alt.condition(alt.datum.emotion == top, alt.value("#e4572e"), alt.value("#8c9bab")),
             tooltip=[alt.Tooltip("emotion:N"), alt.Tooltip("probability:Q", format=".1%")],
         )
@@ -176,6 +232,20 @@ def faces_table(results: Sequence[PhotoResult]) -> pd.DataFrame:
     box, top emotion, confidence, the 8 probabilities). The page shows it; the CSV download holds it."""
     rows = [face.to_row(file=result.name) for result in results for face in result.faces]
     return pd.DataFrame(rows, columns=[c for c in PREDICT_COLUMNS if c != "error"])
+
+
+# The table's columns on the page: the box and the confidence (the top emotion's own column) stay in the
+# CSV, so all 8 emotions fit the page's width with no sideways scroll.
+SHOWN_COLUMNS = ["file", "face", "emotion", *EMOTIONS]
+PERCENT_COLUMNS = list(EMOTIONS)
+
+
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The faces table as the page shows it: SHOWN_COLUMNS, probabilities in percent (0-100; the page
+    formats them as "87%", and they still sort as numbers)."""
+    shown = table[SHOWN_COLUMNS].copy()
+    shown[PERCENT_COLUMNS] = shown[PERCENT_COLUMNS] * 100
+    return shown
 
 
 def table_csv(table: pd.DataFrame) -> bytes:
