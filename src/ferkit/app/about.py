@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ferkit.evaluation.metrics import recorded_metrics
+from ferkit.evaluation.recorded import recorded_metrics
 
 
 def describe_architecture(config: dict[str, Any]) -> str:

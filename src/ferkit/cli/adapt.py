@@ -25,7 +25,7 @@ from ferkit.cli.base import (
 
 @app.command("adapt")
 @user_errors
-@requires("torch", "adapt")
+@requires("torch", "adapt", "torch", "sklearn", "matplotlib")
 def adapt_command(
     photos: Annotated[Path, typer.Option(
         help="Folder of labelled photos of your material: DIR/labels.csv (image,emotion[,subject]) or one "

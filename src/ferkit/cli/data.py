@@ -67,7 +67,7 @@ def data_summary(
 @user_errors
 def models_list() -> None:
     """The bundled models, ready to run (-m/--model NAME): what they are and how they scored."""
-    from ferkit.evaluation.metrics import recorded_metrics
+    from ferkit.evaluation.recorded import recorded_metrics
     from ferkit.models import list_bundled, resolve_model
     from ferkit.models.folder import ModelFolder
 

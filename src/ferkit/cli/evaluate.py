@@ -57,6 +57,7 @@ def evaluate_command(
     or on a folder of labelled photos."""
     command = shlex.join(["ferkit", *sys.argv[1:]])
     if photos is not None:
+        needs_extra("eval", "evaluate --photos", "sklearn", "matplotlib")
         from ferkit.models.bundled import DEFAULT_MODEL
 
         run = model or DEFAULT_MODEL
@@ -68,7 +69,7 @@ def evaluate_command(
                                  skip_bad=skip_bad, out=out, progress=True, command=command)
         where = f"{photos} ({result.photos['detector']} faces)"
     else:
-        needs_extra("torch", "evaluate --split", "torch")
+        needs_extra("torch", "evaluate --split", "torch", "sklearn", "matplotlib")
         from ferkit.evaluation.pipeline import evaluate
 
         path, bundled = run_or_bundled(model)
@@ -100,7 +101,7 @@ def evaluate_command(
 
 @app.command("compare")
 @user_errors
-@requires("torch", "compare")
+@requires("torch", "compare", "torch", "sklearn", "matplotlib")
 def compare_command(
     models: Annotated[list[str] | None, model_option(
         "A model to compare, given twice: a bundled name or a run folder; the first is A (the "
@@ -136,7 +137,7 @@ def compare_command(
 
 @app.command("explain")
 @user_errors
-@requires("torch", "explain", "torch", "captum")
+@requires("torch", "explain", "torch", "captum", "matplotlib")
 def explain_command(
     model: Annotated[str | None, model_option(TORCH_MODEL_HELP)] = None,
     images: Annotated[list[Path] | None, typer.Argument(

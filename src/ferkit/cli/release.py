@@ -23,7 +23,7 @@ from ferkit.errors import ArgumentError, FerkitError
 
 @app.command("export")
 @user_errors
-@requires("torch", "export")
+@requires("torch", "export", "torch", "onnx")
 def export_command(
     model: Annotated[str | None, model_option(TORCH_MODEL_HELP)] = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Output .onnx file.")] = None,
@@ -61,7 +61,7 @@ def export_command(
 
 
 @app.command("bundle")
-@requires("torch", "bundle")  # maintainers: bundling re-exports with PyTorch
+@requires("torch", "bundle", "torch", "onnx", "sklearn")  # maintainers: bundling re-exports with PyTorch
 @user_errors
 def bundle_command(
     run: Annotated[Path, model_option("Trained run folder to ship (evaluated on Test).")],

@@ -51,7 +51,7 @@ def train_command(
         "--set", help="Override any config key: --set augment.mixup=0.2")] = None,
 ) -> None:
     """Train a model; writes runs/<name>/ (weights, config, history, curves, summary, log)."""
-    needs_extra("train", "train", "lightning")
+    needs_extra("train", "train", "lightning", "matplotlib")
     from ferkit.training.config import parse_override
     from ferkit.training.run import train_from_cli
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from ferkit.emotions import EMOTIONS
 from ferkit.evaluation import plots
-from ferkit.evaluation.metrics import balanced_accuracy_of
 from ferkit.evaluation.pipeline import evaluate_run, load_eval_split, resolve_data_root
+from ferkit.evaluation.recorded import balanced_accuracy_of
 from ferkit.evaluation.report import Document, fmt
 from ferkit.evaluation.result import Evaluation
 from ferkit.files import claim_folder

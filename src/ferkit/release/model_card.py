@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from ferkit.emotions import EMOTIONS
-from ferkit.evaluation.metrics import balanced_accuracy_of
+from ferkit.evaluation.recorded import balanced_accuracy_of
 from ferkit.models.folder import ModelFolder
 
 

@@ -176,7 +176,7 @@ async def _in_thread(fn):
 
 def model_facts(predictor) -> dict[str, Any]:
     """What /v1/model answers: the model, its size and its measured accuracy (metrics.json)."""
-    from ferkit.evaluation.metrics import recorded_metrics
+    from ferkit.evaluation.recorded import recorded_metrics
 
     info = predictor.model_info
     measured = recorded_metrics(info.get("metrics") or {})
