@@ -723,3 +723,18 @@ def test_the_app_table_predict_csv_and_api_json_are_one_face_record(tmp_path):
     from_json_faces = json.loads(answer.stdout)[0]["faces"]
     assert {f["face"]: (f["box"]["x"], f["box"]["y"]) for f in from_json_faces} == numbered
     assert {int(r["face"]): (int(r["x"]), int(r["y"])) for r in table.to_dict("records")} == numbered
+    # ... and in the pictures: `predict --annotate` draws what the app shows, each number at its face
+    from PIL import Image
+
+    from ferkit.inference.annotate import Style, layout
+
+    lossless = tmp_path / "group.png"
+    Image.open(photo).save(lossless)
+    assert runner.invoke(app, ["predict", str(lossless), "--annotate", str(tmp_path / "annotated"),
+                               "--model", "fast"]).exit_code == 0
+    drawn = np.asarray(Image.open(tmp_path / "annotated" / "group.png"))
+    assert analysed.display_scale == 1 and np.array_equal(drawn, photos.annotated_image(analysed))
+    height, width = analysed.image.shape[:2]
+    placements = layout(analysed.faces, (width, height), Style.for_image(width, height), probabilities=False)
+    assert {int(p.full_label.split(":")[0]): (f.box[0], f.box[1])
+            for p, f in zip(placements, analysed.faces, strict=True)} == numbered

@@ -205,6 +205,18 @@ def test_version_help_and_csv_to_standard_output(photos):
     for args in (["-h"], ["predict", "-h"]):
         shown = runner.invoke(app, args)
         assert shown.exit_code == 0 and "Usage:" in shown.output
+    # help shows the choices, from their owners, and the real defaults
+    from ferkit.data.protocols import PROTOCOLS
+    from ferkit.faces.detectors import DEFAULT_DETECTOR, DETECTORS, LIVE_DETECTOR
+
+    def unwrapped(*args: str) -> str:
+        return "".join(runner.invoke(app, [*args, "-h"], env={"COLUMNS": "300"}).output.split())
+
+    assert f"<{'|'.join(DETECTORS)}>" in unwrapped("predict")
+    assert f"(default:{DEFAULT_DETECTOR};" in unwrapped("predict")
+    assert f"(default:{LIVE_DETECTOR}," in unwrapped("video")
+    assert "<none|flip>" in unwrapped("predict") and "<train|valid|test>" in unwrapped("evaluate")
+    assert f"<{'|'.join(PROTOCOLS)}>" in unwrapped("evaluate")
     jpeg = photos / PHOTOS[0]
     ferkit_command = str(Path(sys.executable).with_name("ferkit"))
     result = subprocess.run([ferkit_command, "predict", str(jpeg), "--csv", "-", "--model", "fast"],

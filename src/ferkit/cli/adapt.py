@@ -13,6 +13,8 @@ from rich.table import Table
 from ferkit import settings
 from ferkit.adaptation.defaults import DEFAULT_ABSENT, DEFAULT_AUGMENT, DEFAULT_L2, DEFAULT_REMAP
 from ferkit.cli.base import (
+    DETECTOR_HELP,
+    DetectorName,
     app,
     console,
     err_console,
@@ -58,7 +60,7 @@ def adapt_command(
     skip_bad: Annotated[bool, typer.Option(
         help="Leave out photos without a face, unreadable images and bad rows, and list them.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output model folder.")] = False,
-    detector: Annotated[str | None, typer.Option(help="The face detector.")] = None,
+    detector: Annotated[DetectorName | None, typer.Option(help=DETECTOR_HELP)] = None,
     ferplus_valid: Annotated[bool, typer.Option(
         help="Also report the adapted model's FERPlus Valid accuracy (how much it forgets), when FERPlus "
              "is found.")] = True,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -17,10 +17,30 @@ from rich.markup import escape
 from rich.table import Table
 
 from ferkit import settings
-from ferkit.emotions import EMOTIONS
+from ferkit.data.protocols import PROTOCOLS
+from ferkit.emotions import EMOTIONS, SPLITS
 from ferkit.errors import ArgumentError, FerkitError, MissingExtra
+from ferkit.faces.detectors import DEFAULT_DETECTOR, DETECTORS, LIVE_DETECTOR
+from ferkit.tta import TTA_MODES
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def one_of(names: Any) -> Any:
+    """The type of an option that takes one of `names` (from their one owner): help shows them as
+    <a|b|c>, and anything else is refused with the option's name (exit 2)."""
+    return Literal[tuple(names)]
+
+
+DetectorName = one_of(DETECTORS)
+TtaName = one_of(("none", *TTA_MODES))
+ProtocolName = one_of(PROTOCOLS)
+SplitName = one_of(SPLITS)
+DETECTOR_HELP = f"Face detector (default: {DEFAULT_DETECTOR}; hog needs the faces-dlib extra)."
+VIDEO_DETECTOR_HELP = (f"Face detector (default: {LIVE_DETECTOR}, made for video; hog needs the faces-dlib "
+                       "extra).")
+TTA_HELP = "Test-time augmentation: none, or flip (average with the mirrored face)."
+
 app = typer.Typer(help="ferkit: facial expression recognition (8 FERPlus emotions).",
                   no_args_is_help=True, pretty_exceptions_enable=False, context_settings=HELP_OPTIONS)
 data_app = typer.Typer(help="Inspect FERPlus data.", no_args_is_help=True, context_settings=HELP_OPTIONS)

@@ -12,6 +12,7 @@ from rich.table import Table
 from ferkit import settings
 from ferkit.cli.base import (
     DEFAULT_DATA,
+    ProtocolName,
     app,
     console,
     data_app,
@@ -27,7 +28,7 @@ def data_summary(
     root: Annotated[Path | None, typer.Argument(
         help="FERPlus root (Microsoft folders or Kaggle CSVs); default $FERKIT_DATA or "
              f"{DEFAULT_DATA}")] = None,
-    protocol: Annotated[str, typer.Option(help="Label protocol.")] = "majority",
+    protocol: Annotated[ProtocolName, typer.Option(help="Label protocol.")] = "majority",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     skip_bad: Annotated[bool, typer.Option(help="Skip bad rows/images and list them.")] = False,
 ) -> None:

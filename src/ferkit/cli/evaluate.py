@@ -11,8 +11,14 @@ import typer
 
 from ferkit.cli.base import (
     DATA_HELP,
+    DETECTOR_HELP,
     PRIOR_HELP,
     TORCH_MODEL_HELP,
+    TTA_HELP,
+    DetectorName,
+    ProtocolName,
+    SplitName,
+    TtaName,
     app,
     console,
     data_for_run,
@@ -33,8 +39,8 @@ def evaluate_command(
     model: Annotated[str | None, model_option(
         "Model: a bundled name (default: the bundled default), a run folder, or (with --photos) an .onnx "
         "file (run with ONNX Runtime).")] = None,
-    split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
-    protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
+    split: Annotated[SplitName, typer.Option(help="FERPlus split.")] = "test",
+    protocol: Annotated[ProtocolName, typer.Option(help="Label protocol of the true classes.")] = "majority",
     photos: Annotated[Path | None, typer.Option(
         help="Evaluate on a folder of labelled photos instead of FERPlus, through the photo pipeline "
              "(detect, align, classify the largest face): DIR/labels.csv (image,emotion) or one "
@@ -43,10 +49,9 @@ def evaluate_command(
         help="With --photos: the labels CSV (header image,emotion; default DIR/labels.csv).")] = None,
     skip_bad: Annotated[bool, typer.Option(
         help="With --photos: leave out bad rows and unreadable images, and list them.")] = False,
-    detector: Annotated[str | None, typer.Option(help="With --photos: the face detector.")] = None,
+    detector: Annotated[DetectorName | None, typer.Option(help="With --photos: " + DETECTOR_HELP)] = None,
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
-    tta: Annotated[str, typer.Option(help="Test-time augmentation: none, or flip (average with "
-                                          "the mirrored face).")] = "none",
+    tta: Annotated[TtaName, typer.Option(help=TTA_HELP)] = "none",
     out: Annotated[Path | None, typer.Option(
         help="Output folder; default MODEL/eval-<split>/ (./eval-NAME-<split>/ for a bundled model; "
              "./eval-NAME-PHOTOS/ with --photos).")] = None,
@@ -106,9 +111,9 @@ def compare_command(
     models: Annotated[list[str] | None, model_option(
         "A model to compare, given twice: a bundled name or a run folder; the first is A (the "
         "reference), the second B (deltas are B - A).")] = None,
-    split: Annotated[str, typer.Option(help="FERPlus split: train, valid or test.")] = "test",
-    protocol: Annotated[str, typer.Option(help="Label protocol of the true classes.")] = "majority",
-    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+    split: Annotated[SplitName, typer.Option(help="FERPlus split.")] = "test",
+    protocol: Annotated[ProtocolName, typer.Option(help="Label protocol of the true classes.")] = "majority",
+    tta: Annotated[TtaName, typer.Option(help=TTA_HELP)] = "none",
     out: Annotated[Path | None, typer.Option(
         help="Output folder; default B/compare-<nameA>-vs-<nameB>/ (./compare-... for a bundled B)."
     )] = None,
@@ -151,8 +156,7 @@ def explain_command(
     data: Annotated[Path | None, typer.Option(help=f"For --gallery: {DATA_HELP}")] = None,
     layer: Annotated[str | None, typer.Option(
         help="Layer to explain (module name, e.g. features.2.3); default the last conv stage.")] = None,
-    detector: Annotated[str | None, typer.Option(
-        help="Face detector for photos (default: ferkit.faces' default).")] = None,
+    detector: Annotated[DetectorName | None, typer.Option(help="For photos: " + DETECTOR_HELP)] = None,
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
 ) -> None:
     """Grad-CAM: where in the face the model looked (face | heatmap | overlay PNGs). A photo's

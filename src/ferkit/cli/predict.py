@@ -9,7 +9,12 @@ from typing import Annotated
 import typer
 
 from ferkit.cli.base import (
+    DETECTOR_HELP,
     PRIOR_HELP,
+    TTA_HELP,
+    VIDEO_DETECTOR_HELP,
+    DetectorName,
+    TtaName,
     app,
     console,
     err_console,
@@ -34,10 +39,9 @@ def predict_command(
                       "one row with empty face fields, a failed file one row with its error.")] = None,
     annotate: Annotated[Path | None, typer.Option(
         help="Write copies with boxes, labels and probabilities drawn into this folder.")] = None,
-    detector: Annotated[str | None, typer.Option(
-        help="Face detector (default: ferkit.faces' default).")] = None,
+    detector: Annotated[DetectorName | None, typer.Option(help=DETECTOR_HELP)] = None,
     model: Annotated[str | None, model_option()] = None,
-    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+    tta: Annotated[TtaName, typer.Option(help=TTA_HELP)] = "none",
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
 ) -> None:
     """Emotions of every face in images: one row per face (file, face, box, emotion, confidence, 8
@@ -129,10 +133,9 @@ def video_command(
     csv_file: Annotated[Path | None, typer.Option(
         "--csv", help="Write one row per face per analysed frame (- for standard output).")] = None,
     every_n: Annotated[int, typer.Option(help="Analyse every N-th frame.")] = 1,
-    detector: Annotated[str | None, typer.Option(
-        help="Face detector (default: the live detector, blazeface).")] = None,
+    detector: Annotated[DetectorName | None, typer.Option(help=VIDEO_DETECTOR_HELP)] = None,
     model: Annotated[str | None, model_option()] = None,
-    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or flip.")] = "none",
+    tta: Annotated[TtaName, typer.Option(help=TTA_HELP)] = "none",
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
     smooth: Annotated[float, typer.Option(
         help="Smooth each tracked face's probabilities over this many seconds (0: off).")] = DEFAULT_SMOOTH_S,

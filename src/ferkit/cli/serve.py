@@ -11,7 +11,9 @@ import typer
 
 from ferkit import settings
 from ferkit.cli.base import (
+    DETECTOR_HELP,
     PRIOR_HELP,
+    DetectorName,
     app,
     console,
     err_console,
@@ -30,7 +32,7 @@ def serve_command(
         help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes; each loads the model once.")] = 1,
-    detector: Annotated[str | None, typer.Option(help="Face detector (default: mtcnn).")] = None,
+    detector: Annotated[DetectorName | None, typer.Option(help=DETECTOR_HELP)] = None,
     max_upload_mb: Annotated[float, typer.Option(
         help="Largest request body accepted, in MB (413 above).")] = float(settings.MAX_UPLOAD_MB),
     max_pixels: Annotated[int, typer.Option(
@@ -72,7 +74,7 @@ def batch_command(
     address: Annotated[str | None, typer.Option(
         help="Ray cluster (ray://host:10001 or auto); default: a local Ray on this machine.")] = None,
     model: Annotated[str | None, model_option()] = None,
-    detector: Annotated[str | None, typer.Option(help="Face detector (default: mtcnn).")] = None,
+    detector: Annotated[DetectorName | None, typer.Option(help=DETECTOR_HELP)] = None,
     prior: Annotated[str | None, typer.Option(help=PRIOR_HELP)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch handed to an actor.")] = 16,
     actors: Annotated[int | None, typer.Option(

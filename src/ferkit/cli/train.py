@@ -13,6 +13,7 @@ import typer
 from ferkit import settings
 from ferkit.cli.base import (
     DEFAULT_DATA,
+    ProtocolName,
     app,
     console,
     model_option,
@@ -35,7 +36,8 @@ def train_command(
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="Label protocol.")] = None,
+    protocol: Annotated[ProtocolName | None, typer.Option(
+        help="Label protocol (default: the config's).")] = None,
     limit_train_batches: Annotated[int | None, typer.Option(
         help="Use only this many training batches per epoch (smoke runs).")] = None,
     limit_val_batches: Annotated[int | None, typer.Option(
@@ -113,7 +115,7 @@ def retrain_head_command(
     balance: Annotated[str, typer.Option(
         help="Class-balanced sampling: full (faces drawn ~ 1/class count), sqrt (~ 1/sqrt) "
              "or none.")] = "full",
-    protocol: Annotated[str, typer.Option(help="Label protocol of the targets.")] = "all_votes",
+    protocol: Annotated[ProtocolName, typer.Option(help="Label protocol of the targets.")] = "all_votes",
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the stored features.")] = 10,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
     calibrate: Annotated[bool, typer.Option(
