@@ -74,7 +74,7 @@ def test_video_outputs_over_the_input_or_into_a_folder_are_refused(tmp_path):
         writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
     writer.release()
     before = clip.read_bytes()
-    for args, message in ((["--out", str(clip)], "is an input file"),
+    for args, message in ((["--annotate", str(clip)], "is an input file"),
                           (["--csv", str(tmp_path)], "is a folder"),
                           (["--csv", str(clip)], "is an input file")):
         result = CliRunner().invoke(app, ["video", str(clip), *args])

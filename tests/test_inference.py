@@ -460,7 +460,7 @@ def test_cli_predict_csv_json_annotate_and_failures(tmp_path, fake_cli_predictor
 def test_cli_video(tmp_path, fake_cli_predictor):
     clip = write_clip(tmp_path / "clip.avi", frames=6)
     result = CliRunner().invoke(app, ["video", str(clip), "--csv", str(tmp_path / "rows.csv"),
-                                      "--every-n", "2", "--out", str(tmp_path / "ann.avi")])
+                                      "--analyse-every", "2", "--annotate", str(tmp_path / "ann.avi")])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "rows.csv").read_text().splitlines()) == 1 + 3
     assert "3 faces in 3 frames" in result.stdout and (tmp_path / "ann.avi").stat().st_size > 0

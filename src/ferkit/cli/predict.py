@@ -128,11 +128,11 @@ def predict_command(
 @user_errors
 def video_command(
     video: Annotated[Path, typer.Argument(help="Video file (anything OpenCV/FFmpeg reads: mp4, avi, ...).")],
-    out: Annotated[Path | None, typer.Option(
-        help="Write an annotated copy (.mp4, .avi, .mov, .m4v).")] = None,
+    annotate: Annotated[Path | None, typer.Option(
+        help="Write an annotated copy to this file (.mp4, .avi, .mov, .m4v).")] = None,
     csv_file: Annotated[Path | None, typer.Option(
         "--csv", help="Write one row per face per analysed frame (- for standard output).")] = None,
-    every_n: Annotated[int, typer.Option(help="Analyse every N-th frame.")] = 1,
+    analyse_every: Annotated[int, typer.Option(min=1, help="Analyse every N-th frame.")] = 1,
     detector: Annotated[DetectorName | None, typer.Option(help=VIDEO_DETECTOR_HELP)] = None,
     model: Annotated[str | None, model_option()] = None,
     tta: Annotated[TtaName, typer.Option(help=TTA_HELP)] = "none",
@@ -150,12 +150,12 @@ def video_command(
     from ferkit.inference.video import VideoReport, open_video
 
     open_video(video).release()  # a bad video fails before the model loads
-    for path, option in ((out, "--out"), (csv_file, "--csv")):
+    for path, option in ((annotate, "--annotate"), (csv_file, "--csv")):
         if path is not None:
             check_output_file(path, [video], option)
     predictor = make_predictor(model, detector, tta, prior)
     report = VideoReport()
-    rows = predictor.predict_video(video, every_n=every_n, out=out, progress=True, report=report,
+    rows = predictor.predict_video(video, every_n=analyse_every, out=annotate, progress=True, report=report,
                                    smooth_s=smooth, detect_every=detect_every)
     writer = CsvWriter(csv_file, VIDEO_COLUMNS) if csv_file is not None else None
     counts: Counter[str] = Counter()
@@ -171,15 +171,15 @@ def video_command(
             writer.close()
     total = sum(counts.values())
     say = err_console if str(csv_file) == "-" else console  # standard output carries the CSV
-    say.print(f"{video}: {total:,} faces in {len(frames):,} frames (every {every_n} frame"
-              f"{'s' if every_n > 1 else ''} analysed)", highlight=False)
+    say.print(f"{video}: {total:,} faces in {len(frames):,} frames (every {analyse_every} frame"
+              f"{'s' if analyse_every > 1 else ''} analysed)", highlight=False)
     if total:
         shares = ", ".join(f"{e} {n / total:.0%}" for e, n in counts.most_common())
         say.print(f"top emotion share: {shares}", highlight=False)
     if writer is not None:
         err_console.print(f"wrote {writer.rows:,} rows to {shown(csv_file)}", highlight=False)
-    if out is not None:
-        say.print(f"[green]annotated video written to {out}", highlight=False)
+    if annotate is not None:
+        say.print(f"[green]annotated video written to {annotate}", highlight=False)
     if report.unreadable or report.missing:
         err_console.print(f"[yellow]{video}: {report.frames_read:,} frames read, {report.unreadable:,} "
                           f"unreadable (skipped), {report.missing:,} missing against the "
