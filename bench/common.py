@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -31,6 +32,21 @@ ONE_FACE = "Tom_Cruise_avp_2014_4.jpg"
 FIVE_FACES = [("Tom_Cruise_avp_2014_4.jpg", (85, 155, 390, 555)), ("2008_002506.jpg", (336, 72, 99, 116)),
               ("2008_002506.jpg", (117, 50, 87, 111)), ("2008_001009.jpg", (129, 198, 82, 105)),
               ("2008_001009.jpg", (147, 71, 66, 88))]
+
+
+def build_wheel(workdir: Path) -> Path:
+    """The wheel users install, built from a copy of this checkout's sources in `workdir` (the build
+    leaves its scratch folders there, not in the repository)."""
+    source = workdir / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    shutil.copytree(REPO / "src", source / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                    "--quiet", "--disable-pip-version-check", "-w", str(workdir / "dist")], check=True,
+                   timeout=600)
+    return next((workdir / "dist").glob("ferkit-*.whl"))
 
 
 def median_rate(run: Callable[[], None], items: int, repeats: int, calls: int) -> float:

@@ -4,7 +4,6 @@ example photos, and the face detectors; installed outside the repository, every 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,17 +20,9 @@ pytestmark = pytest.mark.wheel
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel built from a copy of the sources (the build leaves its scratch folders there, not in
-    the repository)."""
-    source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy2(REPO / name, source / name)
-    shutil.copytree(REPO / "src", source / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                    "--quiet", "--disable-pip-version-check", "-w", str(dist)], check=True, timeout=600)
-    return next(dist.glob("ferkit-*.whl"))
+    from bench.common import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("build"))
 
 
 def package_files(*patterns: str) -> set[str]:

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 import venv
 from pathlib import Path
 
-from bench.common import ONE_FACE, PHOTOS, REPO, cpu_name
+from bench.common import ONE_FACE, PHOTOS, build_wheel, cpu_name
 from bench.tools.peer_env import peer_python
 
 FERKIT_FIRST = """
@@ -66,17 +65,6 @@ def folder_mb(path: Path) -> float:
             with contextlib.suppress(OSError):  # a file gone meanwhile
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512
     return total / 1e6
-
-
-def build_wheel(workdir: Path) -> Path:
-    source = workdir / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy2(REPO / name, source / name)
-    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
-                    "--quiet", "--disable-pip-version-check", "-w", str(workdir / "dist")], check=True)
-    return next((workdir / "dist").glob("ferkit-*.whl"))
 
 
 def first_prediction(python: str, code: str, runs: int, cwd: Path) -> dict:
