@@ -223,12 +223,14 @@ def test_the_example_photos_ship_with_their_sources():
         assert f"`{name}`" in sources and photos.example_bytes(name)[:2] == b"\xff\xd8"  # a JPEG
 
 
-def test_one_upload_limit_set_in_config_toml():
-    """Streamlit enforces server.maxUploadSize from config.toml, and the page reads that option; no
-    other constant in ferkit.app. The HTTP API's default is the same figure, so both accept the same files."""
+def test_one_upload_limit_for_the_app_and_the_http_api():
+    """`ferkit app` gives Streamlit ferkit's one upload limit (settings.MAX_UPLOAD_MB, the HTTP API's
+    default), which Streamlit enforces on the uploader and the page reads and states."""
     assert launch.streamlit_options()["server.maxUploadSize"] == settings.MAX_UPLOAD_MB
     assert f"--server.maxUploadSize={settings.MAX_UPLOAD_MB}" in launch.streamlit_flags()
-    assert not hasattr(common, "MAX_UPLOAD_MB") and not hasattr(common, "UPLOADER_LIMIT_MB")
+    import tomllib
+
+    assert "maxUploadSize" not in tomllib.loads(launch.CONFIG.read_text())["server"]  # one owner
 
 
 def test_model_report_reads_metrics_and_says_when_absent(tmp_path):

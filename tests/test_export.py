@@ -186,3 +186,58 @@ def test_a_model_folder_ships_one_export_that_the_predictor_runs(tiny_model, tmp
     assert predictor.backend.kind == "onnx"
     assert predictor.model_info["onnx"]["precision"] == record["precision"]
     assert record["test"]["faces"] == 3137 and 0 <= record["test"]["accuracy"] <= 1
+
+
+def test_a_weights_only_bundled_model_builds_its_export_once_into_the_user_cache(tmp_path, monkeypatch):
+    """deep_cnn and baseline ship their weights only: the first Predictor builds the fp32 export into
+    the user cache (checked against PyTorch), later ones reuse it, without PyTorch too; new weights
+    get a new file, and a failed build leaves none."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from ferkit.models import resolve_model
+    from ferkit.models.folder import cached_export_path
+    from ferkit.models.onnx_export import cached_export
+
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path / "cache"))
+    source = resolve_model("baseline")
+    path = cached_export_path(source.path)
+    assert source.exports_on_first_use and source.onnx_export is None and not path.exists()
+    built = Predictor("baseline", prior="ferplus")
+    assert built.backend.kind == "onnx" and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    faces = np.random.default_rng(3).integers(0, 256, (32, 48, 48), dtype=np.uint8)
+    exact = Predictor("baseline", backend="torch", prior="ferplus").predict_faces(faces)
+    assert np.abs(Predictor("baseline", prior="ferplus").predict_faces(faces) - exact).max() < 1e-4
+    assert path.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    no_torch = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "onnx"):
+            raise ImportError(name)
+sys.meta_path.insert(0, NoTorch())
+from ferkit import Predictor
+print(Predictor("baseline").backend.kind)
+"""
+    reused = subprocess.run([sys.executable, "-c", no_torch], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "FERKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert reused.returncode == 0 and reused.stdout.strip() == "onnx", reused.stderr[-2000:]
+    # other weights (a copy whose model.json records another sha256): another file
+    other = shutil.copytree(source.path, tmp_path / "baseline")
+    config = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**config, "weights_sha256": "0" * 64}))
+    assert cached_export_path(other) != path and cached_export_path(other).parent == path.parent
+    # a build that fails part-way leaves no file behind
+    import ferkit.models.onnx_export as onnx_export
+
+    def broken(*args, **kwargs):
+        raise ModelFileError("parity refused")
+
+    monkeypatch.setattr(onnx_export, "export_checked", broken)
+    path.unlink()
+    with pytest.raises(ModelFileError, match="parity refused"):
+        cached_export(source.path)
+    assert not path.exists() and list(path.parent.iterdir()) == []

@@ -685,8 +685,7 @@ ONNX_PROB_TOLERANCE = {"fp32": 1e-4, "int8": 0.15}  # max |probability differenc
 
 @pytest.mark.realdata
 @needs_ferplus
-@pytest.mark.parametrize("name", [n for n in bundled_mod.list_bundled()
-                                  if bundled_mod.resolve_model(n).onnx_export is not None])
+@pytest.mark.parametrize("name", bundled_mod.list_bundled())  # shipped exports and first-use ones alike
 def test_bundled_onnx_path_agrees_with_pytorch_on_ferplus_valid(name):
     from ferkit.data import label_split, load_ferplus
 

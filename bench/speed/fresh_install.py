@@ -19,6 +19,7 @@ the first prediction in a fresh process, beside the peer (PyPI `fer`) in the sam
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import os
@@ -76,7 +77,7 @@ def first_prediction(python: str, code: str, runs: int, cwd: Path) -> dict:
         whole.append(time.perf_counter() - start)
         if out.returncode != 0:
             raise SystemExit(f"{python}: failed\n{out.stderr[-2000:]}")
-        last = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - our own script's dict
+        last = ast.literal_eval(out.stdout.strip().splitlines()[-1])
         inside.append(last["seconds"])
         last["printed"] = out.stdout.strip().splitlines()[0]
     return {"import_load_predict_s": statistics.median(inside), "process_s": statistics.median(whole),
@@ -111,6 +112,7 @@ def main() -> None:
             "wheel_mb": wheel.stat().st_size / 1e6,
             "install_s": install_s, "venv_mb": folder_mb(env_dir), "empty_venv_mb": empty,
             "torch_installed": "torch" in packages, "packages": len(packages),
+            "extras_present": sorted({"torch", "scikit-learn", "scipy", "matplotlib", "onnx"} & packages),
             "ferkit": ferkit,
         }
         if not args.no_peer:
@@ -122,8 +124,9 @@ def main() -> None:
             result["ratio_venv_size"] = fer["venv_mb"] / result["venv_mb"]
     print(json.dumps(result, indent=2))
     print(f"\nwheel {result['wheel_mb']:.1f} MB; core install {result['install_s']:.0f} s, "
-          f"virtualenv {result['venv_mb']:.0f} MB ({result['packages']} packages, torch: "
-          f"{result['torch_installed']}); import + load + first prediction "
+          f"virtualenv {result['venv_mb']:.0f} MB ({result['packages']} packages; of torch, scikit-learn, "
+          f"scipy, matplotlib, onnx: {', '.join(result['extras_present']) or 'none'}); import + load + "
+          f"first prediction "
           f"{ferkit['import_load_predict_s']:.2f} s (process {ferkit['process_s']:.2f} s)")
     if "fer" in result:
         fer = result["fer"]

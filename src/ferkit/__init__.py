@@ -9,6 +9,9 @@ __all__ = ["EMOTIONS", "Face", "Predictor", "__version__", "adapt", "draw", "eva
 def __getattr__(name: str):
     # Lazy: `import ferkit` stays light (no torch) until a model is needed.
     if name == "adapt":
+        from ferkit.errors import require_extra
+
+        require_extra("torch", "ferkit.adapt", "torch", "sklearn", "matplotlib")
         from ferkit.adaptation.core import adapt
 
         return adapt
@@ -17,7 +20,7 @@ def __getattr__(name: str):
 
         return draw
     if name == "evaluate_photos":
-        from ferkit.evaluation.photos import evaluate_photos
+        from ferkit.evaluation import evaluate_photos  # MissingExtra without the eval extra
 
         return evaluate_photos
     if name in ("Predictor", "Face"):

@@ -42,5 +42,20 @@ class MissingExtra(FerkitError):
     (the CLI exits 2 on it, as for a command that needs the extra)."""
 
     def __init__(self, extra: str, why: str):
-        self.extra = extra
+        self.extra, self.why = extra, why
         super().__init__(f"{why}: pip install 'ferkit[{extra}]'")
+
+    def __reduce__(self):  # rebuilt from its own arguments where it crosses processes (Ray workers)
+        return type(self), (self.extra, self.why)
+
+
+def require_extra(extra: str, what: str, *modules: str) -> None:
+    """MissingExtra naming `extra` when one of `modules` cannot be imported: the one check behind the
+    CLI's commands and the library's entry points that need an extra."""
+    import importlib
+
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(extra, f"{what} needs the {extra} extra ({exc})") from None

@@ -8,18 +8,23 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ferkit import settings
+
 PAGE = Path(__file__).with_name("main.py")
 CONFIG = Path(__file__).with_name("config.toml")
 
 
 def streamlit_options() -> dict[str, Any]:
-    """config.toml by Streamlit's option names: [server] maxUploadSize = 20 -> server.maxUploadSize: 20."""
+    """config.toml by Streamlit's option names ([server] maxMessageSize = 200 -> server.maxMessageSize:
+    200), and the upload limit, which is ferkit's one (settings.MAX_UPLOAD_MB, the HTTP API's too)."""
     config = tomllib.loads(CONFIG.read_text())
-    return {f"{section}.{key}": value for section, values in config.items() for key, value in values.items()}
+    options = {f"{section}.{key}": value for section, values in config.items()
+               for key, value in values.items()}
+    return {**options, "server.maxUploadSize": settings.MAX_UPLOAD_MB}
 
 
 def streamlit_flags() -> list[str]:
-    """config.toml as Streamlit's flags: --server.maxUploadSize=20, ..."""
+    """`streamlit_options` as Streamlit's flags: --server.maxUploadSize=20, ..."""
     return [f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
             for name, value in streamlit_options().items()]
 

@@ -32,7 +32,7 @@ import streamlit as st
 from ferkit.app import about, common, live, photos
 from ferkit.errors import FerkitError
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
-from ferkit.settings import APP_MODEL_ENV, ICE_SERVERS_ENV
+from ferkit.settings import ICE_SERVERS_ENV
 
 log = logging.getLogger("ferkit.app")
 
@@ -135,7 +135,8 @@ def sidebar() -> Settings:
         mode = st.radio("Mode", MODES, key="mode")
         model = st.selectbox("Model", common.model_choices(), key="model",
                              help="A bundled model: `default` is ferkit's most accurate; `deep_cnn` "
-                                  "is the seed's Phase 2 network. Set FERKIT_MODEL to use another.")
+                                  "is the seed's Phase 2 network. Start the app with `ferkit app -m MODEL` "
+                                  "to use another.")
         if mode != ABOUT:
             auto = f"auto ({DEFAULT_DETECTOR} for photos, {LIVE_DETECTOR} live)"
             st.selectbox("Face detector", [common.AUTO_DETECTOR, *list_detectors()], key="detector",
@@ -406,7 +407,7 @@ def main() -> None:
         predictor = predictor_for(settings)
     except (FerkitError, ValueError) as exc:
         st.error(f"The model could not be loaded: {exc}")
-        st.info(f"To use another model, start the app with `{APP_MODEL_ENV}=PATH` (a run folder with "
+        st.info("To use another model, start the app with `ferkit app -m MODEL` (a run folder with "
                 "model.json + model.safetensors, an .onnx file, or a bundled model's name).")
         return
     show_model_in_sidebar(predictor)

@@ -19,7 +19,7 @@ from rich.table import Table
 from ferkit import settings
 from ferkit.data.protocols import PROTOCOLS
 from ferkit.emotions import EMOTIONS, SPLITS
-from ferkit.errors import ArgumentError, FerkitError, MissingExtra
+from ferkit.errors import ArgumentError, FerkitError, MissingExtra, require_extra
 from ferkit.faces.detectors import DEFAULT_DETECTOR, DETECTORS, LIVE_DETECTOR
 from ferkit.tta import TTA_MODES
 
@@ -186,16 +186,9 @@ def interrupt_between_steps() -> Iterator[_StopRequest]:
 
 
 def needs_extra(extra: str, command: str, *modules: str) -> None:
-    """Exit 2 with one line naming the extra to install when one of `modules` cannot be imported."""
-    import importlib
-
-    try:
-        for module in modules:
-            importlib.import_module(module)
-    except ImportError as exc:
-        err_console.print(f"error: ferkit {command} needs the {extra} extra ({exc}): "
-                          f"pip install 'ferkit[{extra}]'", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    """MissingExtra when one of `modules` cannot be imported: under `user_errors`, one line naming the
+    extra to install, and exit code 2."""
+    require_extra(extra, f"ferkit {command}", *modules)
 
 
 def ferplus_root_option(purpose: str) -> Any:

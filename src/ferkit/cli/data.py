@@ -76,14 +76,16 @@ def models_list() -> None:
     for col in ("name", "architecture", "runs", "FERPlus Test", "balanced", "default prior"):
         table.add_column(col)
     for name in list_bundled():
-        folder = ModelFolder(resolve_model(name).path)
+        source = resolve_model(name)
+        folder = ModelFolder(source.path)
         config, metrics = folder.read_config(), folder.read_metrics()
         measured = recorded_metrics(metrics)
         members = (config.get("model_args") or {}).get("members")
         architecture = (f"ensemble of {len(members)} {members[0].get('architecture')}" if members
                         else str(config.get("architecture")))
-        export = folder.onnx_export
-        runs = "ONNX int8" if export and "int8" in export.name else "ONNX fp32" if export else "PyTorch"
+        export = source.onnx_export
+        runs = ("ONNX int8" if export and "int8" in export.name else "ONNX fp32" if export
+                else "ONNX fp32 (built on first use)" if source.exports_on_first_use else "PyTorch")
         table.add_row(name, architecture, runs,
                       "-" if measured.accuracy is None else f"{measured.accuracy:.1%}",
                       "-" if measured.balanced_accuracy is None else f"{measured.balanced_accuracy:.1%}",
@@ -95,7 +97,7 @@ def models_list() -> None:
 @user_errors
 @requires("torch", "archs")
 def architectures_list() -> None:
-    """The registered architectures (train --arch NAME; ferkit summary NAME)."""
+    """The registered architectures (train --arch ARCH; ferkit summary ARCH)."""
     from ferkit.models import create_model, list_models, model_description, summarize_model
 
     table = Table(title="ferkit architectures")

@@ -61,8 +61,8 @@ def export_command(
 
 
 @app.command("bundle")
-@requires("torch", "bundle", "torch", "onnx", "sklearn")  # maintainers: bundling re-exports with PyTorch
 @user_errors
+@requires("torch", "bundle", "torch", "onnx", "sklearn")  # maintainers: bundling re-exports with PyTorch
 def bundle_command(
     run: Annotated[Path, model_option("Trained run folder to ship (evaluated on Test).")],
     name: Annotated[str, typer.Option(help="Bundled model name; `default` is what Predictor() loads.")],

@@ -15,6 +15,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from ferkit.errors import require_extra
+
 _WHERE = {
     "Comparison": "comparison",
     "compare": "comparison",
@@ -63,4 +65,5 @@ if TYPE_CHECKING:
 def __getattr__(name: str):
     if name not in _WHERE:
         raise AttributeError(f"module 'ferkit.evaluation' has no attribute {name!r}")
+    require_extra("eval", f"ferkit.evaluation.{name}", "sklearn", "matplotlib")  # not in the core install
     return getattr(import_module(f"ferkit.evaluation.{_WHERE[name]}"), name)

@@ -78,8 +78,8 @@ def _load_backend(source: ModelSource, threads: int | None, backend: str = "auto
                         "weights, exact everywhere", source.path)
         return onnx
     export = source.onnx_export
-    if export is None and source.is_bundled and backend != "torch":
-        export = cached_export(source.path)  # a bundled model that ships its weights only
+    if backend != "torch" and source.exports_on_first_use:
+        export = cached_export(source.path)
     if backend == "onnx" and export is None:
         raise ArgumentError(f"{source.path}: no ONNX export in the folder (export it with "
                             f"`ferkit export -m {source.path} --bundled`)")
@@ -111,9 +111,10 @@ class Predictor:
     min_face: smallest face side, in pixels, that the detector reports.
     threads: ONNX Runtime intra-op threads (None: its default). PyTorch's thread count is
         process-wide: set it with torch.set_num_threads.
-    backend: "auto" (ONNX Runtime for .onnx files and for bundled models, which ship their export;
-        PyTorch for run folders), "onnx" or "torch" (the folder's PyTorch weights: with prior="ferplus",
-        the same numbers as `ferkit evaluate` on FERPlus). Grad-CAM works with either: `.model`
+    backend: "auto" (ONNX Runtime for .onnx files and for bundled models, which ship their export or
+        build it into the user cache on first use; PyTorch for run folders), "onnx" or "torch" (the
+        folder's PyTorch weights: with prior="ferplus", the same numbers as `ferkit evaluate` on
+        FERPlus). Grad-CAM works with either: `.model`
         loads the PyTorch weights on demand.
     """
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ferkit.errors import ModelFileError
-from ferkit.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelFolder
+from ferkit.models.folder import CONFIG_FILE, WEIGHTS_FILE, ModelFolder, cached_export_path
 
 DEFAULT_MODEL = "default"
 
@@ -61,6 +61,12 @@ class ModelSource:
         if self.backend != "torch":
             return None
         return ModelFolder(self.path).onnx_export
+
+    @property
+    def exports_on_first_use(self) -> bool:
+        """A bundled model that ships its weights only (the wheel's size budget): a Predictor runs its
+        fp32 ONNX export, built on first use into the user cache (`onnx_export.cached_export`)."""
+        return self.is_bundled and self.onnx_export is None and cached_export_path(self.path) is not None
 
 
 def _looks_like_name(text: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ferkit.errors import ModelFileError
 from ferkit.files import write_whole
+from ferkit.settings import cache_dir
 
 CONFIG_FILE = "model.json"  # how to rebuild the network, and its training record
 WEIGHTS_FILE = "model.safetensors"
@@ -20,7 +21,21 @@ METRICS_FILE = "metrics.json"  # its measured accuracy: what the README, the app
 # (ferkit.release.bundle.INT8_MAX_DROP), else fp32.
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+ONNX_OPSET = 17  # of every ONNX export ferkit writes (ferkit.models.onnx_export)
 COMMANDS_FILE = "commands.txt"  # the CLI lines that made a model folder, one per line, oldest first
+
+
+# Part of the cached file's name: a change to what an export holds (graph, opset, metadata) gets new
+# files instead of meeting old ones.
+EXPORT_FORMAT = f"fp32-opset{ONNX_OPSET}-v1"
+
+
+def cached_export_path(folder: Path) -> Path | None:
+    """Where the first-use export of model folder `folder` lives: named by its weights' sha256 and
+    EXPORT_FORMAT, so new weights or a new export format never meet an old file. None if model.json
+    records no sha256 to tie it to."""
+    sha = ModelFolder(folder).read_config().get("weights_sha256")
+    return cache_dir() / "onnx" / f"{Path(folder).name}-{sha[:16]}-{EXPORT_FORMAT}.onnx" if sha else None
 
 
 def read_json_file(path: Path) -> dict[str, Any]:

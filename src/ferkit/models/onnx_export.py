@@ -26,8 +26,16 @@ import numpy as np
 
 from ferkit import __version__
 from ferkit.errors import MissingExtra, ModelFileError
-from ferkit.models.folder import METRICS_FILE, ModelFolder, read_json_file, read_model_config
-from ferkit.settings import INT8_WEIGHT_BITS, cache_dir
+from ferkit.models.folder import (
+    METRICS_FILE,
+    cached_export_path,
+    read_json_file,
+    read_model_config,
+)
+from ferkit.models.folder import (
+    ONNX_OPSET as DEFAULT_OPSET,
+)
+from ferkit.settings import CACHE_ENV, INT8_WEIGHT_BITS
 
 META_MODEL_JSON = "ferkit.model_json"
 META_METRICS_JSON = "ferkit.metrics_json"
@@ -36,9 +44,9 @@ META_PRECISION = "ferkit.precision"
 META_VERSION = "ferkit.version"
 META_INT8_WEIGHT_BITS = "ferkit.int8_weight_bits"  # 7: exact on every CPU; absent: 8 (older exports)
 
-DEFAULT_OPSET = 17
 PARITY_ATOL = 1e-4
-FIRST_USE = "on first use, into the user cache"  # where a weights-only bundled model's export comes from
+FIRST_USE = "on first use, into the user cache"
+log = logging.getLogger(__name__)  # where a weights-only bundled model's export comes from
 
 
 @contextmanager
@@ -125,35 +133,31 @@ def export_checked(model: Any, folder: Path, out: Path, faces: np.ndarray, *, op
     return diff
 
 
-def cached_export_path(folder: Path) -> Path | None:
-    """Where the first-use export of model folder `folder` lives: named by its weights' sha256, so
-    new weights never meet an old export. None if model.json records no sha256 to tie it to."""
-    sha = ModelFolder(folder).read_config().get("weights_sha256")
-    return cache_dir() / "onnx" / f"{Path(folder).name}-{sha[:16]}.onnx" if sha else None
-
-
 def cached_export(folder: Path) -> Path | None:
     """The fp32 ONNX export of bundled model `folder` from the user cache, built there on first use
-    (a few seconds; needs PyTorch); None for a folder whose model.json records no weights_sha256.
-    Written whole or not at all, so processes that start together each find a complete file."""
+    (a few seconds; needs PyTorch and onnx, the torch extra); None for a folder whose model.json
+    records no weights_sha256. Written whole or not at all, so processes that start together each
+    find a complete file."""
     path = cached_export_path(folder)
     if path is None or path.is_file():
         return path
     try:
+        import onnx  # noqa: F401
         import torch  # noqa: F401
-    except ImportError:
-        raise MissingExtra("torch", f"{Path(folder).name}: ships its PyTorch weights only; its ONNX "
-                                    "export is built on first use, which needs PyTorch") from None
+    except ImportError as exc:
+        raise MissingExtra("torch", f"{Path(folder).name}: ships its PyTorch weights only; its ONNX export "
+                                    f"is built on first use, which needs PyTorch and onnx ({exc})") from None
     from ferkit.models.io import load_folder
 
+    log.info("%s: building its ONNX export into %s (once)", Path(folder).name, path)
+    faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="ferkit-export-", dir=path.parent) as tmp:
+            built = Path(tmp) / path.name
+            export_checked(load_folder(folder), Path(folder), built, faces)
+            os.replace(built, path)
     except OSError as exc:
-        raise ModelFileError(f"{path.parent}: cannot make the ONNX cache folder ({exc.strerror}); set "
-                             "FERKIT_CACHE_DIR to a writable folder") from None
-    faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
-    with tempfile.TemporaryDirectory(prefix="ferkit-export-", dir=path.parent) as tmp:
-        built = Path(tmp) / path.name
-        export_checked(load_folder(folder), Path(folder), built, faces)
-        os.replace(built, path)
+        raise ModelFileError(f"{path.parent}: cannot write the ONNX export there ({exc.strerror or exc}); "
+                             f"set {CACHE_ENV} to a writable folder") from None
     return path
