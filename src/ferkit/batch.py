@@ -212,6 +212,9 @@ def run_batch(source: str | Path, out: str | Path, *, address: str | None = None
     """Predict every image of SOURCE on Ray Data and write the face rows to OUT (see the module)."""
     import ray
 
+    from ferkit.models.onnx_export import prepare
+
+    prepare(model)  # before Ray starts: the model's errors in one line, its export built once
     files = list_sources(source)
     out = Path(out).expanduser()
     to_read, failed = sort_entries(files, allow_remote=allow_remote)

@@ -51,6 +51,7 @@ def serve_command(
     """An HTTP API over the Predictor (FastAPI on uvicorn; needs `pip install 'ferkit[serve]'`):
     POST /v1/predict, POST /v1/predict-faces, GET /v1/model, GET /healthz; docs at /docs."""
     needs_extra("serve", "serve", "fastapi", "uvicorn", "multipart")
+    from ferkit.models.onnx_export import prepare
     from ferkit.server import ServeSettings, serve
 
     if not 1 <= port <= 65535:
@@ -61,6 +62,7 @@ def serve_command(
                            max_pixels=max_pixels, max_concurrent=max_concurrent, max_files=max_files,
                            max_connections=max_connections, header_timeout_s=header_timeout,
                            body_timeout_s=body_timeout)
+    prepare(model)
     serve(limits, host=host, port=port, workers=workers)
 
 

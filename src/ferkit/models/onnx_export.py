@@ -161,3 +161,15 @@ def cached_export(folder: Path) -> Path | None:
         raise ModelFileError(f"{path.parent}: cannot write the ONNX export there ({exc.strerror or exc}); "
                              f"set {CACHE_ENV} to a writable folder") from None
     return path
+
+
+def prepare(model: str | Path | None) -> None:
+    """Resolve `model` and build its first-use export now, if it has one to build: what a parent
+    process does before it starts workers (`ferkit serve --workers`, `ferkit batch`), so that an
+    unknown model or a missing extra stops it with one line, and the workers find the export built
+    instead of each building it at once."""
+    from ferkit.models.bundled import resolve_model
+
+    source = resolve_model(model)
+    if source.exports_on_first_use:
+        cached_export(source.path)
