@@ -69,8 +69,8 @@ DEFAULT_DATA = settings.DEFAULT_DATA
 
 
 def user_errors(fn):
-    """Turn ferkit's own errors into one red line and exit code 1 (2 for a missing extra, as
-    `needs_extra`), and Ctrl-C into one line and exit
+    """Turn ferkit's own errors into one red line and exit code 1 (2 for a missing extra: the pip line
+    to run), and Ctrl-C into one line and exit
     code 130 (what a command had written by then stays). Anything else is a bug and keeps its traceback."""
 
     @wraps(fn)

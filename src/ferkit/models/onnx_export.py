@@ -28,12 +28,10 @@ from ferkit import __version__
 from ferkit.errors import MissingExtra, ModelFileError
 from ferkit.models.folder import (
     METRICS_FILE,
+    ONNX_OPSET,
     cached_export_path,
     read_json_file,
     read_model_config,
-)
-from ferkit.models.folder import (
-    ONNX_OPSET as DEFAULT_OPSET,
 )
 from ferkit.settings import CACHE_ENV, INT8_WEIGHT_BITS
 
@@ -45,8 +43,8 @@ META_VERSION = "ferkit.version"
 META_INT8_WEIGHT_BITS = "ferkit.int8_weight_bits"  # 7: exact on every CPU; absent: 8 (older exports)
 
 PARITY_ATOL = 1e-4
-FIRST_USE = "on first use, into the user cache"
-log = logging.getLogger(__name__)  # where a weights-only bundled model's export comes from
+FIRST_USE = "on first use, into the user cache"  # where a weights-only bundled model's export comes from
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -88,7 +86,7 @@ def write_metadata(path: Path, meta: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def torch_export(model: Any, path: Path, opset: int = DEFAULT_OPSET) -> None:
+def torch_export(model: Any, path: Path, opset: int = ONNX_OPSET) -> None:
     """The TorchScript-based exporter (`dynamo=False`): it needs only `onnx`, where the dynamo exporter
     would add onnxscript."""
     import torch
@@ -118,7 +116,7 @@ def parity(model: Any, onnx_path: Path, faces: np.ndarray) -> float:
     return float(max(np.abs(full - expected).max(), np.abs(single - expected[:len(single)]).max()))
 
 
-def export_checked(model: Any, folder: Path, out: Path, faces: np.ndarray, *, opset: int = DEFAULT_OPSET,
+def export_checked(model: Any, folder: Path, out: Path, faces: np.ndarray, *, opset: int = ONNX_OPSET,
                    atol: float = PARITY_ATOL) -> float:
     """Write the fp32 export of `model` (the network of model folder `folder`) to `out`, with the
     folder's model.json and metrics.json as metadata, refused unless it matches PyTorch within `atol`

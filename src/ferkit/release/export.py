@@ -28,9 +28,8 @@ import numpy as np
 from ferkit.errors import ArgumentError, FerkitError
 from ferkit.inference.backends import OnnxBackend
 from ferkit.models.bundled import resolve_model
-from ferkit.models.folder import METRICS_FILE, read_json_file
+from ferkit.models.folder import METRICS_FILE, ONNX_OPSET, read_json_file
 from ferkit.models.onnx_export import (
-    DEFAULT_OPSET,
     PARITY_ATOL,
     export_checked,
     onnx_metadata,
@@ -155,7 +154,7 @@ def max_flip_margin(reference: np.ndarray, other: np.ndarray) -> float:
     return float((top2[:, 1] - top2[:, 0]).max())
 
 
-def export_onnx(model: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, int8: bool = False,
+def export_onnx(model: str | Path, out: str | Path, opset: int = ONNX_OPSET, int8: bool = False,
                 data_root: str | Path | None = None, atol: float = PARITY_ATOL,
                 measure_accuracy: bool = True, fp32_copy: str | Path | None = None) -> ExportReport:
     """Export a run folder / bundled model to `out` (.onnx) and verify it; see the module doc.
