@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[eval,torch,app,serve,scale,train,test,faces-dlib]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[eval,torch,video,app,serve,scale,train,test,faces-dlib]'
 	touch $(STAMP)
 
 lint: $(STAMP)

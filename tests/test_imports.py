@@ -132,16 +132,17 @@ app()
 
 
 def test_the_core_runs_without_torch_and_torch_commands_name_their_extra(tmp_path):
-    """`pip install ferkit` has neither PyTorch nor scikit-learn, matplotlib or onnx: the bundled
-    models run on ONNX Runtime. In a fresh interpreter where importing those fails, the Predictor,
-    `predict`, `models`, `serve` and `app` work, and `evaluate --photos` with the eval extra alone;
-    each command that needs an extra exits 2 with the pip line of that extra."""
+    """`pip install ferkit` has neither PyTorch nor scikit-learn, matplotlib, onnx or OpenCV: the
+    bundled models run on ONNX Runtime, the photo pipeline on NumPy and Pillow. In a fresh interpreter
+    where importing those fails, the Predictor, `predict` (with a drawn copy), `models`, `serve` and
+    `app` work, and `evaluate --photos` with the eval extra alone; each command that needs an extra
+    exits 2 with the pip line of that extra."""
     import tomllib
 
     pyproject = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())
     core = " ".join(pyproject["project"]["dependencies"])
     assert not any(name in core for name in ("torch", "captum", "lightning", "scikit-learn", "matplotlib",
-                                             "onnx>", "scipy"))
+                                             "onnx>", "scipy", "opencv"))
     photos = PACKAGE.parents[2] / "shared" / "datasets" / "faces-dlib-examples"
     if not (photos / "2008_001009.jpg").is_file():
         import pytest
@@ -150,7 +151,7 @@ def test_the_core_runs_without_torch_and_torch_commands_name_their_extra(tmp_pat
     (tmp_path / "study" / "happiness").mkdir(parents=True)
     (tmp_path / "study" / "happiness" / "a.jpg").write_bytes((photos / "2008_001009.jpg").read_bytes())
     torch_only = ("torch", "captum", "lightning", "onnx")
-    core_only = (*torch_only, "sklearn", "scipy", "matplotlib")
+    core_only = (*torch_only, "sklearn", "scipy", "matplotlib", "cv2")
 
     def run(code: str, missing: tuple[str, ...] = core_only) -> subprocess.CompletedProcess:
         block = f"""
@@ -172,15 +173,18 @@ sys.meta_path.insert(0, Missing())
     photo = str(photos / "2008_001009.jpg")
     faces = run(f"from ferkit import Predictor\nprint(Predictor().predict({photo!r}))")
     assert faces.returncode == 0 and faces.stdout.count("Face(") == 2, faces.stderr[-2000:]
-    works = [ferkit("predict", photo, "--model", "fast"), ferkit("models"), ferkit("card", "-m", "fast"),
+    works = [ferkit("predict", photo, "--model", "fast", "--annotate", str(tmp_path / "drawn.jpg")),
+             ferkit("models"), ferkit("card", "-m", "fast"),
              ferkit("evaluate", "-m", "fast", "--photos", str(tmp_path / "study"),
                     "--out", str(tmp_path / "eval"), missing=torch_only),
              ferkit("serve", "--help"), ferkit("app", "--help")]
     for result in works:
         assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "drawn.jpg").stat().st_size > 0  # drawn without OpenCV
     for args, extra in ((["train"], "train"), (["explain", "x.jpg", "--model", "fast"], "torch"),
                         (["export", "-m", "fast", "--onnx", "x.onnx"], "torch"),
                         (["evaluate", "-m", "fast"], "torch"),
+                        (["video", "x.mp4"], "video"),
                         (["evaluate", "-m", "fast", "--photos", str(tmp_path / "study")], "eval"),
                         (["adapt", "-m", "default", "--photos", ".", "--out", "o"], "torch"),
                         # ships its weights only: the ONNX export is built with PyTorch on first use

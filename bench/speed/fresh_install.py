@@ -4,7 +4,7 @@ the first prediction in a fresh process, beside the peer (PyPI `fer`) in the sam
 - The wheel: built from this checkout (its size).
 - The install: a new virtualenv, `pip install WHEEL` with pip's cache off, so every dependency is
   fetched from the package index as a user's first install is (time), then the virtualenv's size on
-  disk and whether PyTorch came with it.
+  disk and which of the extras' big packages came with it (none should).
 - The first prediction: in a fresh interpreter, `from ferkit import Predictor`,
   `Predictor().predict(photo)`, timed from before the import to the faces (median of --runs
   processes; the interpreter's own start is shown apart).
@@ -33,6 +33,9 @@ from pathlib import Path
 
 from bench.common import ONE_FACE, PHOTOS, build_wheel, cpu_name
 from bench.tools.peer_env import peer_python
+
+# the extras' big packages, none of which the core install may pull in
+EXTRAS_PACKAGES = ("torch", "opencv-python-headless", "scikit-learn", "scipy", "matplotlib", "onnx")
 
 FERKIT_FIRST = """
 import time
@@ -112,7 +115,7 @@ def main() -> None:
             "wheel_mb": wheel.stat().st_size / 1e6,
             "install_s": install_s, "venv_mb": folder_mb(env_dir), "empty_venv_mb": empty,
             "torch_installed": "torch" in packages, "packages": len(packages),
-            "extras_present": sorted({"torch", "scikit-learn", "scipy", "matplotlib", "onnx"} & packages),
+            "extras_present": sorted(set(EXTRAS_PACKAGES) & packages),
             "ferkit": ferkit,
         }
         if not args.no_peer:
@@ -124,8 +127,8 @@ def main() -> None:
             result["ratio_venv_size"] = fer["venv_mb"] / result["venv_mb"]
     print(json.dumps(result, indent=2))
     print(f"\nwheel {result['wheel_mb']:.1f} MB; core install {result['install_s']:.0f} s, "
-          f"virtualenv {result['venv_mb']:.0f} MB ({result['packages']} packages; of torch, scikit-learn, "
-          f"scipy, matplotlib, onnx: {', '.join(result['extras_present']) or 'none'}); import + load + "
+          f"virtualenv {result['venv_mb']:.0f} MB ({result['packages']} packages; of "
+          f"{', '.join(EXTRAS_PACKAGES)}: {', '.join(result['extras_present']) or 'none'}); import + load + "
           f"first prediction "
           f"{ferkit['import_load_predict_s']:.2f} s (process {ferkit['process_s']:.2f} s)")
     if "fer" in result:

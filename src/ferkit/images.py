@@ -26,11 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Literal
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ferkit import settings
+from ferkit import pixels, settings
 from ferkit.errors import ArgumentError, ImageError, ImageTooLarge
 from ferkit.settings import FACE_SIDE
 
@@ -226,8 +225,8 @@ def rgb_from_pil(img: Image.Image, label: str = "<PIL image>") -> np.ndarray:
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> gray uint8 (H, W) with the ITU-R 601 weights (PIL's "L", which made
-    FERPlus, and OpenCV's RGB2GRAY): the one colour-to-gray rule of ferkit."""
-    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    FERPlus, and OpenCV's RGB2GRAY, whose rounding this keeps): the one colour-to-gray rule of ferkit."""
+    return pixels.gray(rgb)
 
 
 def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
@@ -241,8 +240,7 @@ def to_face(crop: np.ndarray, color: Color = "rgb") -> np.ndarray:
     if gray.shape == (FACE_SIDE, FACE_SIDE):
         return np.ascontiguousarray(gray)
     shrink = gray.shape[0] >= FACE_SIDE and gray.shape[1] >= FACE_SIDE
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(gray, (FACE_SIDE, FACE_SIDE), interpolation=interpolation)
+    return pixels.resize(gray, (FACE_SIDE, FACE_SIDE), resample="area" if shrink else "linear")
 
 
 def _scale_to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import altair as alt
-import cv2
 import numpy as np
 import pandas as pd
 
-from ferkit import settings
+from ferkit import pixels, settings
 from ferkit.app.about import torch_model
 from ferkit.app.common import DISPLAY_SIDE, MAX_PIXELS, FaceLike, PredictorLike
 from ferkit.emotions import EMOTIONS
@@ -123,7 +122,7 @@ def shrink_for_display(image: np.ndarray, side: int = DISPLAY_SIDE) -> tuple[np.
     if scale == 1.0:
         return image, 1.0
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+    return pixels.resize(image, size, resample="area"), scale
 
 
 def keep_faces_at_least(result: PhotoResult, min_face: int) -> PhotoResult:
@@ -146,7 +145,7 @@ def example_thumbnail(name: str, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     height, width = image.shape[:2]
     square = min(height, width)
     top, left = (height - square) // 2, (width - square) // 2
-    return cv2.resize(image[top:top + square, left:left + square], (side, side), interpolation=cv2.INTER_AREA)
+    return pixels.resize(image[top:top + square, left:left + square], (side, side), resample="area")
 
 
 def shown_box(face: Face, scale: float) -> tuple[int, int, int, int]:
@@ -173,8 +172,7 @@ def face_thumbnail(result: PhotoResult, face: Face, side: int = THUMBNAIL_SIDE) 
     left = min(max(0, round(x + w / 2 - square / 2)), width - square)
     top = min(max(0, round(y + h / 2 - square / 2)), height - square)
     crop = image[top:top + square, left:left + square]
-    shrink = square > side  # area-averaging when shrinking, smooth when enlarging a small face
-    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return pixels.resize(crop, (side, side), resample="area")  # bilinear when enlarging a small face
 
 
 def percent(p: float) -> str:
@@ -198,7 +196,7 @@ def face_summary(face: Face) -> str:
 
 def enlarge(face: np.ndarray, factor: int = 3) -> np.ndarray:
     """A 48x48 crop scaled up with hard pixel edges (the browser would blur it)."""
-    return cv2.resize(face, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+    return pixels.resize(face, (face.shape[1] * factor, face.shape[0] * factor), resample="nearest")
 
 
 def probability_frame(probabilities: np.ndarray) -> pd.DataFrame:

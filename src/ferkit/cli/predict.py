@@ -21,6 +21,7 @@ from ferkit.cli.base import (
     interrupt_between_steps,
     make_predictor,
     model_option,
+    requires,
     shown,
     user_errors,
 )
@@ -126,6 +127,7 @@ def predict_command(
 
 @app.command("video")
 @user_errors
+@requires("video", "video", "cv2")
 def video_command(
     video: Annotated[Path, typer.Argument(help="Video file (anything OpenCV/FFmpeg reads: mp4, avi, ...).")],
     annotate: Annotated[Path | None, typer.Option(

@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from ferkit import pixels
 from ferkit.errors import FaceDetectorError
 from ferkit.faces.detectors import Detection
-from ferkit.faces.image import to_gray
+from ferkit.faces.image import to_rgb
 from ferkit.settings import FACE_SIDE
 
 OUTPUT_SIZE = FACE_SIDE
@@ -70,7 +70,7 @@ def crop_frame(detection: Detection, margin: float) -> CropFrame:
 
 def crop_matrix(frame: CropFrame, size: int) -> np.ndarray:
     """2x3 affine map from input pixels to a size x size crop: rotate and scale about the centre."""
-    matrix = cv2.getRotationMatrix2D(frame.center, frame.angle, size / frame.side)
+    matrix = pixels.rotation_matrix(frame.center, frame.angle, size / frame.side)
     matrix[:, 2] += (size / 2 - frame.center[0], size / 2 - frame.center[1])
     return matrix
 
@@ -81,20 +81,22 @@ def align_face(image: np.ndarray, detection: Detection, margin: float = DEFAULT_
     `image` is the one the detection came from (RGB, RGBA or gray uint8). `margin` is the fraction of
     the face side added on each side of the face square (0 = the face square itself).
     """
-    gray = to_gray(image)
+    array = np.asarray(image)
+    plain_gray = array.ndim == 2 and array.dtype == np.uint8 and array.size > 0
+    source = array if plain_gray else to_rgb(array)
     x, y, w, h = detection.box
-    height, width = gray.shape[:2]
+    height, width = source.shape[:2]
     if x >= width or y >= height or x + w <= 0 or y + h <= 0:  # a custom detector's stray box
         raise FaceDetectorError(f"face box {tuple(detection.box)} lies outside the {width}x{height} image")
     frame = crop_frame(detection, margin)
     # Warp at about the face's own resolution, then area-average: warping straight to 48 px would
     # sample a large face sparsely (aliasing); never below 48 so small faces are interpolated once.
     native = max(OUTPUT_SIZE, round(frame.side))
-    crop = cv2.warpAffine(gray, crop_matrix(frame, native), (native, native), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    # to gray as the warp reads: only the pixels under the face are converted, not the whole photo
+    crop = pixels.warp_affine(source, crop_matrix(frame, native), (native, native), to_gray=not plain_gray)
     if native == OUTPUT_SIZE:
         return crop
-    return cv2.resize(crop, (OUTPUT_SIZE, OUTPUT_SIZE), interpolation=cv2.INTER_AREA)
+    return pixels.resize(crop, (OUTPUT_SIZE, OUTPUT_SIZE), resample="area")
 
 
 def aligned_points(detection: Detection, margin: float = DEFAULT_MARGIN) -> dict[str, tuple[float, float]]:

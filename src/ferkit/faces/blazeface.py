@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+
+from ferkit import pixels
 
 WEIGHTS_DIR = Path(__file__).with_name("blazeface_onnx")
 # MediaPipe's keypoint order; "right"/"left" are the person's, so the right eye is on the image's left.
@@ -106,7 +107,7 @@ class BlazeFace:
         """Faces in an RGB uint8 image, padded to a square (bottom/right) for the networks."""
         height, width = image.shape[:2]
         side = max(height, width)
-        square = cv2.copyMakeBorder(image, 0, side - height, 0, side - width, cv2.BORDER_CONSTANT)
+        square = pixels.pad(image, 0, side - height, 0, side - width, border="constant")
         parts = zip(self.config.models, self.sessions, self.anchors, strict=True)
         found = [self.run(model, session, anchors, square) for model, session, anchors in parts]
         boxes, scores, points = (np.concatenate(parts) for parts in zip(*found, strict=True))
@@ -115,8 +116,8 @@ class BlazeFace:
     @staticmethod
     def run(model: BlazeFaceModel, session, anchors: np.ndarray, square: np.ndarray):
         side, size = square.shape[0], model.input_side
-        pixels = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
-        x = (pixels.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]  # (1, 3, size, size)
+        small = pixels.resize(square, (size, size), resample="area")
+        x = (small.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]  # (1, 3, size, size)
         regressors, logits = session.run(None, {session.get_inputs()[0].name: x})
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -80.0, 80.0)))
         keep = scores >= model.score_threshold

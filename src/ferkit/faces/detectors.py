@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 
+from ferkit import pixels
 from ferkit.errors import FaceDetectorError
 from ferkit.faces.image import to_rgb
 from ferkit.settings import MIN_FACE
@@ -252,7 +252,7 @@ class HogDetector(DlibDetector):
 
 
 class HaarDetector(FaceDetector):
-    """OpenCV's Viola-Jones cascade: ships with opencv-python-headless<5, fast, no landmarks."""
+    """OpenCV's Viola-Jones cascade (opencv-python-headless<5, ferkit[video]): fast, no landmarks."""
 
     name = "haar"
     requires = {"cv2": "opencv-python-headless<5"}
@@ -265,6 +265,9 @@ class HaarDetector(FaceDetector):
 
     def __init__(self) -> None:
         super().__init__()
+        import cv2  # OpenCV is optional (the video extra): imported when this detector is built
+
+        self.cv2 = cv2
         data = getattr(cv2, "data", None)
         path = Path(data.haarcascades) / self.cascade_file if data else None
         if path is None or not path.is_file():
@@ -275,7 +278,7 @@ class HaarDetector(FaceDetector):
         self.cascade = cv2.CascadeClassifier(str(path))
 
     def _detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
-        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        gray = self.cv2.equalizeHist(pixels.gray(rgb))
         rects, _, weights = self.cascade.detectMultiScale3(
             gray, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(min_size, min_size),
             outputRejectLevels=True,
@@ -331,7 +334,7 @@ def _detect_scaled(found: FaceDetector, rgb: np.ndarray, min_size: int) -> list[
     if scale == 1.0:
         return found.detect(rgb, min_size)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    small = pixels.resize(rgb, size, resample="area")
     return [f.scaled(1 / scale) for f in found.detect(small, max(1, round(min_size * scale)))]
 
 
@@ -355,10 +358,10 @@ def detect_faces(image: np.ndarray, detector: str = DEFAULT_DETECTOR, min_size: 
         # shrink before padding, to what detection would shrink the padded copy to anyway: a padded
         # full-size copy of a large (or very long) image would be many times its size in memory
         scale = min(1.0, MAX_DETECT_SIDE / ((1 + 2 * TIGHT_CROP_PAD) * max(height, width)))
-        small = rgb if scale == 1.0 else cv2.resize(
-            rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        small = rgb if scale == 1.0 else pixels.resize(
+            rgb, (max(1, round(width * scale)), max(1, round(height * scale))), resample="area")
         pad = round(TIGHT_CROP_PAD * max(small.shape[:2]))
-        padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        padded = pixels.pad(small, pad, pad, pad, pad, border="edge")
         faces = [f.shifted(-pad, -pad).scaled(1 / scale)
                  for f in _detect_scaled(found, padded, max(1, round(min_size * scale)))]
     detections = [f.to_detection(width, height) for f in faces]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ferkit.errors import FaceDetectorError, ImageError
-from ferkit.images import luma, rgb_array
+from ferkit.images import rgb_array
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -26,10 +26,3 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     except ImageError as exc:
         raise FaceDetectorError(str(exc)) from None
 
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """Return `image` as HxW uint8 gray (ferkit.images.luma)."""
-    array = np.asarray(image)
-    if array.ndim == 2 and array.dtype == np.uint8 and array.size:
-        return array
-    return luma(to_rgb(array))

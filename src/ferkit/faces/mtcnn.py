@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ferkit import pixels
 from ferkit.settings import MIN_FACE
 
 WEIGHTS_DIR = Path(__file__).with_name("mtcnn_onnx")
@@ -103,7 +103,7 @@ def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         sx2, sy2 = min(x2, width), min(y2, height)
         if sx2 > sx1 and sy2 > sy1:
             patch[sy1 - (y1 - 1):sy2 - (y1 - 1), sx1 - (x1 - 1):sx2 - (x1 - 1)] = image[sy1:sy2, sx1:sx2]
-        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+        out[k] = pixels.resize(patch, (size, size), resample="area")
     return normalize(out).transpose(0, 2, 1, 3)
 
 
@@ -155,7 +155,7 @@ class Mtcnn:
         found = []
         for scale in pyramid_scales(height, width, min_size, self.config.scale_factor):
             size = (math.ceil(width * scale), math.ceil(height * scale))
-            level = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            level = pixels.resize(image, size, resample="area")
             offsets, probs = self.run(self.pnet, normalize(level).transpose(1, 0, 2)[None])
             xi, yi = np.nonzero(probs[0, :, :, 1] >= self.config.pnet_threshold)  # transposed map
             if not len(xi):

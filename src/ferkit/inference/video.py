@@ -1,7 +1,9 @@
 """Emotions through a video, frame by frame, streamed (one frame in memory at a time).
 
 OpenCV's VideoCapture reads (FFmpeg inside opencv-python-headless: mp4/avi/mkv/mov/webm...),
-VideoWriter writes the optional annotated copy (.mp4/.mov/.m4v as mp4v, .avi as MJPG).
+VideoWriter writes the optional annotated copy (.mp4/.mov/.m4v as mp4v, .avi as MJPG). OpenCV is the
+`video` extra, kept out of the core install (it is 160 MB): without it, reading a video raises
+MissingExtra naming the extra.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ferkit.errors import ArgumentError, ImageError
+from ferkit.errors import ArgumentError, ImageError, require_extra
 from ferkit.inference.face import Face
 from ferkit.inference.stream import FaceStream, StreamPredictor
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
@@ -41,6 +43,7 @@ class VideoReport:
 
 def open_video(path: str | Path):
     """cv2.VideoCapture on `path`; ImageError naming the file if it is missing or unreadable."""
+    require_extra("video", "reading a video", "cv2")
     import cv2
 
     path = Path(path).expanduser()

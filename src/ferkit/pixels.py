@@ -1,0 +1,231 @@
+"""The pixel operations of the photo pipeline, in NumPy: gray, resize, pad, rotate and warp.
+
+They give the same bytes as OpenCV 4's `cvtColor(RGB2GRAY)`, `resize` (INTER_AREA, INTER_LINEAR),
+`copyMakeBorder`, `getRotationMatrix2D` and `warpAffine` (INTER_LINEAR, BORDER_REPLICATE) on uint8
+images, so the core install needs no OpenCV and every figure measured with it still holds. Bit-exact
+means following OpenCV's own arithmetic: fixed-point weights where it uses them (11-bit resize taps,
+5-bit warp positions with 15-bit weights), float32 sums in its order where it uses floats (area
+averaging), and its rounding (half to even). tests/test_pixels.py compares them with OpenCV byte by byte.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+Resample = Literal["area", "linear", "nearest"]
+Border = Literal["edge", "constant"]
+
+_EPSILON = np.finfo(np.float64).eps
+_GRAY_WEIGHTS = (9798, 19235, 3735)  # R, G, B in 1/32768: ITU-R 601 luma, as OpenCV rounds it
+_AREA_BAND_PIXELS = 1 << 16  # output values per band of the area average (cache-sized)
+_RESIZE_ONE = 2048  # resize taps in 1/2048 (OpenCV's INTER_RESIZE_COEF_SCALE)
+_WARP_STEPS = 32  # warp positions in 1/32 pixel (INTER_TAB_SIZE)
+_WARP_POSITION_BITS = 10  # warp coordinates in 1/1024 pixel before rounding to 1/32 (AB_BITS)
+
+
+def gray(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> gray uint8 (H, W) with the ITU-R 601 luma weights."""
+    red, green, blue = _GRAY_WEIGHTS
+    pixels = rgb.astype(np.int32)
+    weighted = pixels[..., 0] * red + pixels[..., 1] * green + pixels[..., 2] * blue
+    return ((weighted + (1 << 14)) >> 15).astype(np.uint8)
+
+
+def pad(image: np.ndarray, top: int, bottom: int, left: int, right: int, *, border: Border = "edge"
+        ) -> np.ndarray:
+    """`image` with rows and columns added: copies of its edge pixels ("edge") or black ("constant")."""
+    widths = ((top, bottom), (left, right)) + ((0, 0),) * (image.ndim - 2)
+    return np.pad(image, widths, mode="edge" if border == "edge" else "constant")
+
+
+def resize(image: np.ndarray, size: tuple[int, int], *, resample: Resample) -> np.ndarray:
+    """uint8 (H, W) or (H, W, C) `image` resized to `size` = (width, height).
+
+    "area" averages the source pixels each output pixel covers (no aliasing when shrinking; bilinear
+    when enlarging), "linear" interpolates bilinearly between pixel centres, "nearest" copies.
+    """
+    width, height = size
+    src_height, src_width = image.shape[:2]
+    if width < 1 or height < 1:
+        raise ValueError(f"resize target must be at least 1x1 pixels, got {width}x{height}")
+    if (width, height) == (src_width, src_height):
+        return image.copy()
+    inv_x, inv_y = width / src_width, height / src_height
+    scale_x, scale_y = 1 / inv_x, 1 / inv_y
+    if resample == "nearest":
+        rows = np.minimum(np.floor(np.arange(height) * scale_y).astype(np.intp), src_height - 1)
+        cols = np.minimum(np.floor(np.arange(width) * scale_x).astype(np.intp), src_width - 1)
+        return image[rows[:, None], cols]
+    whole_x, whole_y = round(scale_x), round(scale_y)
+    integer_scale = abs(scale_x - whole_x) < _EPSILON and abs(scale_y - whole_y) < _EPSILON
+    if resample == "linear" and integer_scale and whole_x == whole_y == 2:
+        resample = "area"  # halving: both are the 2x2 mean; OpenCV takes its exact integer path
+    if resample == "area" and scale_x >= 1 and scale_y >= 1:
+        if integer_scale:
+            return _area_integer(image, whole_x, whole_y)
+        return _area_fractional(image, width, height, scale_x, scale_y)
+    return _bilinear(image, width, height, scale_x, scale_y, area=resample == "area")
+
+
+def _area_integer(image: np.ndarray, step_x: int, step_y: int) -> np.ndarray:
+    height, width = image.shape[0] // step_y, image.shape[1] // step_x
+    wide = np.uint16 if step_x * step_y * 255 <= np.iinfo(np.uint16).max else np.int32  # uint16 is faster
+    sums = np.zeros((height, width, *image.shape[2:]), wide)
+    for dy in range(step_y):
+        for dx in range(step_x):
+            sums += image[dy:height * step_y:step_y, dx:width * step_x:step_x]
+    sums = sums.astype(np.int32)
+    if step_x == step_y == 2:
+        return ((sums + 2) >> 2).astype(np.uint8)
+    mean = sums.astype(np.float32) * (np.float32(1) / np.float32(step_x * step_y))
+    return np.rint(mean).clip(0, 255).astype(np.uint8)
+
+
+def _area_table(src_size: int, dst_size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The source pixels each output pixel averages and their float32 weights, in OpenCV's order,
+    as (dst_size, most taps) arrays; shorter lists are padded with weight 0 (adding +0.0 changes no sum)."""
+    lists = []
+    for dst in range(dst_size):
+        start = dst * scale
+        end = start + scale
+        cell = min(scale, src_size - start)
+        first, last = math.ceil(start), math.floor(end)
+        last = min(last, src_size - 1)
+        first = min(first, last)
+        taps = []
+        if first - start > 1e-3:
+            taps.append((first - 1, (first - start) / cell))
+        taps += [(s, 1.0 / cell) for s in range(first, last)]
+        if end - last > 1e-3:
+            taps.append((last, min(min(end - last, 1.0), cell) / cell))
+        lists.append(taps)
+    most = max(len(taps) for taps in lists)
+    source = np.zeros((dst_size, most), np.intp)
+    weight = np.zeros((dst_size, most), np.float32)
+    for dst, taps in enumerate(lists):
+        for k, (src, w) in enumerate(taps):
+            source[dst, k], weight[dst, k] = src, w
+        source[dst, len(taps):] = taps[-1][0]
+    return source, weight
+
+
+def _area_fractional(image: np.ndarray, width: int, height: int, scale_x: float, scale_y: float
+                     ) -> np.ndarray:
+    # float32 sums tap by tap, in OpenCV's order, so every rounding matches; a band of rows at a time
+    # keeps the working set in cache (a 12-megapixel photo as float32 would be 144 MB)
+    x_source, x_weight = _area_table(image.shape[1], width, scale_x)
+    y_source, y_weight = _area_table(image.shape[0], height, scale_y)
+    extra = (1,) * (image.ndim - 2)
+    x_weight = x_weight.reshape(1, width, -1, *extra)
+    out = np.empty((height, width, *image.shape[2:]), np.uint8)
+    band = max(1, _AREA_BAND_PIXELS // (width * math.prod(image.shape[2:])))
+    for start in range(0, height, band):
+        stop = min(height, start + band)
+        first, last = int(y_source[start:stop].min()), int(y_source[start:stop].max()) + 1
+        strip = image[first:last]
+        rows = np.zeros((last - first, width, *image.shape[2:]), np.float32)
+        for k in range(x_source.shape[1]):
+            rows += np.take(strip, x_source[:, k], axis=1).astype(np.float32) * x_weight[:, :, k]
+        sums = rows[y_source[start:stop, 0] - first] * y_weight[start:stop, 0].reshape(-1, 1, *extra)
+        for k in range(1, y_source.shape[1]):
+            sums += rows[y_source[start:stop, k] - first] * y_weight[start:stop, k].reshape(-1, 1, *extra)
+        out[start:stop] = np.rint(sums).clip(0, 255)
+    return out
+
+
+def _linear_taps(src_size: int, dst_size: int, scale: float, inv: float, *, area: bool, clamp: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First source index and the two 11-bit weights of each output pixel (OpenCV's resize tables)."""
+    dst = np.arange(dst_size, dtype=np.float64)
+    if area:
+        first = np.floor(dst * scale)
+        frac = ((dst + 1) - (first + 1) * inv).astype(np.float32)
+        frac = np.where(frac <= 0, np.float32(0), frac - np.floor(frac)).astype(np.float32)
+        first = first.astype(np.intp)
+    else:
+        frac = ((dst + 0.5) * scale - 0.5).astype(np.float32)
+        floor = np.floor(frac)
+        first = floor.astype(np.intp)
+        frac = (frac - floor).astype(np.float32)
+    if clamp:  # columns only: OpenCV pins taps that fall outside the image to the edge pixel
+        outside = (first < 0) | (first >= src_size - 1)
+        frac = np.where(outside, np.float32(0), frac)
+        first = np.clip(first, 0, src_size - 1)
+    one = np.float32(_RESIZE_ONE)
+    left = np.rint((np.float32(1) - frac) * one).astype(np.int32)
+    right = np.rint(frac * one).astype(np.int32)
+    return first, left, right
+
+
+def _bilinear(image: np.ndarray, width: int, height: int, scale_x: float, scale_y: float, *, area: bool
+              ) -> np.ndarray:
+    inv_x, inv_y = width / image.shape[1], height / image.shape[0]
+    src = image.astype(np.int32)
+    src_height, src_width = image.shape[:2]
+    extra = (1,) * (image.ndim - 2)
+    cols, left, right = _linear_taps(src_width, width, scale_x, inv_x, area=area, clamp=True)
+    last = cols + 1 >= src_width  # the right tap would fall outside: the pixel itself, weight one
+    next_cols = np.minimum(cols + 1, src_width - 1)
+    left = np.where(last, _RESIZE_ONE, left).reshape(1, -1, *extra)
+    right = np.where(last, 0, right).reshape(1, -1, *extra)
+    rows = src[:, cols] * left + src[:, next_cols] * right
+    first, top, bottom = _linear_taps(src_height, height, scale_y, inv_y, area=area, clamp=False)
+    upper = rows[np.clip(first, 0, src_height - 1)] >> 4
+    lower = rows[np.clip(first + 1, 0, src_height - 1)] >> 4
+    top, bottom = top.reshape(-1, 1, *extra), bottom.reshape(-1, 1, *extra)
+    # OpenCV's 8-bit vertical pass: each term to 16 bits high-half first, then the sum rounded
+    return ((((upper * top) >> 16) + ((lower * bottom) >> 16) + 2) >> 2).clip(0, 255).astype(np.uint8)
+
+
+def rotation_matrix(center: tuple[float, float], angle: float, scale: float) -> np.ndarray:
+    """2x3 affine map rotating by `angle` degrees counter-clockwise about `center` and scaling by
+    `scale` (OpenCV's getRotationMatrix2D, whose centre is single precision)."""
+    cx, cy = (float(np.float32(c)) for c in center)
+    radians = angle * (math.pi / 180)
+    alpha, beta = math.cos(radians) * scale, math.sin(radians) * scale
+    return np.array([[alpha, beta, (1 - alpha) * cx - beta * cy],
+                     [-beta, alpha, beta * cx + (1 - alpha) * cy]], dtype=np.float64)
+
+
+def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *, to_gray: bool = False
+                ) -> np.ndarray:
+    """uint8 `image` mapped by the 2x3 `matrix` (source -> output pixels) into a `size` = (width,
+    height) image, bilinear, pixels beyond the edge repeating it. `to_gray`: read an RGB image as
+    gray, converting only the pixels the warp reads (a face crop from a large photo stays cheap)."""
+    m = np.asarray(matrix, dtype=np.float64).reshape(6).copy()
+    det = m[0] * m[4] - m[1] * m[3]
+    det = 1.0 / det if det != 0 else 0.0
+    a11, a22 = m[4] * det, m[0] * det
+    m[0], m[1], m[3], m[4] = a11, m[1] * -det, m[3] * -det, a22
+    m[2], m[5] = -m[0] * m[2] - m[1] * m[5], -m[3] * m[2] - m[4] * m[5]
+    width, height = size
+    unit = float(1 << _WARP_POSITION_BITS)
+    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+    half_step = (1 << _WARP_POSITION_BITS) // _WARP_STEPS // 2
+    row_x = np.rint((m[1] * ys + m[2]) * unit).astype(np.int64) + half_step
+    row_y = np.rint((m[4] * ys + m[5]) * unit).astype(np.int64) + half_step
+    col_x = np.rint(m[0] * xs * unit).astype(np.int64)
+    col_y = np.rint(m[3] * xs * unit).astype(np.int64)
+    shift = _WARP_POSITION_BITS - 5
+    pos_x = (row_x[:, None] + col_x[None, :]) >> shift  # in 1/32 pixel
+    pos_y = (row_y[:, None] + col_y[None, :]) >> shift
+    src_height, src_width = image.shape[:2]
+    x0, y0 = pos_x >> 5, pos_y >> 5
+    fx, fy = pos_x & (_WARP_STEPS - 1), pos_y & (_WARP_STEPS - 1)
+    left, right = np.clip(x0, 0, src_width - 1), np.clip(x0 + 1, 0, src_width - 1)
+    top, bottom = np.clip(y0, 0, src_height - 1), np.clip(y0 + 1, 0, src_height - 1)
+    x_lo, x_hi = int(left.min()), int(right.max()) + 1
+    y_lo, y_hi = int(top.min()), int(bottom.max()) + 1
+    window = image[y_lo:y_hi, x_lo:x_hi]
+    src = (gray(window) if to_gray else window).astype(np.int32)
+    left, right, top, bottom = left - x_lo, right - x_lo, top - y_lo, bottom - y_lo
+    extra = (slice(None), slice(None)) + (None,) * (src.ndim - 2)
+    gx, gy = _WARP_STEPS - fx, _WARP_STEPS - fy
+    w00, w01 = (gx * gy * _WARP_STEPS)[extra], (fx * gy * _WARP_STEPS)[extra]
+    w10, w11 = (gx * fy * _WARP_STEPS)[extra], (fx * fy * _WARP_STEPS)[extra]
+    total = (src[top, left] * w00 + src[top, right] * w01 + src[bottom, left] * w10
+             + src[bottom, right] * w11 + (1 << 14)) >> 15
+    return total.clip(0, 255).astype(np.uint8)
