@@ -524,6 +524,35 @@ def test_labels_never_cover_each_other_or_another_face():
     assert any(p.label.isdigit() for p in placements)  # crowded ones fall back to their number
 
 
+@pytest.mark.parametrize("width,height", [(640, 480), (4000, 3000)])
+def test_every_drawn_pixel_lies_in_a_box_label_or_chart_that_layout_reserved(width, height):
+    """Labels are measured with the font they are drawn with: all the ink is inside a face's box, its
+    label's rectangle or its chart's, so `layout`'s no-overlap rules hold for what people see, on a
+    video frame and on a 12-megapixel photo alike; the caller's array is left as it was."""
+    from ferkit.inference.annotate import Style, draw_faces, layout
+
+    class Face:
+        def __init__(self, box, top):
+            self.box, self.probabilities = box, np.eye(8)[top] * 0.9 + 0.0125
+
+    k = width / 640
+    spaced = [(60, 120, 80, 80), (330, 120, 80, 80)]  # room for full labels and charts
+    crowded = [(10 + 40 * i, 400, 30, 30) for i in range(8)]  # numbers only, some inside their box
+    faces = [Face(tuple(round(v * k) for v in box), i % 8) for i, box in enumerate(spaced + crowded)]
+    image = np.zeros((height, width, 3), np.uint8)
+    out = draw_faces(image, faces)
+    assert out.shape == image.shape and out.dtype == np.uint8 and not image.any()
+    placements = layout(faces, (width, height), Style.for_image(width, height))
+    assert sum(p.panel_rect is not None for p in placements) >= 2
+    reserved = np.zeros((height, width), bool)
+    for face, placed in zip(faces, placements, strict=True):
+        for x, y, w, h in (face.box, placed.label_rect, placed.panel_rect or (0, 0, 0, 0)):
+            reserved[y:y + h, x:x + w] = True
+        x, y, w, h = placed.label_rect
+        assert (out[y:y + h, x:x + w] > 128).any(), placed  # the label is there, in its colour
+    assert not out.any(axis=2)[~reserved].any()
+
+
 # ---- awkward but valid arrays, and values that must be refused ------------------------------
 
 def test_predict_faces_accepts_any_strides_and_a_single_path(tiny_model, tmp_path):

@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ferkit import settings
 from ferkit.app.common import BOX_COLOR, DEFAULT_MIN_FACE, PredictorLike
 from ferkit.app.photos import numbered_faces
 from ferkit.errors import FerkitError
+from ferkit.inference.annotate import Style, draw_text
 from ferkit.inference.face import Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
@@ -130,9 +130,9 @@ class LiveProcessor:
             faces, error = [], str(exc) if isinstance(exc, FerkitError) else f"{type(exc).__name__}: {exc}"
         stats = self._record(faces, error)
         out = draw_frame(rgb, faces)
-        cv2.putText(out, f"{stats.fps:.1f} fps", (8, out.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    BOX_COLOR, 2, cv2.LINE_AA)
-        return out
+        fps = f"{stats.fps:.1f} fps"  # bottom left, by the labels' own text routine and size
+        style = Style.for_image(out.shape[1], out.shape[0])
+        return draw_text(out, fps, (8, out.shape[0] - style.text_size(fps)[1] - 8), BOX_COLOR, style=style)
 
     def _record(self, faces: list[Face], error: str | None) -> LiveStats:
         now = self._clock()

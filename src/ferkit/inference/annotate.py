@@ -1,16 +1,19 @@
 """Draw predictions onto an image: a box per face, its top emotion, and all 8 probabilities.
 
-Drawing uses OpenCV on the RGB array; sizes scale with the image, so labels stay readable on
-both a 640x480 video frame and a 12-megapixel photo.
+Drawing uses Pillow (`PIL.ImageDraw`) and the scalable font bundled inside Pillow (no font file, no
+OpenCV); sizes scale with the image, so labels stay readable on both a 640x480 video frame and a
+12-megapixel photo. The input array is never modified: each function returns a new RGB array.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from ferkit.emotions import EMOTIONS
 
@@ -27,15 +30,53 @@ class Drawable(Protocol):
     probabilities: np.ndarray
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int],
-          thickness: int, background: tuple[int, int, int] | None = (0, 0, 0)) -> None:
-    import cv2
+# Font pixels per unit of `Style.scale`: Pillow's font at this size matches the width and cap height
+# OpenCV's Hershey font had at the same scale, so labels take the room (and crowd) as before.
+PX_PER_SCALE = 36
 
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    x, y = org
+
+@lru_cache(maxsize=32)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's bundled Aileron Regular at `size` pixels (a TrueType font inside Pillow >= 10.1, so no
+    font file and nothing downloaded); cached, as each load decodes the font anew."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError) as exc:  # Pillow 10.0, or no FreeType: only a tiny bitmap font
+        raise RuntimeError("ferkit's drawing needs Pillow >= 10.1 with FreeType (its scalable font)") from exc
+
+
+def _text_box(font: ImageFont.FreeTypeFont, text: str) -> tuple[int, int, int]:
+    """(width, height, baseline) of `text`'s strip as `_text` draws it: a margin either side of the
+    text, the font's full ascent over the baseline and its descent under it (the same height for
+    every text of one font, so labels line up)."""
+    ascent, descent = font.getmetrics()
+    right = max(font.getbbox(text, anchor="ls")[2], font.getlength(text)) if text else 0
+    return int(np.ceil(right)) + 2 * _margin(font), ascent + descent, descent
+
+
+def _margin(font: ImageFont.FreeTypeFont) -> int:
+    return max(1, int(font.size) // 10)
+
+
+def _text(canvas: ImageDraw.ImageDraw, text: str, xy: tuple[int, int], font: ImageFont.FreeTypeFont,
+          color: tuple[int, int, int], background: tuple[int, int, int] | None = (0, 0, 0)) -> None:
+    """`text` in its strip (`_text_box`) whose top-left corner is `xy`, on `background` if any."""
+    width, height, base = _text_box(font, text)
+    x, y = xy
     if background is not None:
-        cv2.rectangle(img, (x, y - th - base), (x + tw, y + base), background, -1)
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, thickness, cv2.LINE_AA)
+        canvas.rectangle((x, y, x + width - 1, y + height - 1), fill=background)
+    canvas.text((x + _margin(font), y + height - base), text, fill=color, font=font, anchor="ls")
+
+
+def draw_text(image: np.ndarray, text: str, xy: tuple[int, int], color: tuple[int, int, int],
+              background: tuple[int, int, int] | None = None, style: Style | None = None) -> np.ndarray:
+    """A copy of the RGB image with `text` drawn in `color`, the top-left corner of its strip at `xy`
+    (its size: `style.text_size(text)`; `style` defaults to the image's `Style.for_image`), on
+    `background` if given: the routine the face labels are drawn with, for callers' own captions."""
+    style = style or Style.for_image(image.shape[1], image.shape[0])
+    picture = _picture(image)
+    _text(ImageDraw.Draw(picture), text, xy, style.font, color, background)
+    return np.array(picture)
 
 
 Rect = tuple[int, int, int, int]  # x, y, width, height
@@ -104,14 +145,23 @@ class Style:
 
     @property
     def label_weight(self) -> int:
+        """The labels' stroke width as OpenCV drew them; kept for callers, unused since the Pillow font
+        carries its own weight at every size."""
         return max(1, self.thickness - 1)
+
+    @property
+    def font(self) -> ImageFont.FreeTypeFont:
+        """The labels' font, the one their sizes are measured with."""
+        return _font(max(1, round(self.scale * PX_PER_SCALE)))
+
+    @property
+    def small_font(self) -> ImageFont.FreeTypeFont:
+        """The probability charts' font, a little smaller than the labels'."""
+        return _font(max(1, round(0.75 * self.scale * PX_PER_SCALE)))  # fits in `text_w`
 
     def text_metrics(self, text: str) -> tuple[int, int, int]:
         """(width, height, baseline) of a label, background strip included as `_text` draws it."""
-        import cv2
-
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.scale, self.label_weight)
-        return tw, th + 2 * base, base
+        return _text_box(self.font, text)
 
     def text_size(self, text: str) -> tuple[int, int]:
         return self.text_metrics(text)[:2]
@@ -160,10 +210,10 @@ def draw(image: np.ndarray, faces: Sequence[Drawable], *, probabilities: bool = 
     crowded group), the face carries its number and its label goes into a key beside the photo; a
     legend of the colours closes the key. `probabilities` adds each face's 8-emotion chart where it
     fits. (Video frames keep their size: they are drawn by `draw_faces`, with no key.)"""
-    out, placements = _draw(image, faces, probabilities, None, None)
+    picture, placements = _draw(image, faces, probabilities, None, None)
     keyed = sorted(((p.full_label, face) for p, face in zip(placements, faces, strict=True) if p.shortened),
                    key=lambda item: getattr(item[1], "index", None) or 0)  # in the faces' number order
-    return _with_key(out, keyed, Style.for_image(out.shape[1], out.shape[0]))
+    return _with_key(picture, keyed, Style.for_image(*picture.size))
 
 
 def draw_faces(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool = True,
@@ -173,56 +223,63 @@ def draw_faces(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool
     `labels` replaces the default label texts (number, emotion, confidence); `color` draws every box
     and label in one colour instead of its emotion's. The drawing routine under `draw`, video frames
     and the web app."""
-    return _draw(image, faces, probabilities, labels, color)[0]
+    return np.array(_draw(image, faces, probabilities, labels, color)[0])  # writable, like its input
 
 
 def _draw(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool, labels: Sequence[str] | None,
-          color: tuple[int, int, int] | None) -> tuple[np.ndarray, list[Placement]]:
-    import cv2
-
-    out = np.ascontiguousarray(image.copy())
-    height, width = out.shape[:2]
+          color: tuple[int, int, int] | None) -> tuple[Image.Image, list[Placement]]:
+    picture = _picture(image)  # Pillow's own copy: the caller's array is never drawn on
+    canvas = ImageDraw.Draw(picture)
+    width, height = picture.size
     style = Style.for_image(width, height)
-    line = style.line
+    line, small = style.line, style.small_font
     placements = layout(faces, (width, height), style, probabilities, labels)
     for face, placed in zip(faces, placements, strict=True):
         x, y, w, h = (int(v) for v in face.box)
         probs = np.asarray(face.probabilities, dtype=float)
         face_color = color or COLORS[EMOTIONS[int(np.argmax(probs))]]
-        cv2.rectangle(out, (x, y), (x + w, y + h), face_color, style.thickness)
-        lx, ly, _, lh = placed.label_rect
-        base = style.text_metrics(placed.label)[2]
-        _text(out, placed.label, (lx, ly + lh - base), style.scale, face_color, style.label_weight)
+        # inside the face's box, so the gap `layout` leaves between box and label stays clear
+        corner = (x + max(w, 1) - 1, y + max(h, 1) - 1)  # Pillow refuses a box of no width
+        canvas.rectangle((x, y, *corner), outline=face_color, width=style.thickness)
+        _text(canvas, placed.label, placed.label_rect[:2], style.font, face_color)
         if placed.panel_rect is None:
             continue
-        px, py0 = placed.panel_rect[:2]
+        px, py0, pw, ph = placed.panel_rect
+        # one dark backdrop for the chart: the rows are closer than the font's full line height
+        canvas.rectangle((px, py0, px + pw - 1, py0 + ph - 1), fill=(0, 0, 0))
         for k, (name, p) in enumerate(zip(EMOTIONS, probs, strict=True)):
-            py = py0 + (k + 1) * line
-            _text(out, f"{name[:4]} {p:.2f}", (px, py), style.scale * 0.8, (255, 255, 255), 1)
+            py = py0 + (k + 1) * line  # the row's baseline
+            text = f"{name[:4]} {p:.2f}"
+            _, text_h, base = _text_box(small, text)
+            _text(canvas, text, (px, py - text_h + base), small, (255, 255, 255), background=None)
             bx = px + style.text_w
-            cv2.rectangle(out, (bx, py - line + 4), (bx + int(style.bar_w * p), py - 2), COLORS[name], -1)
-    return out, placements
+            canvas.rectangle((bx, py - line + 4, bx + int(style.bar_w * p), py - 2), fill=COLORS[name])
+    return picture, placements
 
 
-def _with_key(image: np.ndarray, keyed: Sequence[tuple[str, Drawable]], style: Style) -> np.ndarray:
+def _picture(image: np.ndarray) -> Image.Image:
+    """A Pillow copy of an RGB uint8 array, to draw on."""
+    return Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+
+
+def _with_key(image: Image.Image, keyed: Sequence[tuple[str, Drawable]], style: Style) -> np.ndarray:
     """The image with a white column on its right: the labels that had no room on it (in the face's
     colour), then the legend of the emotion colours."""
-    import cv2
-
     entries = [(label, COLORS[EMOTIONS[int(np.argmax(face.probabilities))]]) for label, face in keyed]
     lines = [*entries, ("", None), *((name, COLORS[name]) for name in EMOTIONS)]
     line = style.line + 4
     swatch = style.line
     width = max(style.text_size(text)[0] for text, _ in lines if text) + swatch + 3 * style.line
-    height, image_width = image.shape[:2]
-    canvas = np.full((max(height, (len(lines) + 1) * line), image_width + width, 3), 255, np.uint8)
-    canvas[:height, :image_width] = image
+    image_width, height = image.size
+    picture = Image.new("RGB", (image_width + width, max(height, (len(lines) + 1) * line)), (255, 255, 255))
+    picture.paste(image, (0, 0))
+    canvas = ImageDraw.Draw(picture)
     x = image_width + style.line
     for k, (text, color) in enumerate(lines, start=1):
         if not text:
             continue
-        y = k * line
-        cv2.rectangle(canvas, (x, y - swatch + 2), (x + swatch - 4, y - 2), color, -1)
-        _text(canvas, text, (x + swatch, y), style.scale, (0, 0, 0), style.label_weight, background=None)
-    return canvas
-
+        y = k * line  # the entry's baseline
+        canvas.rectangle((x, y - swatch + 2, x + swatch - 4, y - 2), fill=color)
+        _, text_h, base = style.text_metrics(text)
+        _text(canvas, text, (x + swatch, y - text_h + base), style.font, (0, 0, 0), background=None)
+    return np.array(picture)
