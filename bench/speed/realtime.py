@@ -58,7 +58,7 @@ def per_frame_rows(predictor: Predictor, frames: dict[str, np.ndarray], repeats:
 
 def face_patches() -> list[np.ndarray]:
     """Three real faces with some margin, 130 px tall."""
-    from bench.speed.inference import FIVE_FACES
+    from bench.common import FIVE_FACES
 
     out = []
     for name, (x, y, w, h) in FIVE_FACES[1:4]:

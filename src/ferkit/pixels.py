@@ -10,6 +10,7 @@ averaging), and its rounding (half to even). tests/test_pixels.py compares them 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -20,18 +21,25 @@ Border = Literal["edge", "constant"]
 
 _EPSILON = np.finfo(np.float64).eps
 _GRAY_WEIGHTS = (9798, 19235, 3735)  # R, G, B in 1/32768: ITU-R 601 luma, as OpenCV rounds it
-_AREA_BAND_PIXELS = 1 << 16  # output values per band of the area average (cache-sized)
+_AREA_BAND_PIXELS = 1 << 15  # output values per band of the area average (its float32 taps fit in cache)
 _RESIZE_ONE = 2048  # resize taps in 1/2048 (OpenCV's INTER_RESIZE_COEF_SCALE)
-_WARP_STEPS = 32  # warp positions in 1/32 pixel (INTER_TAB_SIZE)
+_WARP_STEP_BITS = 5
+_WARP_STEPS = 1 << _WARP_STEP_BITS  # warp positions in 1/32 pixel (INTER_TAB_SIZE)
 _WARP_POSITION_BITS = 10  # warp coordinates in 1/1024 pixel before rounding to 1/32 (AB_BITS)
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> gray uint8 (H, W) with the ITU-R 601 luma weights."""
     red, green, blue = _GRAY_WEIGHTS
-    pixels = rgb.astype(np.int32)
-    weighted = pixels[..., 0] * red + pixels[..., 1] * green + pixels[..., 2] * blue
-    return ((weighted + (1 << 14)) >> 15).astype(np.uint8)
+    weighted = rgb[..., 0].astype(np.uint32)
+    weighted *= red
+    for channel, weight in ((1, green), (2, blue)):
+        term = rgb[..., channel].astype(np.uint32)
+        term *= weight
+        weighted += term
+    weighted += 1 << 14
+    weighted >>= 15
+    return weighted.astype(np.uint8)
 
 
 def pad(image: np.ndarray, top: int, bottom: int, left: int, right: int, *, border: Border = "edge"
@@ -73,42 +81,47 @@ def resize(image: np.ndarray, size: tuple[int, int], *, resample: Resample) -> n
 def _area_integer(image: np.ndarray, step_x: int, step_y: int) -> np.ndarray:
     height, width = image.shape[0] // step_y, image.shape[1] // step_x
     wide = np.uint16 if step_x * step_y * 255 <= np.iinfo(np.uint16).max else np.int32  # uint16 is faster
-    sums = np.zeros((height, width, *image.shape[2:]), wide)
-    for dy in range(step_y):
-        for dx in range(step_x):
-            sums += image[dy:height * step_y:step_y, dx:width * step_x:step_x]
-    sums = sums.astype(np.int32)
+    channels = image.shape[2:]
+    blocks = image[:height * step_y, :width * step_x].reshape(height, step_y, width * step_x, *channels)
+    rows = blocks[:, 0].astype(wide)  # rows first: whole rows are contiguous
+    for dy in range(1, step_y):
+        rows += blocks[:, dy]
+    columns = rows.reshape(height, width, step_x, *channels)
+    sums = columns[:, :, 0].astype(np.int32)
+    for dx in range(1, step_x):
+        sums += columns[:, :, dx]
     if step_x == step_y == 2:
         return ((sums + 2) >> 2).astype(np.uint8)
     mean = sums.astype(np.float32) * (np.float32(1) / np.float32(step_x * step_y))
     return np.rint(mean).clip(0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=256)  # MTCNN resizes many patches of the few same sizes
 def _area_table(src_size: int, dst_size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """The source pixels each output pixel averages and their float32 weights, in OpenCV's order,
     as (dst_size, most taps) arrays; shorter lists are padded with weight 0 (adding +0.0 changes no sum)."""
-    lists = []
-    for dst in range(dst_size):
-        start = dst * scale
-        end = start + scale
-        cell = min(scale, src_size - start)
-        first, last = math.ceil(start), math.floor(end)
-        last = min(last, src_size - 1)
-        first = min(first, last)
-        taps = []
-        if first - start > 1e-3:
-            taps.append((first - 1, (first - start) / cell))
-        taps += [(s, 1.0 / cell) for s in range(first, last)]
-        if end - last > 1e-3:
-            taps.append((last, min(min(end - last, 1.0), cell) / cell))
-        lists.append(taps)
-    most = max(len(taps) for taps in lists)
-    source = np.zeros((dst_size, most), np.intp)
-    weight = np.zeros((dst_size, most), np.float32)
-    for dst, taps in enumerate(lists):
-        for k, (src, w) in enumerate(taps):
-            source[dst, k], weight[dst, k] = src, w
-        source[dst, len(taps):] = taps[-1][0]
+    start = np.arange(dst_size, dtype=np.float64) * scale
+    end = start + scale
+    cell = np.minimum(scale, src_size - start)
+    last = np.minimum(np.floor(end), src_size - 1).astype(np.intp)
+    first = np.minimum(np.ceil(start).astype(np.intp), last)
+    has_left = (first - start) > 1e-3  # a partly covered pixel before the whole ones
+    has_right = (end - last) > 1e-3  # and after them
+    count = has_left + (last - first) + has_right
+    k = np.arange(int(count.max()))[None, :]
+    whole = k - has_left[:, None]  # index among the whole pixels
+    source = np.where(whole < 0, first[:, None] - 1, first[:, None] + whole)
+    weight = np.broadcast_to(1.0 / cell[:, None], source.shape).copy()
+    weight[has_left, 0] = ((first - start) / cell)[has_left]
+    right = (has_left + (last - first))[:, None] == k
+    weight = np.where(right, (np.minimum(np.minimum(end - last, 1.0), cell) / cell)[:, None], weight)
+    source = np.where(right, last[:, None], source)
+    beyond = k >= count[:, None]
+    source = np.where(beyond, last[:, None], source)
+    weight = np.where(beyond, 0.0, weight)
+    source.setflags(write=False)
+    weight = weight.astype(np.float32)
+    weight.setflags(write=False)
     return source, weight
 
 
@@ -116,24 +129,27 @@ def _area_fractional(image: np.ndarray, width: int, height: int, scale_x: float,
                      ) -> np.ndarray:
     # float32 sums tap by tap, in OpenCV's order, so every rounding matches; a band of rows at a time
     # keeps the working set in cache (a 12-megapixel photo as float32 would be 144 MB)
+    channels = math.prod(image.shape[2:])
+    flat = image.reshape(image.shape[0], -1)  # (H, W * C): a column per channel of each pixel
     x_source, x_weight = _area_table(image.shape[1], width, scale_x)
+    x_columns = (x_source.T[:, :, None] * channels + np.arange(channels)).reshape(x_source.shape[1], -1)
+    x_weight = np.repeat(x_weight.T, channels, axis=1)  # (taps, W * C)
     y_source, y_weight = _area_table(image.shape[0], height, scale_y)
-    extra = (1,) * (image.ndim - 2)
-    x_weight = x_weight.reshape(1, width, -1, *extra)
-    out = np.empty((height, width, *image.shape[2:]), np.uint8)
-    band = max(1, _AREA_BAND_PIXELS // (width * math.prod(image.shape[2:])))
+    out = np.empty((height, width * channels), np.uint8)
+    band = max(1, _AREA_BAND_PIXELS // (width * channels))
     for start in range(0, height, band):
         stop = min(height, start + band)
         first, last = int(y_source[start:stop].min()), int(y_source[start:stop].max()) + 1
-        strip = image[first:last]
-        rows = np.zeros((last - first, width, *image.shape[2:]), np.float32)
-        for k in range(x_source.shape[1]):
-            rows += np.take(strip, x_source[:, k], axis=1).astype(np.float32) * x_weight[:, :, k]
-        sums = rows[y_source[start:stop, 0] - first] * y_weight[start:stop, 0].reshape(-1, 1, *extra)
+        strip = flat[first:last]
+        terms = np.take(strip, x_columns, axis=1) * x_weight  # (rows, taps, W * C), float32
+        rows = terms[:, 0].copy()
+        for k in range(1, terms.shape[1]):
+            rows += terms[:, k]
+        sums = rows[y_source[start:stop, 0] - first] * y_weight[start:stop, 0, None]
         for k in range(1, y_source.shape[1]):
-            sums += rows[y_source[start:stop, k] - first] * y_weight[start:stop, k].reshape(-1, 1, *extra)
+            sums += rows[y_source[start:stop, k] - first] * y_weight[start:stop, k, None]
         out[start:stop] = np.rint(sums).clip(0, 255)
-    return out
+    return out.reshape(height, width, *image.shape[2:])
 
 
 def _linear_taps(src_size: int, dst_size: int, scale: float, inv: float, *, area: bool, clamp: bool
@@ -204,28 +220,37 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *,
     width, height = size
     unit = float(1 << _WARP_POSITION_BITS)
     xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
-    half_step = (1 << _WARP_POSITION_BITS) // _WARP_STEPS // 2
-    row_x = np.rint((m[1] * ys + m[2]) * unit).astype(np.int64) + half_step
-    row_y = np.rint((m[4] * ys + m[5]) * unit).astype(np.int64) + half_step
-    col_x = np.rint(m[0] * xs * unit).astype(np.int64)
-    col_y = np.rint(m[3] * xs * unit).astype(np.int64)
-    shift = _WARP_POSITION_BITS - 5
+    half_step = 1 << (_WARP_POSITION_BITS - _WARP_STEP_BITS - 1)
+    row_x = np.rint((m[1] * ys + m[2]) * unit).astype(np.int32) + half_step
+    row_y = np.rint((m[4] * ys + m[5]) * unit).astype(np.int32) + half_step
+    col_x = np.rint(m[0] * xs * unit).astype(np.int32)
+    col_y = np.rint(m[3] * xs * unit).astype(np.int32)
+    shift = _WARP_POSITION_BITS - _WARP_STEP_BITS
     pos_x = (row_x[:, None] + col_x[None, :]) >> shift  # in 1/32 pixel
     pos_y = (row_y[:, None] + col_y[None, :]) >> shift
     src_height, src_width = image.shape[:2]
-    x0, y0 = pos_x >> 5, pos_y >> 5
+    x0, y0 = pos_x >> _WARP_STEP_BITS, pos_y >> _WARP_STEP_BITS
     fx, fy = pos_x & (_WARP_STEPS - 1), pos_y & (_WARP_STEPS - 1)
     left, right = np.clip(x0, 0, src_width - 1), np.clip(x0 + 1, 0, src_width - 1)
     top, bottom = np.clip(y0, 0, src_height - 1), np.clip(y0 + 1, 0, src_height - 1)
     x_lo, x_hi = int(left.min()), int(right.max()) + 1
     y_lo, y_hi = int(top.min()), int(bottom.max()) + 1
     window = image[y_lo:y_hi, x_lo:x_hi]
-    src = (gray(window) if to_gray else window).astype(np.int32)
-    left, right, top, bottom = left - x_lo, right - x_lo, top - y_lo, bottom - y_lo
-    extra = (slice(None), slice(None)) + (None,) * (src.ndim - 2)
+    src = gray(window) if to_gray else window
+    flat = src.reshape(src.shape[0] * src.shape[1], *src.shape[2:])  # a flat index per tap
+    stride = src.shape[1]
+    top, bottom = (top - y_lo) * stride, (bottom - y_lo) * stride
+    left, right = left - x_lo, right - x_lo
+    if src.ndim == 3:  # weights broadcast over the channels
+        fx, fy = fx[:, :, None], fy[:, :, None]
     gx, gy = _WARP_STEPS - fx, _WARP_STEPS - fy
-    w00, w01 = (gx * gy * _WARP_STEPS)[extra], (fx * gy * _WARP_STEPS)[extra]
-    w10, w11 = (gx * fy * _WARP_STEPS)[extra], (fx * fy * _WARP_STEPS)[extra]
-    total = (src[top, left] * w00 + src[top, right] * w01 + src[bottom, left] * w10
-             + src[bottom, right] * w11 + (1 << 14)) >> 15
+
+    def tap(index: np.ndarray) -> np.ndarray:
+        return np.take(flat, index, axis=0).astype(np.int32)
+
+    # OpenCV's weights are (32 - fx)(32 - fy) * 32 and so on, summed + 2^14 and >> 15: the same integer
+    # as this sum in 1/1024, + 2^9 and >> 10, row by row
+    upper = tap(top + left) * gx + tap(top + right) * fx
+    lower = tap(bottom + left) * gx + tap(bottom + right) * fx
+    total = (upper * gy + lower * fy + (1 << (2 * _WARP_STEP_BITS - 1))) >> (2 * _WARP_STEP_BITS)
     return total.clip(0, 255).astype(np.uint8)
