@@ -77,6 +77,19 @@ def test_warp_rotation_gray_and_pad_give_opencvs_bytes() -> None:
             assert np.array_equal(pixels.warp_affine(image, matrix, size, to_gray=True), expected)
 
 
+def test_resize_many_gives_each_image_opencvs_bytes() -> None:
+    """MTCNN's patches: many sizes at once (shrinking by fractional and whole factors, enlarging)."""
+    rng = np.random.default_rng(4)
+    sizes = [*rng.integers(5, 160, (70, 2)), (96, 96)]
+    patches = [rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8) for h, w in sizes]
+    for side in (24, 48):
+        resized = pixels.resize_many(patches, (side, side), resample="area")
+        assert resized.shape == (len(patches), side, side, 3)
+        for patch, ours in zip(patches, resized, strict=True):
+            theirs = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
+            assert np.array_equal(ours, theirs), patch.shape
+
+
 def test_resize_refuses_an_empty_target() -> None:
     with pytest.raises(ValueError, match="at least 1x1"):
         pixels.resize(np.zeros((4, 4), np.uint8), (0, 3), resample="area")

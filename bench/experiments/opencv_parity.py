@@ -29,6 +29,10 @@ def resize(image: np.ndarray, size: tuple[int, int], *, resample: str) -> np.nda
     return cv2.resize(image, size, interpolation=INTERPOLATION[resample])
 
 
+def resize_many(images: list[np.ndarray], size: tuple[int, int], *, resample: str) -> np.ndarray:
+    return np.stack([resize(image, size, resample=resample) for image in images])
+
+
 def pad(image: np.ndarray, top: int, bottom: int, left: int, right: int, *, border: str = "edge"
         ) -> np.ndarray:
     mode = cv2.BORDER_REPLICATE if border == "edge" else cv2.BORDER_CONSTANT
@@ -52,8 +56,8 @@ def rotation_matrix(center: tuple[float, float], angle: float, scale: float) -> 
 @contextlib.contextmanager
 def with_opencv() -> Iterator[None]:
     """Every `ferkit.pixels` operation answered by OpenCV (modules call them as `pixels.<name>`)."""
-    replacements = {"resize": resize, "pad": pad, "warp_affine": warp_affine, "gray": gray,
-                    "rotation_matrix": rotation_matrix}
+    replacements = {"resize": resize, "resize_many": resize_many, "pad": pad, "warp_affine": warp_affine,
+                    "gray": gray, "rotation_matrix": rotation_matrix}
     saved = {name: getattr(pixels, name) for name in replacements}
     for name, function in replacements.items():
         setattr(pixels, name, function)

@@ -61,6 +61,18 @@ print({{"seconds": took, "faces": len(faces), "emotion": top}})
 """
 
 
+def largest_packages(env_dir: Path, count: int = 8) -> dict[str, float]:
+    """The `count` largest entries of the virtualenv's site-packages (a package and its .libs folder
+    together), in MB."""
+    site = next(env_dir.glob("lib/python*/site-packages"))
+    sizes: dict[str, float] = {}
+    for entry in site.iterdir():
+        if entry.is_dir() and not entry.name.endswith((".dist-info", "__pycache__")):
+            name = entry.name.removesuffix(".libs").removesuffix("_headless")
+            sizes[name] = sizes.get(name, 0.0) + folder_mb(entry)
+    return dict(sorted(sizes.items(), key=lambda item: -item[1])[:count])
+
+
 def folder_mb(path: Path) -> float:
     """Bytes on disk (allocated blocks, as `du` counts) under `path`, in MB."""
     total = 0
@@ -116,6 +128,7 @@ def main() -> None:
             "install_s": install_s, "venv_mb": folder_mb(env_dir), "empty_venv_mb": empty,
             "torch_installed": "torch" in packages, "packages": len(packages),
             "extras_present": sorted(set(EXTRAS_PACKAGES) & packages),
+            "largest_mb": largest_packages(env_dir),
             "ferkit": ferkit,
         }
         if not args.no_peer:
@@ -131,6 +144,7 @@ def main() -> None:
           f"{', '.join(EXTRAS_PACKAGES)}: {', '.join(result['extras_present']) or 'none'}); import + load + "
           f"first prediction "
           f"{ferkit['import_load_predict_s']:.2f} s (process {ferkit['process_s']:.2f} s)")
+    print("largest: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in result["largest_mb"].items()))
     if "fer" in result:
         fer = result["fer"]
         print(f"fer: virtualenv {fer['venv_mb']:.0f} MB ({result['ratio_venv_size']:.1f}x ferkit's), "

@@ -1,12 +1,15 @@
 """Real time: end-to-end frames/s of the live path, tracking, and steady labels, beside the peer `fer`.
 
     .venv/bin/python -m bench.speed.realtime [--model default] [--repeats 7] [--peer-python PATH]
+        [--pixels numpy|opencv]
 
 All on one thread (torch, ONNX Runtime, OpenCV), 640x480 frames made from
 ../shared/datasets/faces-dlib-examples, with the shipped model on its default path (ONNX Runtime):
 
 1. Per frame, detect + align + classify (`Predictor.predict`), with the live detector (BlazeFace) and
-   the photo detector (MTCNN), on a frame with 1 face and one with 5 (bench/speed/inference.py's frames).
+   the photo detector (MTCNN), on a frame with 1 face and one with 5 (bench/common.py's frames), with
+   the photo pipeline's pixel operations in NumPy (`ferkit.pixels`, the core install) or, with
+   --pixels opencv, answered by OpenCV (the same bytes, faster).
 2. Tracking: a 300-frame clip of 3 faces gliding across the frame (30 frames/s), through
    `FaceStream` (ferkit video and the live webcam) detecting every 1, 2 and 3 frames: frames/s, and
    the number of track ids used (3 = every face kept its id).
@@ -24,6 +27,7 @@ Every frames/s is the median of --repeats timings after a warm-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import subprocess
@@ -35,7 +39,8 @@ import cv2
 import numpy as np
 import torch
 
-from bench.common import BENCH, PHOTOS, SHARED, cpu_name, fit_frame, five_face_frame, median_rate
+from bench.common import BENCH, FIVE_FACES, PHOTOS, SHARED, cpu_name, fit_frame, five_face_frame, median_rate
+from bench.experiments.opencv_parity import with_opencv
 from ferkit.inference import Predictor, load_image
 from ferkit.inference.stream import FaceStream
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
@@ -58,8 +63,6 @@ def per_frame_rows(predictor: Predictor, frames: dict[str, np.ndarray], repeats:
 
 def face_patches() -> list[np.ndarray]:
     """Three real faces with some margin, 130 px tall."""
-    from bench.common import FIVE_FACES
-
     out = []
     for name, (x, y, w, h) in FIVE_FACES[1:4]:
         rgb = load_image(PHOTOS / name)
@@ -172,13 +175,21 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--peer-python", default=None, help="a Python that can `import fer`")
+    parser.add_argument("--pixels", choices=("numpy", "opencv"), default="numpy",
+                        help="opencv: ferkit.pixels answered by OpenCV (the same bytes), to see what the "
+                             "core install's NumPy operations cost")
     args = parser.parse_args()
+    with with_opencv() if args.pixels == "opencv" else contextlib.nullcontext():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     predictor = Predictor(args.model, threads=1)
     onnx = predictor.model_info.get("onnx", {})
     print(f"# {cpu_name()}, 1 thread; model {predictor.source.name} on {predictor.backend.kind} "
-          f"{onnx.get('precision', '')}; {' '.join(sys.argv)}")
+          f"{onnx.get('precision', '')}; pixels by {args.pixels}; {' '.join(sys.argv)}")
     frames = {"1 face": fit_frame(load_image(PHOTOS / "Tom_Cruise_avp_2014_4.jpg")),
               "5 faces": five_face_frame()}
 

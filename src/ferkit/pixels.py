@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -22,6 +23,7 @@ Border = Literal["edge", "constant"]
 _EPSILON = np.finfo(np.float64).eps
 _GRAY_WEIGHTS = (9798, 19235, 3735)  # R, G, B in 1/32768: ITU-R 601 luma, as OpenCV rounds it
 _AREA_BAND_PIXELS = 1 << 15  # output values per band of the area average (its float32 taps fit in cache)
+_BATCH_IMAGES = 32  # images per batch of resize_many (their taps, as float32, stay a few MB)
 _RESIZE_ONE = 2048  # resize taps in 1/2048 (OpenCV's INTER_RESIZE_COEF_SCALE)
 _WARP_STEP_BITS = 5
 _WARP_STEPS = 1 << _WARP_STEP_BITS  # warp positions in 1/32 pixel (INTER_TAB_SIZE)
@@ -61,14 +63,13 @@ def resize(image: np.ndarray, size: tuple[int, int], *, resample: Resample) -> n
         raise ValueError(f"resize target must be at least 1x1 pixels, got {width}x{height}")
     if (width, height) == (src_width, src_height):
         return image.copy()
-    inv_x, inv_y = width / src_width, height / src_height
-    scale_x, scale_y = 1 / inv_x, 1 / inv_y
+    scale_x, scale_y = _scale(src_width, width), _scale(src_height, height)
     if resample == "nearest":
         rows = np.minimum(np.floor(np.arange(height) * scale_y).astype(np.intp), src_height - 1)
         cols = np.minimum(np.floor(np.arange(width) * scale_x).astype(np.intp), src_width - 1)
         return image[rows[:, None], cols]
     whole_x, whole_y = round(scale_x), round(scale_y)
-    integer_scale = abs(scale_x - whole_x) < _EPSILON and abs(scale_y - whole_y) < _EPSILON
+    integer_scale = _whole(scale_x, scale_y)
     if resample == "linear" and integer_scale and whole_x == whole_y == 2:
         resample = "area"  # halving: both are the 2x2 mean; OpenCV takes its exact integer path
     if resample == "area" and scale_x >= 1 and scale_y >= 1:
@@ -76,6 +77,79 @@ def resize(image: np.ndarray, size: tuple[int, int], *, resample: Resample) -> n
             return _area_integer(image, whole_x, whole_y)
         return _area_fractional(image, width, height, scale_x, scale_y)
     return _bilinear(image, width, height, scale_x, scale_y, area=resample == "area")
+
+
+def _scale(src_size: int, dst_size: int) -> float:
+    """Source pixels per output pixel, computed as OpenCV does (1 / (dst / src): the last bit matters)."""
+    return 1 / (dst_size / src_size)
+
+
+def _whole(scale_x: float, scale_y: float) -> bool:
+    """Both factors integers: OpenCV's exact block-sum path."""
+    return abs(scale_x - round(scale_x)) < _EPSILON and abs(scale_y - round(scale_y)) < _EPSILON
+
+
+def resize_many(images: Sequence[np.ndarray], size: tuple[int, int], *, resample: Resample) -> np.ndarray:
+    """Images of any sizes (all gray or all with the same channels), each resized to `size` = (width,
+    height) exactly as `resize` does it, as one (N, height, width, ...) array. Area shrinks by fractional
+    factors, the common case, are computed a batch at a time (MTCNN resizes hundreds of small patches)."""
+    width, height = size
+    out = np.empty((len(images), height, width, *images[0].shape[2:]), np.uint8) if images else np.empty(0)
+    batched = []
+    for k, image in enumerate(images):
+        src_height, src_width = image.shape[:2]
+        scale_x, scale_y = _scale(src_width, width), _scale(src_height, height)
+        shrinks = scale_x >= 1 and scale_y >= 1 and (src_width, src_height) != size
+        if resample == "area" and shrinks and not _whole(scale_x, scale_y):
+            batched.append(k)
+        else:
+            out[k] = resize(image, size, resample=resample)
+    batched.sort(key=lambda k: images[k].shape[:2])  # similar sizes together: less padding
+    for start in range(0, len(batched), _BATCH_IMAGES):
+        chunk = batched[start:start + _BATCH_IMAGES]
+        out[chunk] = _area_fractional_many([images[k] for k in chunk], width, height)
+    return out
+
+
+def _area_fractional_many(images: list[np.ndarray], width: int, height: int) -> np.ndarray:
+    # _area_fractional for several images at once: each padded into one canvas, each with its own tap
+    # tables padded to the longest with weight 0 (adding +0.0 changes no sum), the same float32 steps
+    count, channels = len(images), math.prod(images[0].shape[2:])
+    rows_max = max(image.shape[0] for image in images)
+    canvas = np.zeros((count, rows_max, max(image.shape[1] for image in images) * channels), np.uint8)
+    x_tables, y_tables = [], []
+    for k, image in enumerate(images):
+        canvas[k, :image.shape[0], :image.shape[1] * channels] = image.reshape(image.shape[0], -1)
+        x_tables.append(_area_table(image.shape[1], width, _scale(image.shape[1], width)))
+        y_tables.append(_area_table(image.shape[0], height, _scale(image.shape[0], height)))
+    x_source, x_weight = _stack_tables(x_tables)  # (N, width, taps)
+    y_source, y_weight = _stack_tables(y_tables)
+    x_columns = (x_source.transpose(0, 2, 1)[..., None] * channels + np.arange(channels)).reshape(
+        count, x_source.shape[2], width * channels)
+    x_weight = np.repeat(x_weight.transpose(0, 2, 1), channels, axis=2)  # (N, taps, width * C)
+    terms = np.empty((count, rows_max, *x_columns.shape[1:]), np.float32)
+    for k in range(count):
+        np.multiply(np.take(canvas[k], x_columns[k], axis=1), x_weight[k], out=terms[k])
+    rows = terms[:, :, 0].copy()  # (N, rows, width * C), float32
+    for k in range(1, terms.shape[2]):
+        rows += terms[:, :, k]
+    which = np.arange(count)[:, None]
+    sums = rows[which, y_source[:, :, 0]] * y_weight[:, :, 0, None]
+    for k in range(1, y_source.shape[2]):
+        sums += rows[which, y_source[:, :, k]] * y_weight[:, :, k, None]
+    return np.rint(sums).clip(0, 255).astype(np.uint8).reshape(count, height, width, *images[0].shape[2:])
+
+
+def _stack_tables(tables: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Tap tables of several images as (N, outputs, most taps) arrays, padded with weight 0."""
+    most = max(source.shape[1] for source, _ in tables)
+    sources = np.empty((len(tables), tables[0][0].shape[0], most), np.intp)
+    weights = np.zeros(sources.shape, np.float32)
+    for k, (source, weight) in enumerate(tables):
+        taps = source.shape[1]
+        sources[k, :, :taps], sources[k, :, taps:] = source, source[:, -1:]
+        weights[k, :, :taps] = weight
+    return sources, weights
 
 
 def _area_integer(image: np.ndarray, step_x: int, step_y: int) -> np.ndarray:

