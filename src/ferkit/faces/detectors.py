@@ -255,7 +255,7 @@ class HaarDetector(FaceDetector):
     """OpenCV's Viola-Jones cascade (opencv-python-headless<5, ferkit[video]): fast, no landmarks."""
 
     name = "haar"
-    requires = {"cv2": "opencv-python-headless<5"}
+    requires = {"cv2": "ferkit[video]"}  # opencv-python-headless<5
     smallest_face = 20
     box_scale, box_shift = 0.88, 0.08
     # "alt" at 4 neighbours: no face on dogs.jpg, where "default" at 5 found 3 for 2 more true faces
