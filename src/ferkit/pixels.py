@@ -24,10 +24,12 @@ _EPSILON = np.finfo(np.float64).eps
 _GRAY_WEIGHTS = (9798, 19235, 3735)  # R, G, B in 1/32768: ITU-R 601 luma, as OpenCV rounds it
 _AREA_BAND_PIXELS = 1 << 15  # output values per band of the area average (its float32 taps fit in cache)
 _BATCH_IMAGES = 32  # images per batch of resize_many (their taps, as float32, stay a few MB)
+_BATCH_MAX_PIXELS = 96 * 96  # larger images are resized one by one: per-call overhead no longer counts
 _RESIZE_ONE = 2048  # resize taps in 1/2048 (OpenCV's INTER_RESIZE_COEF_SCALE)
 _WARP_STEP_BITS = 5
 _WARP_STEPS = 1 << _WARP_STEP_BITS  # warp positions in 1/32 pixel (INTER_TAB_SIZE)
 _WARP_POSITION_BITS = 10  # warp coordinates in 1/1024 pixel before rounding to 1/32 (AB_BITS)
+_WARP_BAND_PIXELS = 1 << 14  # output pixels per band of a warp (its int32 temporaries fit in cache)
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:
@@ -100,7 +102,8 @@ def resize_many(images: Sequence[np.ndarray], size: tuple[int, int], *, resample
         src_height, src_width = image.shape[:2]
         scale_x, scale_y = _scale(src_width, width), _scale(src_height, height)
         shrinks = scale_x >= 1 and scale_y >= 1 and (src_width, src_height) != size
-        if resample == "area" and shrinks and not _whole(scale_x, scale_y):
+        small = src_width * src_height <= _BATCH_MAX_PIXELS  # a large one alone wastes no padding
+        if resample == "area" and shrinks and small and not _whole(scale_x, scale_y):
             batched.append(k)
         else:
             out[k] = resize(image, size, resample=resample)
@@ -300,22 +303,39 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *,
     col_x = np.rint(m[0] * xs * unit).astype(np.int32)
     col_y = np.rint(m[3] * xs * unit).astype(np.int32)
     shift = _WARP_POSITION_BITS - _WARP_STEP_BITS
-    pos_x = (row_x[:, None] + col_x[None, :]) >> shift  # in 1/32 pixel
-    pos_y = (row_y[:, None] + col_y[None, :]) >> shift
     src_height, src_width = image.shape[:2]
-    x0, y0 = pos_x >> _WARP_STEP_BITS, pos_y >> _WARP_STEP_BITS
-    fx, fy = pos_x & (_WARP_STEPS - 1), pos_y & (_WARP_STEPS - 1)
-    left, right = np.clip(x0, 0, src_width - 1), np.clip(x0 + 1, 0, src_width - 1)
-    top, bottom = np.clip(y0, 0, src_height - 1), np.clip(y0 + 1, 0, src_height - 1)
-    x_lo, x_hi = int(left.min()), int(right.max()) + 1
-    y_lo, y_hi = int(top.min()), int(bottom.max()) + 1
+    # the window the taps fall in: a position is a row term plus a column term, each monotonic, so
+    # its extremes are sums of extremes (no pass over the whole output to find them)
+    x_first = ((int(row_x.min()) + int(col_x.min())) >> shift) >> _WARP_STEP_BITS
+    x_last = ((int(row_x.max()) + int(col_x.max())) >> shift) >> _WARP_STEP_BITS
+    y_first = ((int(row_y.min()) + int(col_y.min())) >> shift) >> _WARP_STEP_BITS
+    y_last = ((int(row_y.max()) + int(col_y.max())) >> shift) >> _WARP_STEP_BITS
+    x_lo, x_hi = min(max(x_first, 0), src_width - 1), min(max(x_last + 1, 0), src_width - 1) + 1
+    y_lo, y_hi = min(max(y_first, 0), src_height - 1), min(max(y_last + 1, 0), src_height - 1) + 1
     window = image[y_lo:y_hi, x_lo:x_hi]
     src = gray(window) if to_gray else window
     flat = src.reshape(src.shape[0] * src.shape[1], *src.shape[2:])  # a flat index per tap
-    stride = src.shape[1]
-    top, bottom = (top - y_lo) * stride, (bottom - y_lo) * stride
-    left, right = left - x_lo, right - x_lo
-    if src.ndim == 3:  # weights broadcast over the channels
+    out = np.empty((height, width, *src.shape[2:]), np.uint8)
+    band = max(1, _WARP_BAND_PIXELS // max(1, width))
+    for start in range(0, height, band):  # a band of output rows at a time: the temporaries stay in cache
+        rows = slice(start, min(height, start + band))
+        pos_x = (row_x[rows, None] + col_x[None, :]) >> shift  # in 1/32 pixel
+        pos_y = (row_y[rows, None] + col_y[None, :]) >> shift
+        out[rows] = _bilinear_taps(flat, src.shape[1], pos_x, pos_y, x_lo, y_lo, src_width, src_height)
+    return out
+
+
+def _bilinear_taps(flat: np.ndarray, stride: int, pos_x: np.ndarray, pos_y: np.ndarray, x_lo: int, y_lo: int,
+                   src_width: int, src_height: int) -> np.ndarray:
+    """OpenCV's bilinear remap at positions in 1/32 pixel, taps clamped to the image (`flat`: its
+    window from (x_lo, y_lo), a row per pixel)."""
+    x0, y0 = pos_x >> _WARP_STEP_BITS, pos_y >> _WARP_STEP_BITS
+    fx, fy = pos_x & (_WARP_STEPS - 1), pos_y & (_WARP_STEPS - 1)
+    left = np.clip(x0, 0, src_width - 1) - x_lo
+    right = np.clip(x0 + 1, 0, src_width - 1) - x_lo
+    top = (np.clip(y0, 0, src_height - 1) - y_lo) * stride
+    bottom = (np.clip(y0 + 1, 0, src_height - 1) - y_lo) * stride
+    if flat.ndim == 2:  # weights broadcast over the channels
         fx, fy = fx[:, :, None], fy[:, :, None]
     gx, gy = _WARP_STEPS - fx, _WARP_STEPS - fy
 
