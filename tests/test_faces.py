@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REAL_FACES, REAL_FERPLUS, needs_faces, needs_ferplus
 
-from ferkit.errors import FaceDetectorError, FerkitError
+from ferkit.errors import FaceDetectorError, FerkitError, MissingExtra
 from ferkit.evaluation.detection import MatchResult, iou, match, read_imglab_boxes
 from ferkit.faces import (
     DEFAULT_DETECTOR,
@@ -26,6 +26,7 @@ from ferkit.faces import (
 from ferkit.faces import detectors as det_module
 from ferkit.faces.align import aligned_points, eye_angle
 from ferkit.faces.detectors import MtcnnDetector, get_detector
+from ferkit.inference import Predictor
 
 HAS_DLIB = importlib.util.find_spec("dlib") is not None
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
@@ -72,6 +73,14 @@ def test_missing_package_names_the_pip_package(monkeypatch):
                         lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     with pytest.raises(FaceDetectorError, match="needs the 'onnxruntime' package: pip install"):
         MtcnnDetector()
+
+
+def test_a_detector_from_an_extra_names_the_extra_before_any_photo(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(det_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "cv2" else real(name, *a))
+    with pytest.raises(MissingExtra, match=r"face detector 'haar' needs .*pip install 'ferkit\[video\]'"):
+        Predictor(detector="haar")
 
 
 @pytest.mark.parametrize("name", AVAILABLE)

@@ -185,6 +185,7 @@ sys.meta_path.insert(0, Missing())
                         (["export", "-m", "fast", "--onnx", "x.onnx"], "torch"),
                         (["evaluate", "-m", "fast"], "torch"),
                         (["video", "x.mp4"], "video"),
+                        (["predict", photo, "--detector", "haar"], "video"),
                         (["evaluate", "-m", "fast", "--photos", str(tmp_path / "study")], "eval"),
                         (["adapt", "-m", "default", "--photos", ".", "--out", "o"], "torch"),
                         # ships its weights only: the ONNX export is built with PyTorch on first use

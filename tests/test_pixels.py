@@ -90,6 +90,23 @@ def test_resize_many_gives_each_image_opencvs_bytes() -> None:
             assert np.array_equal(ours, theirs), patch.shape
 
 
+def test_two_and_four_channels_and_a_near_singular_warp_give_opencvs_bytes() -> None:
+    rng = np.random.default_rng(5)
+    for channels in (2, 4):
+        image = rng.integers(0, 256, (102, 110, channels), dtype=np.uint8)
+        for size in ((55, 51), (51, 55), (200, 160)):
+            for resample, flag in INTERPOLATION.items():
+                assert np.array_equal(pixels.resize(image, size, resample=resample),
+                                      cv2.resize(image, size, interpolation=flag)), (channels, size, resample)
+    gray = rng.integers(0, 256, (100, 100), dtype=np.uint8)
+    for scale in (1e-3, 1e-5, 1e-7):  # coordinates beyond int32: OpenCV saturates, then wraps
+        matrix = cv2.getRotationMatrix2D((50, 50), 10, scale)
+        assert np.array_equal(pixels.warp_affine(gray, matrix, (64, 64)), warp(gray, matrix, (64, 64))), scale
+
+
 def test_resize_refuses_an_empty_target() -> None:
     with pytest.raises(ValueError, match="at least 1x1"):
         pixels.resize(np.zeros((4, 4), np.uint8), (0, 3), resample="area")
+    with pytest.raises(ValueError, match="at least 1x1"):
+        pixels.warp_affine(np.zeros((4, 4), np.uint8), np.eye(2, 3), (3, 0))
+    assert pixels.resize_many([], (24, 24), resample="area").shape == (0, 24, 24)

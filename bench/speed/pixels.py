@@ -15,6 +15,7 @@ import argparse
 import statistics
 import time
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    cv2.setNumThreads(args.threads)  # OpenCV's own threads would make the comparison unlike for like
     predictor = Predictor(threads=args.threads)
     print(f"# {cpu_name()}, {args.threads} thread(s); model {predictor.source.name}, detector MTCNN\n")
     print("| photo | NumPy pixels (as shipped) | OpenCV pixels | NumPy / OpenCV | same answers |")

@@ -1,11 +1,12 @@
 """The pixel operations of the photo pipeline, in NumPy: gray, resize, pad, rotate and warp.
 
-They give the same bytes as OpenCV 4's `cvtColor(RGB2GRAY)`, `resize` (INTER_AREA, INTER_LINEAR),
-`copyMakeBorder`, `getRotationMatrix2D` and `warpAffine` (INTER_LINEAR, BORDER_REPLICATE) on uint8
-images, so the core install needs no OpenCV and every figure measured with it still holds. Bit-exact
-means following OpenCV's own arithmetic: fixed-point weights where it uses them (11-bit resize taps,
-5-bit warp positions with 15-bit weights), float32 sums in its order where it uses floats (area
-averaging), and its rounding (half to even). tests/test_pixels.py compares them with OpenCV byte by byte.
+They give the same bytes as OpenCV 4's `cvtColor(RGB2GRAY)`, `resize` (INTER_AREA, INTER_LINEAR and
+INTER_NEAREST), `copyMakeBorder`, `getRotationMatrix2D` and `warpAffine` (INTER_LINEAR,
+BORDER_REPLICATE) on uint8 images, so the core install needs no OpenCV and every figure measured with
+it still holds. Bit-exact means following OpenCV's own arithmetic: fixed-point weights where it uses
+them (11-bit resize taps, 5-bit warp positions with 15-bit weights), float32 sums in its order where
+it uses floats (area averaging), and its rounding (half to even). tests/test_pixels.py compares them
+with OpenCV byte by byte.
 """
 
 from __future__ import annotations
@@ -93,10 +94,13 @@ def _whole(scale_x: float, scale_y: float) -> bool:
 
 def resize_many(images: Sequence[np.ndarray], size: tuple[int, int], *, resample: Resample) -> np.ndarray:
     """Images of any sizes (all gray or all with the same channels), each resized to `size` = (width,
-    height) exactly as `resize` does it, as one (N, height, width, ...) array. Area shrinks by fractional
-    factors, the common case, are computed a batch at a time (MTCNN resizes hundreds of small patches)."""
+    height) exactly as `resize` does it, as one (N, height, width, ...) array. Area shrinks of images up
+    to 96x96 by fractional factors, the common case, are computed a batch at a time (MTCNN resizes
+    hundreds of small patches); the rest one by one."""
     width, height = size
-    out = np.empty((len(images), height, width, *images[0].shape[2:]), np.uint8) if images else np.empty(0)
+    if not images:
+        return np.empty((0, height, width), np.uint8)
+    out = np.empty((len(images), height, width, *images[0].shape[2:]), np.uint8)
     batched = []
     for k, image in enumerate(images):
         src_height, src_width = image.shape[:2]
@@ -116,31 +120,44 @@ def resize_many(images: Sequence[np.ndarray], size: tuple[int, int], *, resample
 
 def _area_fractional_many(images: list[np.ndarray], width: int, height: int) -> np.ndarray:
     # _area_fractional for several images at once: each padded into one canvas, each with its own tap
-    # tables padded to the longest with weight 0 (adding +0.0 changes no sum), the same float32 steps
+    # tables padded to the longest with weight 0 (adding +0.0 changes no sum)
     count, channels = len(images), math.prod(images[0].shape[2:])
-    rows_max = max(image.shape[0] for image in images)
-    canvas = np.zeros((count, rows_max, max(image.shape[1] for image in images) * channels), np.uint8)
+    canvas = np.zeros((count, max(image.shape[0] for image in images),
+                       max(image.shape[1] for image in images) * channels), np.uint8)
     x_tables, y_tables = [], []
     for k, image in enumerate(images):
         canvas[k, :image.shape[0], :image.shape[1] * channels] = image.reshape(image.shape[0], -1)
         x_tables.append(_area_table(image.shape[1], width, _scale(image.shape[1], width)))
         y_tables.append(_area_table(image.shape[0], height, _scale(image.shape[0], height)))
-    x_source, x_weight = _stack_tables(x_tables)  # (N, width, taps)
-    y_source, y_weight = _stack_tables(y_tables)
-    x_columns = (x_source.transpose(0, 2, 1)[..., None] * channels + np.arange(channels)).reshape(
-        count, x_source.shape[2], width * channels)
-    x_weight = np.repeat(x_weight.transpose(0, 2, 1), channels, axis=2)  # (N, taps, width * C)
-    terms = np.empty((count, rows_max, *x_columns.shape[1:]), np.float32)
-    for k in range(count):
-        np.multiply(np.take(canvas[k], x_columns[k], axis=1), x_weight[k], out=terms[k])
-    rows = terms[:, :, 0].copy()  # (N, rows, width * C), float32
+    x_columns, x_weight = _channel_columns(*_stack_tables(x_tables), channels)
+    out = _area_sums(canvas, x_columns, x_weight, *_stack_tables(y_tables))
+    return out.reshape(count, height, width, *images[0].shape[2:])
+
+
+def _channel_columns(source: np.ndarray, weight: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(..., outputs, taps) source pixels and weights -> (..., taps, outputs * channels): a column per
+    channel of each output pixel, in a row flattened to (W * C)."""
+    columns = np.swapaxes(source, -1, -2)[..., None] * channels + np.arange(channels)
+    return (columns.reshape(*columns.shape[:-2], -1),
+            np.repeat(np.swapaxes(weight, -1, -2), channels, axis=-1))
+
+
+def _area_sums(strips: np.ndarray, x_columns: np.ndarray, x_weight: np.ndarray, y_source: np.ndarray,
+               y_weight: np.ndarray) -> np.ndarray:
+    """OpenCV's area average of (N, rows, W * C) uint8 strips: each row's float32 sum over its column taps
+    (N, taps, outputs * C), then each output row's sum over its row taps (N, outputs, taps) into those
+    strips, tap by tap in OpenCV's order so that every rounding matches; (N, outputs, outputs * C)."""
+    terms = np.empty((*strips.shape[:2], *x_columns.shape[1:]), np.float32)
+    for k in range(len(strips)):
+        np.multiply(np.take(strips[k], x_columns[k], axis=1), x_weight[k], out=terms[k])
+    rows = terms[:, :, 0].copy()
     for k in range(1, terms.shape[2]):
         rows += terms[:, :, k]
-    which = np.arange(count)[:, None]
+    which = np.arange(len(strips))[:, None]
     sums = rows[which, y_source[:, :, 0]] * y_weight[:, :, 0, None]
     for k in range(1, y_source.shape[2]):
         sums += rows[which, y_source[:, :, k]] * y_weight[:, :, k, None]
-    return np.rint(sums).clip(0, 255).astype(np.uint8).reshape(count, height, width, *images[0].shape[2:])
+    return np.rint(sums).clip(0, 255).astype(np.uint8)
 
 
 def _stack_tables(tables: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +184,7 @@ def _area_integer(image: np.ndarray, step_x: int, step_y: int) -> np.ndarray:
     sums = columns[:, :, 0].astype(np.int32)
     for dx in range(1, step_x):
         sums += columns[:, :, dx]
-    if step_x == step_y == 2:
+    if step_x == step_y == 2 and math.prod(channels) in (1, 3, 4):  # OpenCV's shortcut (not for 2 channels)
         return ((sums + 2) >> 2).astype(np.uint8)
     mean = sums.astype(np.float32) * (np.float32(1) / np.float32(step_x * step_y))
     return np.rint(mean).clip(0, 255).astype(np.uint8)
@@ -204,28 +221,19 @@ def _area_table(src_size: int, dst_size: int, scale: float) -> tuple[np.ndarray,
 
 def _area_fractional(image: np.ndarray, width: int, height: int, scale_x: float, scale_y: float
                      ) -> np.ndarray:
-    # float32 sums tap by tap, in OpenCV's order, so every rounding matches; a band of rows at a time
-    # keeps the working set in cache (a 12-megapixel photo as float32 would be 144 MB)
+    # a band of output rows at a time keeps the working set in cache (a 12-megapixel photo as float32
+    # would be 144 MB)
     channels = math.prod(image.shape[2:])
     flat = image.reshape(image.shape[0], -1)  # (H, W * C): a column per channel of each pixel
-    x_source, x_weight = _area_table(image.shape[1], width, scale_x)
-    x_columns = (x_source.T[:, :, None] * channels + np.arange(channels)).reshape(x_source.shape[1], -1)
-    x_weight = np.repeat(x_weight.T, channels, axis=1)  # (taps, W * C)
+    x_columns, x_weight = _channel_columns(*_area_table(image.shape[1], width, scale_x), channels)
     y_source, y_weight = _area_table(image.shape[0], height, scale_y)
     out = np.empty((height, width * channels), np.uint8)
     band = max(1, _AREA_BAND_PIXELS // (width * channels))
     for start in range(0, height, band):
         stop = min(height, start + band)
         first, last = int(y_source[start:stop].min()), int(y_source[start:stop].max()) + 1
-        strip = flat[first:last]
-        terms = np.take(strip, x_columns, axis=1) * x_weight  # (rows, taps, W * C), float32
-        rows = terms[:, 0].copy()
-        for k in range(1, terms.shape[1]):
-            rows += terms[:, k]
-        sums = rows[y_source[start:stop, 0] - first] * y_weight[start:stop, 0, None]
-        for k in range(1, y_source.shape[1]):
-            sums += rows[y_source[start:stop, k] - first] * y_weight[start:stop, k, None]
-        out[start:stop] = np.rint(sums).clip(0, 255)
+        out[start:stop] = _area_sums(flat[None, first:last], x_columns[None], x_weight[None],
+                                     y_source[None, start:stop] - first, y_weight[None, start:stop])[0]
     return out.reshape(height, width, *image.shape[2:])
 
 
@@ -295,13 +303,16 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *,
     m[0], m[1], m[3], m[4] = a11, m[1] * -det, m[3] * -det, a22
     m[2], m[5] = -m[0] * m[2] - m[1] * m[5], -m[3] * m[2] - m[4] * m[5]
     width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"warp target must be at least 1x1 pixels, got {width}x{height}")
     unit = float(1 << _WARP_POSITION_BITS)
     xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
     half_step = 1 << (_WARP_POSITION_BITS - _WARP_STEP_BITS - 1)
-    row_x = np.rint((m[1] * ys + m[2]) * unit).astype(np.int32) + half_step
-    row_y = np.rint((m[4] * ys + m[5]) * unit).astype(np.int32) + half_step
-    col_x = np.rint(m[0] * xs * unit).astype(np.int32)
-    col_y = np.rint(m[3] * xs * unit).astype(np.int32)
+    # int32 as in OpenCV: the terms saturate, their sums wrap (only a near-singular matrix gets there)
+    row_x = _int32(np.rint((m[1] * ys + m[2]) * unit)) + np.int32(half_step)
+    row_y = _int32(np.rint((m[4] * ys + m[5]) * unit)) + np.int32(half_step)
+    col_x = _int32(np.rint(m[0] * xs * unit))
+    col_y = _int32(np.rint(m[3] * xs * unit))
     shift = _WARP_POSITION_BITS - _WARP_STEP_BITS
     src_height, src_width = image.shape[:2]
     # the window the taps fall in: a position is a row term plus a column term, each monotonic, so
@@ -323,6 +334,12 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *,
         pos_y = (row_y[rows, None] + col_y[None, :]) >> shift
         out[rows] = _bilinear_taps(flat, src.shape[1], pos_x, pos_y, x_lo, y_lo, src_width, src_height)
     return out
+
+
+def _int32(values: np.ndarray) -> np.ndarray:
+    """float64 -> int32, saturating like OpenCV's saturate_cast<int>."""
+    limits = np.iinfo(np.int32)
+    return np.clip(values, limits.min, limits.max).astype(np.int32)
 
 
 def _bilinear_taps(flat: np.ndarray, stride: int, pos_x: np.ndarray, pos_y: np.ndarray, x_lo: int, y_lo: int,

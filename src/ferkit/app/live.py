@@ -19,7 +19,7 @@ from ferkit import settings
 from ferkit.app.common import BOX_COLOR, DEFAULT_MIN_FACE, PredictorLike
 from ferkit.app.photos import numbered_faces
 from ferkit.errors import FerkitError
-from ferkit.inference.annotate import Style, draw_text
+from ferkit.inference.annotate import Style, draw_faces, draw_text
 from ferkit.inference.face import Face
 from ferkit.inference.tracking import DEFAULT_SMOOTH_S
 
@@ -53,8 +53,6 @@ def face_label(face: Face) -> str:
 def draw_frame(frame: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
     """A copy of the RGB video frame, its size kept, with each face boxed and labelled in BOX_COLOR by
     the drawing routine under `ferkit.draw` (ferkit.inference.annotate; a frame gets no key beside it)."""
-    from ferkit.inference.annotate import draw_faces
-
     return draw_faces(frame, faces, probabilities=False, labels=[face_label(f) for f in faces],
                       color=BOX_COLOR)
 

@@ -36,9 +36,10 @@ DetectorName = one_of(DETECTORS)
 TtaName = one_of(("none", *TTA_MODES))
 ProtocolName = one_of(PROTOCOLS)
 SplitName = one_of(SPLITS)
-DETECTOR_HELP = f"Face detector (default: {DEFAULT_DETECTOR}; hog needs the faces-dlib extra)."
-VIDEO_DETECTOR_HELP = (f"Face detector (default: {LIVE_DETECTOR}, made for video; hog needs the faces-dlib "
-                       "extra).")
+DETECTOR_HELP = (f"Face detector (default: {DEFAULT_DETECTOR}; haar needs the video extra, hog the "
+                 "faces-dlib extra).")
+VIDEO_DETECTOR_HELP = (f"Face detector (default: {LIVE_DETECTOR}, made for video; haar needs the video "
+                       "extra, hog the faces-dlib extra).")
 TTA_HELP = "Test-time augmentation: none, or flip (average with the mirrored face)."
 
 app = typer.Typer(help="ferkit: facial expression recognition (8 FERPlus emotions).",

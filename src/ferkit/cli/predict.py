@@ -116,7 +116,7 @@ def predict_command(
     if failures:
         err_console.print(f"[bold red]{len(failures)} failed:", highlight=False)
         for line in failures:
-            err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+            err_console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     if interrupted:
         err_console.print(f"[bold yellow]interrupted: {len(results):,} of {len(files):,} files done; their "
                           "rows and copies are written", highlight=False)

@@ -25,6 +25,7 @@ from ferkit.faces.detectors import (
     FALLBACK_DETECTOR,
     LIVE_DETECTOR,
     Detection,
+    check_detector,
     detect_faces,
     list_detectors,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "LIVE_DETECTOR",
     "Detection",
     "align_face",
+    "check_detector",
     "detect_faces",
     "list_detectors",
 ]

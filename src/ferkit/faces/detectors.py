@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from ferkit import pixels
-from ferkit.errors import FaceDetectorError
+from ferkit.errors import FaceDetectorError, MissingExtra
 from ferkit.faces.image import to_rgb
 from ferkit.settings import MIN_FACE
 
@@ -99,6 +99,7 @@ class FaceDetector(ABC):
 
     name: ClassVar[str]
     requires: ClassVar[dict[str, str]]  # module -> the pip package that provides it
+    extra: ClassVar[str | None] = None  # the ferkit extra that installs `requires`, if one does
     smallest_face: ClassVar[int]  # min_size is raised to this: below it the detector finds nothing
     thread_safe: ClassVar[bool] = False  # False: calls are serialized by a per-instance lock
     box_scale: ClassVar[float] = 1.0  # face-square side / the box's long side
@@ -106,10 +107,17 @@ class FaceDetector(ABC):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        for module, package in self.requires.items():
-            if importlib.util.find_spec(module) is None:  # find, not import: see face_recognition_models
+        self.check_installed()
+
+    @classmethod
+    def check_installed(cls) -> None:
+        """MissingExtra (or FaceDetectorError naming the pip package) when a package it needs is absent."""
+        for module, package in cls.requires.items():
+            if not _installed(module):
+                if cls.extra:
+                    raise MissingExtra(cls.extra, f"face detector {cls.name!r} needs {package}")
                 raise FaceDetectorError(
-                    f"face detector {self.name!r} needs the {package!r} package: pip install '{package}'"
+                    f"face detector {cls.name!r} needs the {package!r} package: pip install '{package}'"
                 )
 
     def detect(self, rgb: np.ndarray, min_size: int) -> list[FaceBox]:
@@ -206,6 +214,7 @@ class DlibDetector(FaceDetector):
     """
 
     requires = {"dlib": "dlib-bin"}
+    extra = "faces-dlib"
     window = 80  # both dlib detectors are trained on ~80 px faces; 1 upsampling reaches ~40 px
 
     def __init__(self) -> None:
@@ -255,7 +264,8 @@ class HaarDetector(FaceDetector):
     """OpenCV's Viola-Jones cascade (opencv-python-headless<5, ferkit[video]): fast, no landmarks."""
 
     name = "haar"
-    requires = {"cv2": "ferkit[video]"}  # opencv-python-headless<5
+    requires = {"cv2": "opencv-python-headless<5"}
+    extra = "video"
     smallest_face = 20
     box_scale, box_shift = 0.88, 0.08
     # "alt" at 4 neighbours: no face on dogs.jpg, where "default" at 5 found 3 for 2 more true faces
@@ -302,10 +312,25 @@ def _build(name: str) -> FaceDetector:
     return DETECTORS[name]()
 
 
+def _installed(module: str) -> bool:
+    try:  # find, not import: see face_recognition_models
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a half-removed package
+        return False
+
+
+def check_detector(name: str) -> None:
+    """FaceDetectorError naming the choices for an unknown `name`; MissingExtra (or FaceDetectorError
+    naming the package) when its packages are not installed. Cheap: nothing is built or imported."""
+    if name not in DETECTORS:
+        raise FaceDetectorError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+    DETECTORS[name].check_installed()
+
+
 def get_detector(name: str) -> FaceDetector:
     """The process-wide instance of detector `name`, built on first use (thread-safe)."""
     if name not in DETECTORS:
-        raise FaceDetectorError(f"unknown face detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        check_detector(name)  # names the choices
     with _LOAD_LOCK:  # lru_cache alone may build twice when two threads ask at once
         return _build(name)
 

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ferkit.emotions import EMOTIONS
+from ferkit.errors import FerkitError
+from ferkit.images import rgb_array
 
 # One colour per emotion (RGB), readable on photos.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -41,8 +43,8 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     font file and nothing downloaded); cached, as each load decodes the font anew."""
     try:
         return ImageFont.load_default(size=size)
-    except (TypeError, ImportError) as exc:  # Pillow 10.0, or no FreeType: only a tiny bitmap font
-        raise RuntimeError("ferkit's drawing needs Pillow >= 10.1 with FreeType (its scalable font)") from exc
+    except ImportError:  # a Pillow built without FreeType has only a tiny bitmap font
+        raise FerkitError("ferkit's drawing needs Pillow built with FreeType (its scalable font)") from None
 
 
 def _text_box(font: ImageFont.FreeTypeFont, text: str) -> tuple[int, int, int]:
@@ -252,8 +254,9 @@ def _draw(image: np.ndarray, faces: Sequence[Drawable], probabilities: bool, lab
 
 
 def _picture(image: np.ndarray) -> Image.Image:
-    """A Pillow copy of an RGB uint8 array, to draw on."""
-    return Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    """A Pillow RGB copy of the image array to draw on (gray, RGBA and float arrays converted by
+    ferkit.images, the one loader; the caller's array is never touched)."""
+    return Image.fromarray(rgb_array(np.asarray(image)))
 
 
 def _with_key(image: Image.Image, keyed: Sequence[tuple[str, Drawable]], style: Style) -> np.ndarray:

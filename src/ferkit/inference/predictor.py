@@ -237,6 +237,7 @@ class Predictor:
         names = list(faces.list_detectors())
         if name not in names:
             raise ArgumentError(f"unknown face detector {name!r}; available: {', '.join(names)}")
+        faces.check_detector(name)  # a missing extra is one line now, not a failure per photo later
 
     def _detector_fn(self) -> DetectFn:
         if self._detect_fn is None:
